@@ -1,0 +1,47 @@
+//! `wanlora`: LoRA training for Wan 2.2 image-to-video A14B.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wanlora", version, about = "LoRA training for Wan 2.2 I2V A14B", long_about = None)]
+struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check libtorch, CUDA, the GPU, cuDNN, the attention kernel, ffmpeg and disk space.
+    Doctor(cmd::doctor::DoctorArgs),
+}
+
+fn main() {
+    // Before any tensor work: register libtorch's CUDA back-end when it is on the library path.
+    wanlora_torch::init();
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WANLORA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Doctor(args) => cmd::doctor::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,263 @@
+//! Safe wrappers over the C++ helper (csrc/helper.cpp): what tch does not bind.
+
+use std::ffi::CStr;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {message}")]
+pub struct HelperError {
+    pub op: &'static str,
+    pub message: String,
+}
+
+mod ffi {
+    use std::ffi::c_void;
+    extern "C" {
+        pub fn wl_last_error() -> *const std::ffi::c_char;
+        pub fn wl_cuda_memory_stats(device: i64, out: *mut i64) -> i32;
+        pub fn wl_cuda_reset_peak(device: i64) -> i32;
+        pub fn wl_cuda_empty_cache() -> i32;
+        pub fn wl_cuda_memory_info(device: i64, free: *mut i64, total: *mut i64) -> i32;
+        pub fn wl_cuda_synchronize(device: i64) -> i32;
+        pub fn wl_stream_from_pool(device: i64, high_priority: i32, id: *mut i64) -> i32;
+        pub fn wl_stream_current(device: i64, id: *mut i64) -> i32;
+        pub fn wl_stream_set_current(device: i64, id: i64, previous: *mut i64) -> i32;
+        pub fn wl_stream_synchronize(device: i64, id: i64) -> i32;
+        pub fn wl_event_new(event: *mut *mut c_void) -> i32;
+        pub fn wl_event_free(event: *mut c_void);
+        pub fn wl_event_record(event: *mut c_void, device: i64, stream: i64) -> i32;
+        pub fn wl_event_block(event: *mut c_void, device: i64, stream: i64) -> i32;
+        pub fn wl_event_synchronize(event: *mut c_void) -> i32;
+        pub fn wl_tensor_record_stream(tensor: *const c_void, device: i64, stream: i64) -> i32;
+        pub fn wl_sdp_enable(flash: i32, mem_efficient: i32, math: i32, cudnn: i32) -> i32;
+        pub fn wl_set_allow_tf32(allow: i32) -> i32;
+    }
+}
+
+fn check(op: &'static str, rc: i32) -> Result<(), HelperError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: the helper returns a pointer to a thread-local NUL-terminated string.
+        let message = unsafe { CStr::from_ptr(ffi::wl_last_error()) }
+            .to_string_lossy()
+            .into_owned();
+        Err(HelperError { op, message })
+    }
+}
+
+/// Caching-allocator statistics of one GPU, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub allocated: i64,
+    pub peak_allocated: i64,
+    pub reserved: i64,
+    pub peak_reserved: i64,
+    pub num_ooms: i64,
+    pub num_alloc_retries: i64,
+}
+
+pub fn memory_stats(device: usize) -> Result<MemoryStats, HelperError> {
+    let mut out = [0i64; 6];
+    check("memory_stats", unsafe {
+        ffi::wl_cuda_memory_stats(device as i64, out.as_mut_ptr())
+    })?;
+    Ok(MemoryStats {
+        allocated: out[0],
+        peak_allocated: out[1],
+        reserved: out[2],
+        peak_reserved: out[3],
+        num_ooms: out[4],
+        num_alloc_retries: out[5],
+    })
+}
+
+pub fn reset_peak_memory(device: usize) -> Result<(), HelperError> {
+    check("reset_peak", unsafe {
+        ffi::wl_cuda_reset_peak(device as i64)
+    })
+}
+
+pub fn empty_cache() -> Result<(), HelperError> {
+    check("empty_cache", unsafe { ffi::wl_cuda_empty_cache() })
+}
+
+/// (free, total) bytes of device memory as the driver reports them.
+pub fn memory_info(device: usize) -> Result<(i64, i64), HelperError> {
+    let (mut free, mut total) = (0i64, 0i64);
+    check("memory_info", unsafe {
+        ffi::wl_cuda_memory_info(device as i64, &mut free, &mut total)
+    })?;
+    Ok((free, total))
+}
+
+pub fn synchronize(device: usize) -> Result<(), HelperError> {
+    check("synchronize", unsafe {
+        ffi::wl_cuda_synchronize(device as i64)
+    })
+}
+
+/// A CUDA stream of libtorch's pool on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stream {
+    pub device: usize,
+    id: i64,
+}
+
+impl Stream {
+    pub fn from_pool(device: usize, high_priority: bool) -> Result<Self, HelperError> {
+        let mut id = 0;
+        check("stream_from_pool", unsafe {
+            ffi::wl_stream_from_pool(device as i64, high_priority as i32, &mut id)
+        })?;
+        Ok(Stream { device, id })
+    }
+
+    pub fn current(device: usize) -> Result<Self, HelperError> {
+        let mut id = 0;
+        check("stream_current", unsafe {
+            ffi::wl_stream_current(device as i64, &mut id)
+        })?;
+        Ok(Stream { device, id })
+    }
+
+    /// Runs `f` with this stream as the current one, restoring the previous stream afterwards.
+    pub fn scope<R>(&self, f: impl FnOnce() -> R) -> Result<R, HelperError> {
+        let mut prev = 0;
+        check("stream_set_current", unsafe {
+            ffi::wl_stream_set_current(self.device as i64, self.id, &mut prev)
+        })?;
+        let out = f();
+        let mut ignored = 0;
+        check("stream_set_current", unsafe {
+            ffi::wl_stream_set_current(self.device as i64, prev, &mut ignored)
+        })?;
+        Ok(out)
+    }
+
+    pub fn synchronize(&self) -> Result<(), HelperError> {
+        check("stream_synchronize", unsafe {
+            ffi::wl_stream_synchronize(self.device as i64, self.id)
+        })
+    }
+
+    /// Keeps `tensor`'s memory from being reused until this stream's queued work is done.
+    pub fn record_tensor(&self, tensor: &tch::Tensor) -> Result<(), HelperError> {
+        check("record_stream", unsafe {
+            ffi::wl_tensor_record_stream(tensor.as_ptr() as *const _, self.device as i64, self.id)
+        })
+    }
+}
+
+/// A CUDA event, for ordering work between streams without blocking the host.
+pub struct Event(*mut std::ffi::c_void);
+
+impl Event {
+    pub fn new() -> Result<Self, HelperError> {
+        let mut p = std::ptr::null_mut();
+        check("event_new", unsafe { ffi::wl_event_new(&mut p) })?;
+        Ok(Event(p))
+    }
+
+    pub fn record(&self, stream: &Stream) -> Result<(), HelperError> {
+        check("event_record", unsafe {
+            ffi::wl_event_record(self.0, stream.device as i64, stream.id)
+        })
+    }
+
+    /// Makes `stream` wait on the device for this event.
+    pub fn block(&self, stream: &Stream) -> Result<(), HelperError> {
+        check("event_block", unsafe {
+            ffi::wl_event_block(self.0, stream.device as i64, stream.id)
+        })
+    }
+
+    pub fn synchronize(&self) -> Result<(), HelperError> {
+        check("event_synchronize", unsafe {
+            ffi::wl_event_synchronize(self.0)
+        })
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        unsafe { ffi::wl_event_free(self.0) }
+    }
+}
+
+/// Chooses which scaled-dot-product-attention kernels libtorch may use.
+pub fn sdp_enable(
+    flash: bool,
+    mem_efficient: bool,
+    math: bool,
+    cudnn: bool,
+) -> Result<(), HelperError> {
+    check("sdp_enable", unsafe {
+        ffi::wl_sdp_enable(
+            flash as i32,
+            mem_efficient as i32,
+            math as i32,
+            cudnn as i32,
+        )
+    })
+}
+
+/// Allows TF32 for float32 matmuls (off by default; parity tests need it off).
+pub fn set_allow_tf32(allow: bool) -> Result<(), HelperError> {
+    check("set_allow_tf32", unsafe {
+        ffi::wl_set_allow_tf32(allow as i32)
+    })
+}
+
+/// SDPA back-end that libtorch picks, by ATen's enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpBackend {
+    Math,
+    Flash,
+    Efficient,
+    Cudnn,
+    Overrideable,
+    Other(i64),
+}
+
+impl SdpBackend {
+    pub fn from_code(code: i64) -> Self {
+        match code {
+            0 => SdpBackend::Math,
+            1 => SdpBackend::Flash,
+            2 => SdpBackend::Efficient,
+            3 => SdpBackend::Cudnn,
+            4 => SdpBackend::Overrideable,
+            c => SdpBackend::Other(c),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            SdpBackend::Math => "math".into(),
+            SdpBackend::Flash => "flash".into(),
+            SdpBackend::Efficient => "mem-efficient".into(),
+            SdpBackend::Cudnn => "cudnn".into(),
+            SdpBackend::Overrideable => "overrideable".into(),
+            SdpBackend::Other(c) => format!("unknown({c})"),
+        }
+    }
+}
+
+/// The SDPA kernel libtorch chooses for these (B, H, L, D) tensors.
+pub fn sdp_choice(
+    q: &tch::Tensor,
+    k: &tch::Tensor,
+    v: &tch::Tensor,
+) -> Result<SdpBackend, tch::TchError> {
+    let code = tch::Tensor::f_internal_fused_sdp_choice(
+        q,
+        k,
+        v,
+        None::<tch::Tensor>,
+        0.0,
+        false,
+        None,
+        false,
+    )?;
+    Ok(SdpBackend::from_code(code))
+}
