@@ -3,5 +3,6 @@
 
 pub mod bootstrap;
 pub mod cuda;
+pub mod weights;
 
 pub use bootstrap::{cuda_available, default_device, init};
