@@ -1,0 +1,235 @@
+//! One transformer block (wan-reference.md §1.2, "One block"): modulated self-attention with 3-D
+//! RoPE and q/k RMSNorm across heads, cross-attention to the text, and a modulated GELU MLP.
+//! Precision follows diffusers: norms and modulation in fp32, linears and attention in the compute
+//! dtype, residual adds in fp32 rounded back to the compute dtype.
+
+use tch::{Kind, Tensor};
+
+use super::rope::Rope;
+use super::TransformerConfig;
+use crate::lora::{LoraApply, LoraTarget};
+use wanlora_torch::weights::Loader;
+
+/// A dense layer `y = x Wᵀ + b`.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn load(w: &Loader, name: &str, inp: i64, out: i64) -> Linear {
+        Linear {
+            weight: w.get(&format!("{name}.weight"), &[out, inp]),
+            bias: w.get(&format!("{name}.bias"), &[out]),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+/// The per-block LoRA view: which block, and the adapters to apply (if any).
+#[derive(Clone, Copy)]
+pub struct BlockLora<'a> {
+    pub block: usize,
+    pub apply: Option<&'a LoraApply<'a>>,
+}
+
+impl BlockLora<'_> {
+    /// `linear(x)` plus the LoRA delta of `target` when one is active.
+    fn linear(&self, target: LoraTarget, layer: &Linear, x: &Tensor) -> Tensor {
+        let y = layer.forward(x);
+        match self
+            .apply
+            .and_then(|a| a.adapter(self.block, target).map(|ad| (ad, a)))
+        {
+            Some((adapter, apply)) => y + adapter.delta(x, &apply.multiplier),
+            None => y,
+        }
+    }
+}
+
+/// Attention with q/k RMSNorm over all heads jointly (`rms_norm_across_heads`).
+pub struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub norm_q: Tensor,
+    pub norm_k: Tensor,
+    heads: i64,
+    eps: f64,
+}
+
+impl Attention {
+    fn load(w: &Loader, prefix: &str, cfg: &TransformerConfig) -> Attention {
+        let d = cfg.dim();
+        Attention {
+            q: Linear::load(w, &format!("{prefix}.q"), d, d),
+            k: Linear::load(w, &format!("{prefix}.k"), d, d),
+            v: Linear::load(w, &format!("{prefix}.v"), d, d),
+            o: Linear::load(w, &format!("{prefix}.o"), d, d),
+            norm_q: w.get(&format!("{prefix}.norm_q.weight"), &[d]),
+            norm_k: w.get(&format!("{prefix}.norm_k.weight"), &[d]),
+            heads: cfg.num_attention_heads,
+            eps: cfg.eps,
+        }
+    }
+
+    /// `[B, L, H·d]` → `[B, L, H, d]`.
+    fn split_heads(&self, x: &Tensor) -> Tensor {
+        let s = x.size();
+        x.view([s[0], s[1], self.heads, s[2] / self.heads])
+    }
+
+    /// softmax(q kᵀ/√d) v per head, on `[B, L, H, d]` inputs, returning `[B, Lq, H·d]`.
+    fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+        let out = Tensor::scaled_dot_product_attention(
+            &q.transpose(1, 2),
+            &k.transpose(1, 2),
+            &v.transpose(1, 2),
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
+        let s = out.size();
+        out.transpose(1, 2).reshape([s[0], s[2], s[1] * s[3]])
+    }
+
+    fn rms(&self, x: &Tensor, weight: &Tensor) -> Tensor {
+        let d = *x.size().last().expect("rank ≥ 1");
+        x.rms_norm([d], Some(weight), Some(self.eps))
+    }
+
+    /// Self-attention on `x` with RoPE.
+    fn forward_self(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        lora: BlockLora,
+        targets: [LoraTarget; 4],
+    ) -> Tensor {
+        let q = self.rms(&lora.linear(targets[0], &self.q, x), &self.norm_q);
+        let k = self.rms(&lora.linear(targets[1], &self.k, x), &self.norm_k);
+        let v = lora.linear(targets[2], &self.v, x);
+        let q = rope.apply(&self.split_heads(&q));
+        let k = rope.apply(&self.split_heads(&k));
+        let a = Self::sdpa(&q, &k, &self.split_heads(&v));
+        lora.linear(targets[3], &self.o, &a)
+    }
+
+    /// Cross-attention from `x` to the text `context` (no RoPE, no mask: all 512 slots are attended).
+    fn forward_cross(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        lora: BlockLora,
+        targets: [LoraTarget; 4],
+    ) -> Tensor {
+        let q = self.rms(&lora.linear(targets[0], &self.q, x), &self.norm_q);
+        let k = self.rms(&lora.linear(targets[1], &self.k, context), &self.norm_k);
+        let v = lora.linear(targets[2], &self.v, context);
+        let a = Self::sdpa(
+            &self.split_heads(&q),
+            &self.split_heads(&k),
+            &self.split_heads(&v),
+        );
+        lora.linear(targets[3], &self.o, &a)
+    }
+}
+
+const SELF_TARGETS: [LoraTarget; 4] = [
+    LoraTarget::SelfQ,
+    LoraTarget::SelfK,
+    LoraTarget::SelfV,
+    LoraTarget::SelfO,
+];
+const CROSS_TARGETS: [LoraTarget; 4] = [
+    LoraTarget::CrossQ,
+    LoraTarget::CrossK,
+    LoraTarget::CrossV,
+    LoraTarget::CrossO,
+];
+
+/// One Wan block.
+pub struct WanBlock {
+    /// `[1, 6, D]` fp32: shift/scale/gate for attention, then for the MLP.
+    pub modulation: Tensor,
+    pub self_attn: Attention,
+    pub cross_attn: Attention,
+    /// The affine LayerNorm in front of cross-attention (fp32 weight, bias), when configured.
+    pub norm3: Option<(Tensor, Tensor)>,
+    pub ffn0: Linear,
+    pub ffn2: Linear,
+    eps: f64,
+}
+
+/// Non-affine LayerNorm over the last dimension, in fp32.
+pub fn layer_norm_f32(x: &Tensor, eps: f64) -> Tensor {
+    let d = *x.size().last().expect("rank ≥ 1");
+    x.to_kind(Kind::Float)
+        .layer_norm([d], None::<Tensor>, None::<Tensor>, eps, true)
+}
+
+impl WanBlock {
+    pub fn load(w: &Loader, index: usize, cfg: &TransformerConfig) -> WanBlock {
+        let p = format!("blocks.{index}");
+        let d = cfg.dim();
+        WanBlock {
+            modulation: w.get_as(&format!("{p}.modulation"), &[1, 6, d], Kind::Float),
+            self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg),
+            cross_attn: Attention::load(w, &format!("{p}.cross_attn"), cfg),
+            norm3: cfg.cross_attn_norm.then(|| {
+                (
+                    w.get_as(&format!("{p}.norm3.weight"), &[d], Kind::Float),
+                    w.get_as(&format!("{p}.norm3.bias"), &[d], Kind::Float),
+                )
+            }),
+            ffn0: Linear::load(w, &format!("{p}.ffn.0"), d, cfg.ffn_dim),
+            ffn2: Linear::load(w, &format!("{p}.ffn.2"), cfg.ffn_dim, d),
+            eps: cfg.eps,
+        }
+    }
+
+    /// x `[B, N, D]` (compute dtype) → x `[B, N, D]`. `e0` is the block-independent time projection
+    /// `[B, 6, D]` (fp32), `context` the embedded text `[B, L, D]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        e0: &Tensor,
+        context: &Tensor,
+        rope: &Rope,
+        lora: BlockLora,
+    ) -> Tensor {
+        let kind = x.kind();
+        let m = (&self.modulation + e0).chunk(6, 1);
+        let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
+        let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
+
+        let h = (layer_norm_f32(x, self.eps) * (scale_msa + 1.0) + shift_msa).to_kind(kind);
+        let a = self.self_attn.forward_self(&h, rope, lora, SELF_TARGETS);
+        let x = (x.to_kind(Kind::Float) + a * gate_msa).to_kind(kind);
+
+        let h = match &self.norm3 {
+            Some((w, b)) => {
+                let d = *x.size().last().expect("rank ≥ 1");
+                x.to_kind(Kind::Float)
+                    .layer_norm([d], Some(w), Some(b), self.eps, true)
+                    .to_kind(kind)
+            }
+            None => x.shallow_clone(),
+        };
+        let x = &x
+            + self
+                .cross_attn
+                .forward_cross(&h, context, lora, CROSS_TARGETS);
+
+        let h = (layer_norm_f32(&x, self.eps) * (scale_mlp + 1.0) + shift_mlp).to_kind(kind);
+        let f = lora.linear(LoraTarget::Ffn0, &self.ffn0, &h).gelu("tanh");
+        let f = lora.linear(LoraTarget::Ffn2, &self.ffn2, &f);
+        (x.to_kind(Kind::Float) + f.to_kind(Kind::Float) * gate_mlp).to_kind(kind)
+    }
+}

@@ -1,0 +1,74 @@
+//! Training forward and backward with block-level gradient checkpointing written by hand
+//! (rust-stack.md §1c): the forward runs without a graph and keeps only each block's input; the
+//! backward recomputes one block at a time with a graph and backpropagates the incoming gradient
+//! through it. The last `keep_blocks` blocks keep their graphs from the forward instead.
+
+use tch::{Kind, Tensor};
+
+use super::WanTransformer;
+use crate::error::ModelError;
+use crate::lora::LoraApply;
+
+/// How many blocks keep their activations instead of being recomputed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    pub keep_blocks: usize,
+}
+
+/// One training forward and backward. `loss_fn` receives the prediction (fp32, part of the graph)
+/// and returns a scalar loss; LoRA gradients accumulate into the adapters' `.grad()`. Returns the
+/// detached loss.
+pub fn forward_backward(
+    model: &WanTransformer,
+    hidden_states: &Tensor,
+    timestep: &Tensor,
+    context: &Tensor,
+    lora: &LoraApply,
+    policy: CheckpointPolicy,
+    loss_fn: impl FnOnce(&Tensor) -> Result<Tensor, ModelError>,
+) -> Result<Tensor, ModelError> {
+    let grid = model.grid(hidden_states)?;
+    let n = model.blocks.len();
+    let first_kept = n - policy.keep_blocks.min(n);
+
+    // Inputs of the blocks and everything shared by them: no LoRA there, so no graph.
+    let (cond, mut x) = tch::no_grad(|| {
+        (
+            model.conditions(timestep, context, grid),
+            model.patchify(hidden_states, grid),
+        )
+    });
+    let mut saved = Vec::with_capacity(first_kept);
+    tch::no_grad(|| {
+        for i in 0..first_kept {
+            let next = model.block(i, &x, &cond, Some(lora));
+            saved.push(std::mem::replace(&mut x, next));
+        }
+    });
+
+    // The kept blocks and the head run with a graph from a leaf at the boundary.
+    let boundary = x.detach().set_requires_grad(true);
+    let mut y = boundary.shallow_clone();
+    for i in first_kept..n {
+        y = model.block(i, &y, &cond, Some(lora));
+    }
+    let prediction = model.head(&y, &cond);
+    drop(y);
+    let loss = loss_fn(&prediction)?;
+    drop(prediction);
+    loss.f_backward()?;
+    let mut grad = boundary.grad();
+    drop(boundary);
+
+    // Recompute each remaining block with a graph, backpropagate `grad` through it, and hand the
+    // gradient of its input to the block before.
+    while let Some(input) = saved.pop() {
+        let i = saved.len();
+        let input = input.set_requires_grad(true);
+        let output = model.block(i, &input, &cond, Some(lora));
+        // d/d(output) of Σ output·grad is exactly `grad`: injects the incoming gradient.
+        (output * &grad).sum(Kind::Float).f_backward()?;
+        grad = input.grad();
+    }
+    Ok(loss.detach())
+}

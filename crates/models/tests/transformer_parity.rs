@@ -1,0 +1,201 @@
+//! The transformer against diffusers' WanTransformer3DModel (fixtures from scripts/fixtures/gen_transformer.py).
+
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
+use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
+use wanlora_models::transformer::{TransformerConfig, TransformerWeights, WanTransformer};
+use wanlora_torch::weights::WeightSet;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformer")
+}
+
+fn tensor(file: &str, name: &str) -> Tensor {
+    WeightSet::open(&fixtures().join(file))
+        .unwrap()
+        .load(name, Kind::Float, Device::Cpu)
+        .unwrap()
+}
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).norm().double_value(&[]) / b.norm().double_value(&[])
+}
+
+fn config() -> TransformerConfig {
+    TransformerConfig::from_json_file(&fixtures().join("diffusers/config.json")).unwrap()
+}
+
+fn inputs() -> (Tensor, Tensor, Tensor) {
+    (
+        tensor("inputs.safetensors", "hidden_states"),
+        tensor("inputs.safetensors", "timestep"),
+        tensor("inputs.safetensors", "encoder_hidden_states"),
+    )
+}
+
+fn diffusers_model() -> WanTransformer {
+    WanTransformer::from_path(&fixtures().join("diffusers"), Kind::Float, Device::Cpu).unwrap()
+}
+
+#[test]
+fn diffusers_folder_matches_reference() {
+    let model = diffusers_model();
+    let (x, t, c) = inputs();
+    let out = tch::no_grad(|| model.forward(&x, &t, &c, None)).unwrap();
+    let err = rel_err(&out, &tensor("reference.safetensors", "output"));
+    assert!(err < 1e-5, "relative error {err}");
+}
+
+#[test]
+fn comfyui_single_file_matches_reference() {
+    let set = WeightSet::open(&fixtures().join("comfy.safetensors")).unwrap();
+    let weights = TransformerWeights::new(set).unwrap();
+    let model = WanTransformer::load(&weights, Some(config()), Kind::Float, Device::Cpu).unwrap();
+    let (x, t, c) = inputs();
+    let out = tch::no_grad(|| model.forward(&x, &t, &c, None)).unwrap();
+    let err = rel_err(&out, &tensor("reference.safetensors", "output"));
+    assert!(err < 1e-5, "relative error {err}");
+}
+
+#[test]
+fn comfyui_lora_matches_merged_reference_at_two_strengths() {
+    let model = diffusers_model();
+    let (lora, _) = LoraSet::load(
+        &fixtures().join("lora_comfy.safetensors"),
+        &model.config,
+        Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let (x, t, c) = inputs();
+    for (strength, reference) in [(1.0, "output_lora"), (0.5, "output_lora_half")] {
+        let apply = LoraApply {
+            set: &lora,
+            multiplier: Multiplier::Scalar(strength),
+        };
+        let out = tch::no_grad(|| model.forward(&x, &t, &c, Some(&apply))).unwrap();
+        let err = rel_err(&out, &tensor("reference.safetensors", reference));
+        assert!(err < 1e-5, "strength {strength}: relative error {err}");
+    }
+    // Without the LoRA the base output comes back (the on/off switch).
+    let out = tch::no_grad(|| model.forward(&x, &t, &c, None)).unwrap();
+    assert!(rel_err(&out, &tensor("reference.safetensors", "output")) < 1e-5);
+}
+
+#[test]
+fn per_sample_multiplier_equals_separate_runs() {
+    let model = diffusers_model();
+    let (lora, _) = LoraSet::load(
+        &fixtures().join("lora_comfy.safetensors"),
+        &model.config,
+        Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let (x, t, c) = inputs();
+    let both = LoraApply {
+        set: &lora,
+        multiplier: Multiplier::per_sample(&[1.0, 0.5], Device::Cpu),
+    };
+    let out = tch::no_grad(|| model.forward(&x, &t, &c, Some(&both))).unwrap();
+    let full = tensor("reference.safetensors", "output_lora").narrow(0, 0, 1);
+    let half = tensor("reference.safetensors", "output_lora_half").narrow(0, 1, 1);
+    assert!(rel_err(&out.narrow(0, 0, 1), &full) < 1e-5);
+    assert!(rel_err(&out.narrow(0, 1, 1), &half) < 1e-5);
+}
+
+#[test]
+fn missing_tensors_are_listed_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = WeightSet::open(&fixtures().join("lora_comfy.safetensors")).unwrap();
+    let err = TransformerWeights::new(set).err().unwrap().to_string();
+    assert!(err.contains("LoRA file"), "{err}");
+    // A checkpoint with one block's FFN removed names exactly those tensors.
+    let set = WeightSet::open(&fixtures().join("comfy.safetensors"))
+        .unwrap()
+        .with_prefix("diffusion_model.");
+    let kept: Vec<(String, Tensor)> = set
+        .names()
+        .into_iter()
+        .filter(|n| !n.starts_with("blocks.1.ffn.2"))
+        .map(|n| {
+            let t = set.load(&n, Kind::Float, Device::Cpu).unwrap();
+            (format!("diffusion_model.{n}"), t)
+        })
+        .collect();
+    let path = dir.path().join("cut.safetensors");
+    wanlora_torch::weights::save_safetensors(&path, &kept, &Default::default()).unwrap();
+    let weights = TransformerWeights::new(WeightSet::open(&path).unwrap()).unwrap();
+    let err = WanTransformer::load(&weights, Some(config()), Kind::Float, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("missing blocks.1.ffn.2.weight")
+            && err.contains("missing blocks.1.ffn.2.bias"),
+        "{err}"
+    );
+}
+
+/// The hand-written checkpointed backward gives the LoRA gradients of plain autograd, for full
+/// recomputation and with some blocks keeping their activations.
+#[test]
+fn checkpointed_backward_equals_plain_autograd() {
+    let model = diffusers_model();
+    let (x, t, c) = inputs();
+    let target = Tensor::randn([2, 16, 3, 4, 6], (Kind::Float, Device::Cpu));
+    tch::manual_seed(3);
+    let reference = LoraSet::new_trainable(&model.config, 4, 8.0, Device::Cpu);
+    // B starts at zero; give it values so that A's gradient is non-zero too.
+    tch::no_grad(|| {
+        for p in reference.parameters() {
+            let _ = p.shallow_clone().uniform_(-0.2, 0.2);
+        }
+    });
+    let mult = [1.0, 0.7];
+    let plain_grads = {
+        let apply = LoraApply {
+            set: &reference,
+            multiplier: Multiplier::per_sample(&mult, Device::Cpu),
+        };
+        let out = model.forward(&x, &t, &c, Some(&apply)).unwrap();
+        (out - &target).square().mean(Kind::Float).backward();
+        reference
+            .parameters()
+            .iter()
+            .map(|p| p.grad().copy())
+            .collect::<Vec<_>>()
+    };
+    for keep in [0usize, 1, 2] {
+        let lora = reference.detached_copy();
+        let params: Vec<Tensor> = lora
+            .parameters()
+            .into_iter()
+            .map(|p| p.set_requires_grad(true))
+            .collect();
+        let lora_set = lora;
+        let apply = LoraApply {
+            set: &lora_set,
+            multiplier: Multiplier::per_sample(&mult, Device::Cpu),
+        };
+        let loss = forward_backward(
+            &model,
+            &x,
+            &t,
+            &c,
+            &apply,
+            CheckpointPolicy { keep_blocks: keep },
+            |pred| Ok((pred - &target).square().mean(Kind::Float)),
+        )
+        .unwrap();
+        assert!(loss.double_value(&[]) > 0.0);
+        for (i, (p, g)) in params.iter().zip(&plain_grads).enumerate() {
+            let err = rel_err(&p.grad(), g);
+            assert!(
+                err < 1e-5,
+                "keep_blocks {keep}, parameter {i}: relative error {err}"
+            );
+        }
+    }
+}
