@@ -2,5 +2,7 @@
 //! name, forward functions that read like wan-reference.md.
 
 pub mod error;
+pub mod lora;
+pub mod transformer;
 
 pub use error::ModelError;
