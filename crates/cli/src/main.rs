@@ -18,6 +18,12 @@ struct Cli {
 enum Command {
     /// Check libtorch, CUDA, the GPU, cuDNN, the attention kernel, ffmpeg and disk space.
     Doctor(cmd::doctor::DoctorArgs),
+    /// Run one model component on tensors from a safetensors file (checks and parity tests).
+    #[command(subcommand)]
+    Debug(cmd::debug::DebugCommand),
+    /// Measurements at the real model sizes with random weights (GPU machine).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
 }
 
 fn main() {
@@ -39,6 +45,8 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Debug(c) => cmd::debug::run(c),
+        Command::Bench(c) => cmd::bench::run(c),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

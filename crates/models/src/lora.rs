@@ -223,6 +223,29 @@ impl LoraSet {
             .collect()
     }
 
+    /// The same adapters with their tensors replaced by `params` (in [`LoraSet::parameters`] order),
+    /// e.g. by views of an optimizer's flat buffer.
+    pub fn with_parameters(&self, params: &[Tensor]) -> LoraSet {
+        let mut it = params.iter();
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|a| {
+                        a.as_ref().map(|a| LoraAdapter {
+                            down: it.next().expect("one tensor per A").shallow_clone(),
+                            up: it.next().expect("one tensor per B").shallow_clone(),
+                            alpha: a.alpha,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        assert!(it.next().is_none(), "more tensors than LoRA parameters");
+        LoraSet { blocks }
+    }
+
     /// Number of trainable values.
     pub fn numel(&self) -> i64 {
         self.adapters()

@@ -1,0 +1,304 @@
+//! `wanlora bench step`: one expert's LoRA training step at the real A14B shapes with random weights
+//! (never zeros): seconds per step, peak GPU memory, and MFU against the step's FLOPs.
+
+use anyhow::{bail, Result};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
+use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
+use wanlora_models::transformer::{TransformerConfig, WanTransformer};
+use wanlora_torch::weights::RandomWeights;
+use wanlora_train::optim::{clip_grad_norm, AdamW, AdamWConfig, FlatParams};
+
+#[derive(clap::Args)]
+pub struct StepArgs {
+    #[arg(long, default_value_t = 41)]
+    pub frames: i64,
+    #[arg(long, default_value_t = 512)]
+    pub height: i64,
+    #[arg(long, default_value_t = 512)]
+    pub width: i64,
+    #[arg(long, default_value_t = 16)]
+    pub rank: i64,
+    /// Timed steps (after two warm-up steps).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Blocks that keep their activations instead of being recomputed.
+    #[arg(long, default_value_t = 0)]
+    pub keep_blocks: usize,
+    /// Transformer blocks (40 for A14B; fewer for quick CPU checks).
+    #[arg(long, default_value_t = 40)]
+    pub layers: i64,
+    /// Also time the parts of one block (linears, attention, LoRA, the rest).
+    #[arg(long)]
+    pub breakdown: bool,
+    /// cuda or cpu.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+}
+
+/// FLOPs of one LoRA training step (wan-reference.md §9): linears 2× forward, attention 3×, LoRA.
+pub struct StepFlops {
+    pub linear_fwd: f64,
+    pub attention_fwd: f64,
+    pub lora: f64,
+}
+
+impl StepFlops {
+    pub fn new(cfg: &TransformerConfig, tokens: i64, text_len: i64, rank: i64) -> StepFlops {
+        let (n, d, f, l, lt) = (
+            tokens as f64,
+            cfg.dim() as f64,
+            cfg.ffn_dim as f64,
+            cfg.num_layers as f64,
+            text_len as f64,
+        );
+        let linear_fwd = l * (2.0 * n * (6.0 * d * d + 2.0 * d * f) + 4.0 * lt * d * d);
+        let attention_fwd = l * (4.0 * n * n * d + 4.0 * n * lt * d);
+        // Per adapter and token: forward 2·r·(in+out), backward twice that.
+        let lora = 6.0 * rank as f64 * l * n * (8.0 * 2.0 * d + 2.0 * (d + f));
+        StepFlops {
+            linear_fwd,
+            attention_fwd,
+            lora,
+        }
+    }
+
+    /// The MFU numerator: 2× linears + 3× attention + LoRA.
+    pub fn step(&self) -> f64 {
+        2.0 * self.linear_fwd + 3.0 * self.attention_fwd + self.lora
+    }
+}
+
+pub fn device_of(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if !wanlora_torch::cuda_available() {
+                bail!("CUDA is not available here (run `wanlora doctor`); use --device cpu for a small check");
+            }
+            Ok(Device::Cuda(0))
+        }
+        other => bail!("--device {other}: expected cpu or cuda"),
+    }
+}
+
+pub fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        let _ = wanlora_torch::cuda::synchronize(i);
+    }
+}
+
+pub fn gib(bytes: i64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+pub fn run(args: StepArgs) -> Result<()> {
+    let device = device_of(&args.device)?;
+    if args.frames % 4 != 1 || args.height % 16 != 0 || args.width % 16 != 0 {
+        bail!("frames must be 4n+1 and height/width multiples of 16");
+    }
+    let kind = if device.is_cuda() {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    };
+    let cfg = TransformerConfig {
+        num_layers: args.layers,
+        ..TransformerConfig::wan22_i2v_a14b()
+    };
+    let t0 = Instant::now();
+    let model = WanTransformer::load(
+        &RandomWeights { std: 0.02, seed: 1 },
+        Some(cfg.clone()),
+        kind,
+        device,
+    )?;
+    sync(device);
+    eprintln!(
+        "random {}-block expert built on {device:?} in {:.1} s",
+        cfg.num_layers,
+        t0.elapsed().as_secs_f64()
+    );
+
+    let lora0 = LoraSet::new_trainable(&cfg, args.rank, args.rank as f64, device);
+    let flat = FlatParams::new(&lora0.parameters(), device);
+    let lora = lora0.with_parameters(&flat.params);
+    let mut opt = AdamW::new(&flat, AdamWConfig::default(), false);
+
+    let (lt, lh, lw) = ((args.frames - 1) / 4 + 1, args.height / 8, args.width / 8);
+    let tokens = lt * (lh / 2) * (lw / 2);
+    let x = Tensor::randn([1, cfg.in_channels, lt, lh, lw], (kind, device));
+    let ctx = Tensor::randn([1, 512, cfg.text_dim], (kind, device));
+    let target = Tensor::randn([1, cfg.out_channels, lt, lh, lw], (Kind::Float, device));
+    let apply = LoraApply {
+        set: &lora,
+        multiplier: Multiplier::Scalar(1.0),
+    };
+    let policy = CheckpointPolicy {
+        keep_blocks: args.keep_blocks,
+    };
+
+    let mut step = || -> Result<f64> {
+        let t = Tensor::rand([1], (Kind::Float, device)) * 1000.0;
+        let loss = forward_backward(&model, &x, &t, &ctx, &apply, policy, |pred| {
+            Ok((pred - &target).square().mean(Kind::Float))
+        })?;
+        let mut g = flat.flat_grad();
+        clip_grad_norm(&mut g, 1.0);
+        opt.update(&flat, &g, 1e-4);
+        flat.zero_grad();
+        Ok(loss.double_value(&[]))
+    };
+    for _ in 0..2 {
+        step()?;
+    }
+    sync(device);
+    if let Device::Cuda(i) = device {
+        wanlora_torch::cuda::reset_peak_memory(i)?;
+    }
+    let t0 = Instant::now();
+    let mut last = 0.0;
+    for _ in 0..args.steps {
+        last = step()?;
+    }
+    sync(device);
+    let secs = t0.elapsed().as_secs_f64() / args.steps as f64;
+    let peak = match device {
+        Device::Cuda(i) => gib(wanlora_torch::cuda::memory_stats(i)?.peak_allocated),
+        _ => 0.0,
+    };
+    let flops = StepFlops::new(&cfg, tokens, 512, args.rank);
+    let mfu = flops.step() / (secs * 800e12);
+    println!(
+        "wanlora step: frames={} {}x{} tokens={tokens} rank={} keep_blocks={}: {secs:.3} s/step, peak {peak:.1} GiB, MFU {:.1}% ({:.3e} FLOP/step), loss {last:.4}",
+        args.frames,
+        args.height,
+        args.width,
+        args.rank,
+        args.keep_blocks,
+        100.0 * mfu,
+        flops.step()
+    );
+    if args.breakdown {
+        breakdown(&model, &lora, &x, &ctx, device)?;
+    }
+    Ok(())
+}
+
+/// Times the parts of one block at these shapes: forward without a graph, forward + backward with a
+/// graph, and inside them the linears, attention and LoRA, by running each alone.
+fn breakdown(
+    model: &WanTransformer,
+    lora: &LoraSet,
+    x: &Tensor,
+    ctx: &Tensor,
+    device: Device,
+) -> Result<()> {
+    let reps = 5;
+    let time = |f: &mut dyn FnMut()| -> f64 {
+        f();
+        sync(device);
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        sync(device);
+        1000.0 * t0.elapsed().as_secs_f64() / reps as f64
+    };
+    let grid = model.grid(x)?;
+    let t = Tensor::from_slice(&[500.0f32]).to_device(device);
+    let cond = tch::no_grad(|| model.conditions(&t, ctx, grid));
+    let h = tch::no_grad(|| model.patchify(x, grid));
+    let apply = LoraApply {
+        set: lora,
+        multiplier: Multiplier::Scalar(1.0),
+    };
+    let block = &model.blocks[0];
+    let fwd_nograd = time(&mut || {
+        tch::no_grad(|| {
+            let _ = model.block(0, &h, &cond, Some(&apply));
+        })
+    });
+    let fwd_bwd = time(&mut || {
+        let inp = h.detach().set_requires_grad(true);
+        let y = model.block(0, &inp, &cond, Some(&apply));
+        y.sum(Kind::Float).backward();
+    });
+    let lin =
+        |x: &Tensor, l: &wanlora_models::transformer::Linear| x.linear(&l.weight, Some(&l.bias));
+    let linears_fwd = time(&mut || {
+        tch::no_grad(|| {
+            for l in [
+                &block.self_attn.q,
+                &block.self_attn.k,
+                &block.self_attn.v,
+                &block.self_attn.o,
+                &block.cross_attn.q,
+                &block.cross_attn.o,
+            ] {
+                let _ = lin(&h, l);
+            }
+            let _ = lin(&cond.context, &block.cross_attn.k);
+            let _ = lin(&cond.context, &block.cross_attn.v);
+            let f = lin(&h, &block.ffn0);
+            let _ = lin(&f, &block.ffn2);
+        })
+    });
+    let heads = model.config.num_attention_heads;
+    let n = grid.tokens();
+    let q = Tensor::randn(
+        [1, heads, n, model.config.attention_head_dim],
+        (model.kind(), device),
+    );
+    let kc = Tensor::randn(
+        [1, heads, 512, model.config.attention_head_dim],
+        (model.kind(), device),
+    );
+    let attn = |q: &Tensor, k: &Tensor| {
+        Tensor::scaled_dot_product_attention(q, k, k, None::<Tensor>, 0.0, false, None, false)
+    };
+    let attention_fwd = time(&mut || {
+        tch::no_grad(|| {
+            let _ = attn(&q, &q);
+            let _ = attn(&q, &kc);
+        })
+    });
+    let attention_fwd_bwd = time(&mut || {
+        let qg = q.detach().set_requires_grad(true);
+        (attn(&qg, &qg).sum(Kind::Float) + attn(&qg, &kc).sum(Kind::Float)).backward();
+    });
+    let ffn_hidden = Tensor::randn([1, n, model.config.ffn_dim], (model.kind(), device));
+    let lora_fwd = time(&mut || {
+        tch::no_grad(|| {
+            for t in wanlora_models::lora::LoraTarget::ALL {
+                if let Some(a) = lora.get(0, t) {
+                    let input = if t == wanlora_models::lora::LoraTarget::Ffn2 {
+                        ffn_hidden.shallow_clone()
+                    } else if matches!(
+                        t,
+                        wanlora_models::lora::LoraTarget::CrossK
+                            | wanlora_models::lora::LoraTarget::CrossV
+                    ) {
+                        cond.context.shallow_clone()
+                    } else {
+                        h.shallow_clone()
+                    };
+                    let _ = a.delta(&input, &Multiplier::Scalar(1.0));
+                }
+            }
+        })
+    });
+    let blocks = model.config.num_layers as f64;
+    println!("breakdown per block (ms): forward without graph {fwd_nograd:.2}, forward+backward with graph {fwd_bwd:.2}");
+    println!(
+        "  forward parts: linears {linears_fwd:.2}, attention {attention_fwd:.2}, LoRA {lora_fwd:.2}, norms/rope/elementwise {:.2}",
+        fwd_nograd - linears_fwd - attention_fwd - lora_fwd
+    );
+    println!("  attention forward+backward {attention_fwd_bwd:.2}");
+    println!(
+        "  step estimate: {blocks} × (recompute-free forward {fwd_nograd:.2} + forward+backward {fwd_bwd:.2}) = {:.3} s",
+        blocks * (fwd_nograd + fwd_bwd) / 1000.0
+    );
+    Ok(())
+}
