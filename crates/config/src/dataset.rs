@@ -1,0 +1,398 @@
+//! `datasets[]`: where the clips and captions are and how they are cut (AI Toolkit's `DatasetConfig`).
+
+use crate::choice::{choice_serde, Choice};
+use crate::reader::{ai, Neutral, Section};
+use serde::{Deserialize, Serialize};
+
+/// AI Toolkit's dataset `type`; only plain captioned media folders exist for Wan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum DatasetType {
+    #[default]
+    Image,
+}
+
+impl Choice for DatasetType {
+    const SPELLINGS: &'static [(&'static str, Self)] = &[("image", DatasetType::Image)];
+    const REFUSED: &'static [(&'static str, &'static str)] = &[
+        ("slider", "slider datasets are not implemented"),
+        (
+            "reference",
+            "reference (paired) datasets are not implemented",
+        ),
+    ];
+}
+choice_serde!(DatasetType);
+
+/// One folder of clips and images with `.txt` captions. A list of resolutions trains every item at
+/// each of them (AI Toolkit splits such a dataset into one dataset per resolution; the data crate does).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatasetConfig {
+    /// `folder_path` (alias `dataset_path`): the folder of clips/images and captions, searched
+    /// recursively. Relative paths are relative to the job file's folder.
+    pub folder_path: String,
+    /// `caption_ext`: caption file extension, stored with its dot (`txt` is read as `.txt`). Default `.txt`.
+    pub caption_ext: String,
+    /// `default_caption`: caption for items without a caption file (or with an empty one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_caption: Option<String>,
+    /// `trigger_word`: this dataset's trigger; defaults to the process `trigger_word`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_word: Option<String>,
+    /// `caption_dropout_rate`: probability in [0, 1] of training an item with an empty caption. Default 0.
+    pub caption_dropout_rate: f64,
+    /// `resolution`: one side length or a list; each bucket has at most resolution² pixels,
+    /// sides multiples of 16. Default [512].
+    pub resolution: Vec<u32>,
+    /// `num_frames`: frames per training clip, of the form 4n+1 (1 = images only). Default 1.
+    pub num_frames: u32,
+    /// `shrink_video_to_frames`: spread the frames evenly over the whole clip (default true), or take
+    /// consecutive frames at `fps` from a random start (false).
+    pub shrink_video_to_frames: bool,
+    /// `fps`: frame rate used when not shrinking, and for `auto_frame_count`. Default 24 (AI Toolkit's
+    /// Wan UI sets 16, Wan's native rate).
+    pub fps: u32,
+    /// `auto_frame_count`: use as many frames as the clip has at `fps`, snapped to 4n+1.
+    pub auto_frame_count: bool,
+    /// `trim_auto_frame_count_tail`: with `auto_frame_count`, drop the tail frames instead of
+    /// stretching the clip. Default true.
+    pub trim_auto_frame_count_tail: bool,
+    /// `flip_x`: also train on horizontally mirrored copies.
+    pub flip_x: bool,
+    /// `flip_y`: also train on vertically flipped copies.
+    pub flip_y: bool,
+    /// `is_reg`: a regularisation set (no trigger prepended; alternates with the other datasets).
+    pub is_reg: bool,
+    /// `network_weight`: LoRA multiplier while training items of this dataset. Default 1.
+    pub network_weight: f64,
+    /// `loss_multiplier`: factor on this dataset's loss. Default 1.
+    pub loss_multiplier: f64,
+    /// `num_repeats`: how many times each item appears per epoch. Default 1.
+    pub num_repeats: u32,
+    /// `cache_latents`: encode every item once before training and reuse it (kept on disk in wanlora,
+    /// including the I2V first-frame condition).
+    pub cache_latents: bool,
+    /// `cache_latents_to_disk`: same as `cache_latents` in wanlora (the cache always lives on disk).
+    pub cache_latents_to_disk: bool,
+    /// `cache_text_embeddings`: cache this dataset's caption embeddings (also switched on for every
+    /// dataset by `train.cache_text_embeddings`).
+    pub cache_text_embeddings: bool,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        DatasetConfig {
+            folder_path: String::new(),
+            caption_ext: ".txt".to_string(),
+            default_caption: None,
+            trigger_word: None,
+            caption_dropout_rate: 0.0,
+            resolution: vec![512],
+            num_frames: 1,
+            shrink_video_to_frames: true,
+            fps: 24,
+            auto_frame_count: false,
+            trim_auto_frame_count_tail: true,
+            flip_x: false,
+            flip_y: false,
+            is_reg: false,
+            network_weight: 1.0,
+            loss_multiplier: 1.0,
+            num_repeats: 1,
+            cache_latents: false,
+            cache_latents_to_disk: false,
+            cache_text_embeddings: false,
+        }
+    }
+}
+
+impl DatasetConfig {
+    /// Whether latents (and the I2V condition) are cached before training.
+    pub fn caches_latents(&self) -> bool {
+        self.cache_latents || self.cache_latents_to_disk
+    }
+}
+
+/// AI Toolkit prepends the dot when it is missing (`txt` → `.txt`).
+fn with_dot(ext: String) -> String {
+    if ext.is_empty() || ext.starts_with('.') {
+        ext
+    } else {
+        format!(".{ext}")
+    }
+}
+
+pub(crate) fn read_dataset(s: &mut Section) -> DatasetConfig {
+    let d = DatasetConfig::default();
+    let _ = s.choice(
+        "type",
+        DatasetType::Image,
+        ai("Dataset kind; only image (captioned media folders)"),
+    );
+    let dataset = DatasetConfig {
+        folder_path: s.text(
+            &["folder_path", "dataset_path"],
+            "",
+            ai("Folder of clips/images and captions (relative to the job file)"),
+        ),
+        caption_ext: with_dot(s.text(
+            &["caption_ext", "caption_type"],
+            &d.caption_ext,
+            ai("Caption file extension, with or without the dot"),
+        )),
+        default_caption: s.opt_text(
+            "default_caption",
+            ai("Caption for items without a caption file"),
+        ),
+        trigger_word: s.opt_text(
+            "trigger_word",
+            ai("This dataset's trigger word (default: the process trigger_word)"),
+        ),
+        caption_dropout_rate: s.float(
+            "caption_dropout_rate",
+            d.caption_dropout_rate,
+            ai("Probability of training an item with an empty caption"),
+        ),
+        resolution: s.uint_or_list(
+            "resolution",
+            &d.resolution,
+            ai("Bucket side length(s); each listed resolution trains every item"),
+        ),
+        num_frames: s.uint(
+            "num_frames",
+            d.num_frames,
+            ai("Frames per clip, 4n+1 (1: images)"),
+        ),
+        shrink_video_to_frames: s.bool(
+            "shrink_video_to_frames",
+            d.shrink_video_to_frames,
+            ai("Spread frames over the whole clip (else consecutive at fps)"),
+        ),
+        fps: s.uint(
+            "fps",
+            d.fps,
+            ai("Frame rate when not shrinking and for auto_frame_count"),
+        ),
+        auto_frame_count: s.bool(
+            "auto_frame_count",
+            d.auto_frame_count,
+            ai("Use every frame of the clip at fps, snapped to 4n+1"),
+        ),
+        trim_auto_frame_count_tail: s.bool(
+            "trim_auto_frame_count_tail",
+            d.trim_auto_frame_count_tail,
+            ai("With auto_frame_count, drop tail frames instead of stretching"),
+        ),
+        flip_x: s.bool("flip_x", d.flip_x, ai("Also train on mirrored copies")),
+        flip_y: s.bool("flip_y", d.flip_y, ai("Also train on upside-down copies")),
+        is_reg: s.bool("is_reg", d.is_reg, ai("Regularisation dataset")),
+        network_weight: s.float(
+            "network_weight",
+            d.network_weight,
+            ai("LoRA multiplier for this dataset's items"),
+        ),
+        loss_multiplier: s.float(
+            "loss_multiplier",
+            d.loss_multiplier,
+            ai("Factor on this dataset's loss"),
+        ),
+        num_repeats: s.uint(
+            "num_repeats",
+            d.num_repeats,
+            ai("Repeats of each item per epoch"),
+        ),
+        cache_latents: s.bool(
+            "cache_latents",
+            d.cache_latents,
+            ai("Encode items once before training (on disk in wanlora)"),
+        ),
+        cache_latents_to_disk: s.bool(
+            "cache_latents_to_disk",
+            d.cache_latents_to_disk,
+            ai("Same as cache_latents in wanlora"),
+        ),
+        cache_text_embeddings: s.bool(
+            "cache_text_embeddings",
+            d.cache_text_embeddings,
+            ai("Cache this dataset's caption embeddings"),
+        ),
+    };
+
+    s.refuse(
+        "token_dropout_rate",
+        Neutral::Off,
+        "token dropout is not implemented",
+    );
+    s.refuse(
+        "shuffle_tokens",
+        Neutral::Off,
+        "caption token shuffling is not implemented",
+    );
+    s.refuse(
+        "keep_tokens",
+        Neutral::Off,
+        "caption token shuffling/dropout is not implemented",
+    );
+    s.refuse(
+        "random_triggers",
+        Neutral::Off,
+        "random triggers are not implemented",
+    );
+    s.accept("random_triggers_max", "only used with random_triggers");
+    s.refuse(
+        "replacements",
+        Neutral::Off,
+        "caption replacements are not implemented; edit the captions",
+    );
+    s.refuse(
+        "buckets",
+        Neutral::True,
+        "video training always uses aspect buckets",
+    );
+    s.accept(
+        "bucket_tolerance",
+        "buckets are multiples of 16 for Wan (AI Toolkit overrides this too)",
+    );
+    s.refuse(
+        "scale",
+        Neutral::Number(1.0),
+        "image scaling is not implemented",
+    );
+    s.refuse(
+        "random_crop",
+        Neutral::Off,
+        "random crops are not implemented; buckets crop at the centre",
+    );
+    s.refuse(
+        "random_scale",
+        Neutral::Off,
+        "random scaling is not implemented",
+    );
+    s.refuse(
+        "square_crop",
+        Neutral::Off,
+        "square crops are not implemented; buckets keep the aspect ratio",
+    );
+    s.refuse(
+        "prior_reg",
+        Neutral::Off,
+        "prior regularisation is not implemented; use is_reg",
+    );
+    s.refuse(
+        "batch_size",
+        Neutral::Off,
+        "a per-dataset batch size is not implemented; use train.batch_size",
+    );
+    s.no_effect(
+        "cache_tensors_to_disk",
+        Neutral::Off,
+        "wanlora's latent cache already stores the I2V first-frame condition",
+    );
+    s.no_effect(
+        "load_image_when_caching_latents",
+        Neutral::Off,
+        "wanlora's latent cache already stores the I2V first-frame condition",
+    );
+    s.accept(
+        "cache_latents_num_workers",
+        "AI Toolkit's decoding threads; wanlora decodes with ffmpeg",
+    );
+    s.accept(
+        "num_workers",
+        "AI Toolkit's data loader threads; wanlora decodes with ffmpeg",
+    );
+    s.accept("prefetch_factor", "AI Toolkit's data loader setting");
+    s.accept(
+        "do_i2v",
+        "the I2V first-frame conditioning is always on for wan22_14b_i2v",
+    );
+    s.refuse("do_audio", Neutral::Off, "Wan 2.2 I2V has no audio");
+    s.accept("audio_normalize", "only used with do_audio");
+    s.accept("audio_preserve_pitch", "only used with do_audio");
+    s.accept(
+        "diff_output_preservation",
+        "set from train.diff_output_preservation",
+    );
+    s.accept(
+        "diff_output_preservation_class",
+        "set from train.diff_output_preservation_class",
+    );
+    s.accept("debug", "AI Toolkit's frame-selection debug output");
+    s.accept("fast_image_size", "AI Toolkit's image-size shortcut");
+    for key in [
+        "control_path",
+        "control_path_1",
+        "control_path_2",
+        "control_path_3",
+    ] {
+        s.refuse(
+            key,
+            Neutral::Off,
+            "control images are not used by Wan 2.2 I2V; the start frame comes from each clip",
+        );
+    }
+    s.refuse(
+        "control_from_same_folder",
+        Neutral::Off,
+        "control images are not used by Wan 2.2 I2V",
+    );
+    s.accept(
+        "num_controls_from_same_folder",
+        "only used with control images",
+    );
+    s.accept("control_transparent_color", "only used with control images");
+    s.refuse(
+        "controls",
+        Neutral::Off,
+        "automatic control images are not used by Wan 2.2 I2V",
+    );
+    s.refuse("mask_path", Neutral::Off, "loss masks are not implemented");
+    s.accept("mask_min_value", "only used with mask_path");
+    s.refuse("alpha_mask", Neutral::Off, "loss masks are not implemented");
+    s.refuse(
+        "invert_mask",
+        Neutral::Off,
+        "loss masks are not implemented",
+    );
+    s.refuse(
+        "inpaint_path",
+        Neutral::Off,
+        "inpainting is not implemented",
+    );
+    s.refuse(
+        "unconditional_path",
+        Neutral::Off,
+        "unconditional image pairs are not implemented",
+    );
+    s.refuse(
+        "clip_image_path",
+        Neutral::Off,
+        "Wan 2.2 I2V has no CLIP image encoder",
+    );
+    s.refuse(
+        "augments",
+        Neutral::Off,
+        "augmentations are not implemented (AI Toolkit refuses them for video too)",
+    );
+    s.refuse(
+        "augmentations",
+        Neutral::Off,
+        "augmentations are not implemented (AI Toolkit refuses them for video too)",
+    );
+    s.refuse(
+        "use_short_captions",
+        Neutral::Off,
+        "JSON caption files are not implemented",
+    );
+    s.refuse(
+        "standardize_images",
+        Neutral::Off,
+        "image standardisation is not implemented",
+    );
+    s.refuse(
+        "poi",
+        Neutral::Off,
+        "AI Toolkit itself no longer supports poi",
+    );
+    dataset
+}

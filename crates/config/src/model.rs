@@ -1,0 +1,462 @@
+//! `model`: which Wan 2.2 I2V weights to load, from where, and how (AI Toolkit's `ModelConfig`,
+//! plus wanlora's expert boundary and per-component file paths).
+
+use crate::choice::{choice_serde, Choice};
+use crate::reader::{ai, ours, Neutral, Section};
+use crate::schema::KeyKind;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The model family. wanlora trains only Wan 2.2 image-to-video A14B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelArch {
+    #[default]
+    Wan22_14bI2v,
+}
+
+impl Choice for ModelArch {
+    const SPELLINGS: &'static [(&'static str, Self)] =
+        &[("wan22_14b_i2v", ModelArch::Wan22_14bI2v)];
+    const REFUSED: &'static [(&'static str, &'static str)] = &[
+        (
+            "wan22_14b",
+            "Wan 2.2 text-to-video is not supported; wanlora trains the image-to-video A14B model",
+        ),
+        (
+            "wan22_5b",
+            "Wan 2.2 TI2V 5B is not supported; wanlora trains the image-to-video A14B model",
+        ),
+        (
+            "wan21",
+            "Wan 2.1 is not supported; wanlora trains Wan 2.2 image-to-video A14B",
+        ),
+        (
+            "wan21_i2v",
+            "Wan 2.1 is not supported; wanlora trains Wan 2.2 image-to-video A14B",
+        ),
+    ];
+}
+choice_serde!(ModelArch);
+
+/// How the frozen weights are quantised. Both spellings mean fp8 (e4m3) weights with per-channel
+/// scales; `qfloat8` is AI Toolkit's default name (optimum-quanto), `float8` its torchao name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QType {
+    #[default]
+    Qfloat8,
+    Float8,
+}
+
+impl Choice for QType {
+    const SPELLINGS: &'static [(&'static str, Self)] =
+        &[("qfloat8", QType::Qfloat8), ("float8", QType::Float8)];
+    const REFUSED: &'static [(&'static str, &'static str)] = &[
+        ("uint2", "integer weight quantisation is not implemented"),
+        ("uint3", "integer weight quantisation is not implemented"),
+        ("uint4", "4-bit weights (with or without an accuracy recovery adapter) are not implemented; float8 with low_vram fits a 24 GB card"),
+        ("uint5", "integer weight quantisation is not implemented"),
+        ("uint6", "integer weight quantisation is not implemented"),
+        ("uint7", "integer weight quantisation is not implemented"),
+        ("uint8", "integer weight quantisation is not implemented"),
+        ("int8", "int8 weights are not implemented"),
+        ("qint8", "int8 weights are not implemented"),
+        ("qint4", "4-bit weights are not implemented"),
+        ("convrot8", "convrot quantisation is not implemented"),
+        ("convrot4", "convrot quantisation is not implemented"),
+        ("convrotint7", "convrot quantisation is not implemented"),
+        ("convrotint6", "convrot quantisation is not implemented"),
+        ("convrotint5", "convrot quantisation is not implemented"),
+        ("convrotint4", "convrot quantisation is not implemented"),
+        ("convrotint3", "convrot quantisation is not implemented"),
+        ("convrotint2", "convrot quantisation is not implemented"),
+        ("convrotbitnet", "convrot quantisation is not implemented"),
+        ("nvfp4", "NVFP4 weights are not implemented"),
+        ("", "an empty qtype means no quantisation; set quantize: false for that"),
+    ];
+}
+choice_serde!(QType);
+
+/// `model_kwargs`: which experts are trained, and VAE tiling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelKwargs {
+    /// Train a LoRA on the high-noise expert (`transformer`, t ≥ boundary). Default true.
+    pub train_high_noise: bool,
+    /// Train a LoRA on the low-noise expert (`transformer_2`, t < boundary). Default true.
+    pub train_low_noise: bool,
+    /// Decode sample videos tile by tile (less memory, slower). Default false.
+    pub vae_tiling: bool,
+}
+
+impl Default for ModelKwargs {
+    fn default() -> Self {
+        ModelKwargs {
+            train_high_noise: true,
+            train_low_noise: true,
+            vae_tiling: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelConfig {
+    /// `name_or_path`: a Hugging Face repo id (`ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16`) or a
+    /// local diffusers folder. Required unless every component has its own path below.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_or_path: Option<String>,
+    /// `arch`: `wan22_14b_i2v` (AI Toolkit's UI may append `:tag`, which is dropped).
+    pub arch: ModelArch,
+    /// `extras_name_or_path`: where the VAE, text encoder and tokenizer come from when they are not
+    /// in `name_or_path` (AI Toolkit's key; default: `name_or_path`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extras_name_or_path: Option<String>,
+    /// `te_name_or_path`: the umT5-XXL text encoder (folder, repo id or single file such as ComfyUI's
+    /// `umt5_xxl_fp8_e4m3fn_scaled.safetensors`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub te_name_or_path: Option<String>,
+    /// `vae_path`: the Wan 2.1 VAE (folder, repo id or single file such as `wan_2.1_vae.safetensors`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vae_path: Option<String>,
+    /// `tokenizer_path` (wanlora): the umT5 tokenizer (`tokenizer.json`, or a folder with it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer_path: Option<String>,
+    /// `high_noise_model_path` (wanlora): the high-noise expert as a single file or a folder,
+    /// e.g. ComfyUI's `wan2.2_i2v_high_noise_14B_fp16.safetensors`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high_noise_model_path: Option<String>,
+    /// `low_noise_model_path` (wanlora): the low-noise expert, e.g.
+    /// `wan2.2_i2v_low_noise_14B_fp16.safetensors`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_noise_model_path: Option<String>,
+    /// `boundary_ratio` (wanlora): the expert switch as a fraction of the 1000 training timesteps;
+    /// the high-noise expert handles t ≥ ratio·1000. Default 0.9, the official Wan 2.2 I2V value
+    /// (AI Toolkit uses the text-to-video value 0.875 for I2V too).
+    pub boundary_ratio: f64,
+    /// `quantize`: store the frozen transformer weights as `qtype`. Default false.
+    pub quantize: bool,
+    /// `qtype`: only fp8 (`qfloat8` or `float8`). AI Toolkit's `"uint4|<adapter>"` is refused.
+    pub qtype: QType,
+    /// `quantize_te`: quantise the text encoder too; absent means the same as `quantize`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantize_te: Option<bool>,
+    /// `qtype_te`: the text encoder's quantisation (wanlora uses it; AI Toolkit's Wan loader ignores it).
+    pub qtype_te: QType,
+    /// `low_vram`: keep the idle expert in pinned host memory instead of on the GPU. Default false.
+    pub low_vram: bool,
+    pub model_kwargs: ModelKwargs,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            name_or_path: None,
+            arch: ModelArch::Wan22_14bI2v,
+            extras_name_or_path: None,
+            te_name_or_path: None,
+            vae_path: None,
+            tokenizer_path: None,
+            high_noise_model_path: None,
+            low_noise_model_path: None,
+            boundary_ratio: 0.9,
+            quantize: false,
+            qtype: QType::Qfloat8,
+            quantize_te: None,
+            qtype_te: QType::Qfloat8,
+            low_vram: false,
+            model_kwargs: ModelKwargs::default(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Whether the text encoder is quantised (`quantize_te`, defaulting to `quantize`).
+    pub fn quantizes_text_encoder(&self) -> bool {
+        self.quantize_te.unwrap_or(self.quantize)
+    }
+
+    /// Where the VAE, text encoder and tokenizer come from by default.
+    pub fn extras(&self) -> Option<&str> {
+        self.extras_name_or_path
+            .as_deref()
+            .or(self.name_or_path.as_deref())
+    }
+}
+
+/// Reads a qtype, which AI Toolkit writes as `type` or `"type|accuracy recovery adapter"`.
+/// Only checked when that quantisation is switched on; otherwise the value does not matter.
+fn read_qtype(s: &mut Section, key: &'static str, enabled: bool, doc: &'static str) -> QType {
+    let default = QType::default();
+    let Some(node) = s.raw(key, KeyKind::Choice, json!(default.name()), ai(doc)) else {
+        return default;
+    };
+    if !enabled {
+        return default;
+    }
+    let Some(text) = node.as_str() else {
+        s.invalid(
+            key.into(),
+            node,
+            format!("expected text, found {}", node.show()),
+            "write qtype: float8".into(),
+        );
+        return default;
+    };
+    if let Some((base, adapter)) = text.split_once('|') {
+        s.invalid(
+            key.into(),
+            node,
+            format!("`{base}` with the accuracy recovery adapter `{adapter}` is not supported by wanlora: 4-bit weights are not implemented"),
+            "use qtype: float8 (fp8 weights); with low_vram it fits a 24 GB card".into(),
+        );
+        return default;
+    }
+    s.parse_choice(key.into(), node, text).unwrap_or(default)
+}
+
+pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
+    let d = ModelConfig::default();
+    let name_or_path = s.opt_text(
+        "name_or_path",
+        ai("Hugging Face repo id or local diffusers folder of Wan2.2-I2V-A14B"),
+    );
+    let arch = match s.raw(
+        "arch",
+        KeyKind::Choice,
+        json!(d.arch.name()),
+        ai("Model family; only wan22_14b_i2v"),
+    ) {
+        None => {
+            let path = s.key_path("arch");
+            s.ctx().error_at(
+                &path,
+                "model.arch is missing (AI Toolkit would silently pick Stable Diffusion 1.5)",
+                "add `arch: wan22_14b_i2v` under model",
+            );
+            d.arch
+        }
+        Some(node) => match node.as_str() {
+            // AI Toolkit's UI can append `:tag` to the arch; AI Toolkit drops it.
+            Some(text) => {
+                let base = text.split(':').next().unwrap_or(text);
+                s.parse_choice("arch".into(), node, base).unwrap_or(d.arch)
+            }
+            None => {
+                s.invalid(
+                    "arch".into(),
+                    node,
+                    format!("expected text, found {}", node.show()),
+                    "write arch: wan22_14b_i2v".into(),
+                );
+                d.arch
+            }
+        },
+    };
+    let extras_name_or_path = s.opt_text(
+        "extras_name_or_path",
+        ai("Where the VAE, text encoder and tokenizer come from (default: name_or_path)"),
+    );
+    let te_name_or_path = s.opt_text(
+        "te_name_or_path",
+        ai("The umT5-XXL text encoder: folder, repo id or single file"),
+    );
+    let vae_path = s.opt_text(
+        "vae_path",
+        ai("The Wan 2.1 VAE: folder, repo id or single file"),
+    );
+    let tokenizer_path = s.opt_text(
+        "tokenizer_path",
+        ours("The umT5 tokenizer: tokenizer.json or its folder"),
+    );
+    let high_noise_model_path = s.opt_text("high_noise_model_path", ours("The high-noise expert as a single file or folder (e.g. ComfyUI's wan2.2_i2v_high_noise_14B_fp16.safetensors)"));
+    let low_noise_model_path = s.opt_text("low_noise_model_path", ours("The low-noise expert as a single file or folder (e.g. ComfyUI's wan2.2_i2v_low_noise_14B_fp16.safetensors)"));
+    let boundary_ratio = s.float(
+        "boundary_ratio",
+        d.boundary_ratio,
+        ours("Expert switch as a fraction of the timesteps; 0.9 is the official I2V value"),
+    );
+    let quantize = s.bool(
+        "quantize",
+        d.quantize,
+        ai("Store the frozen transformer weights as qtype"),
+    );
+    let qtype = read_qtype(
+        s,
+        "qtype",
+        quantize,
+        "Transformer quantisation: qfloat8 or float8 (fp8 weights)",
+    );
+    let quantize_te = s.raw(
+        "quantize_te",
+        KeyKind::Bool,
+        json!(null),
+        ai("Quantise the text encoder (default: quantize)"),
+    );
+    let quantize_te = match quantize_te {
+        None => None,
+        Some(node) => match node.value {
+            crate::node::Value::Bool(b) => Some(b),
+            _ => {
+                s.invalid(
+                    "quantize_te".into(),
+                    node,
+                    format!("expected true or false, found {}", node.show()),
+                    "write true or false".into(),
+                );
+                None
+            }
+        },
+    };
+    let qtype_te = read_qtype(
+        s,
+        "qtype_te",
+        quantize_te.unwrap_or(quantize),
+        "Text encoder quantisation: qfloat8 or float8",
+    );
+    let low_vram = s.bool(
+        "low_vram",
+        d.low_vram,
+        ai("Keep the idle expert in host memory"),
+    );
+    let model_kwargs = s.section(
+        "model_kwargs",
+        ai("Which experts to train, VAE tiling"),
+        |k| {
+            let d = ModelKwargs::default();
+            ModelKwargs {
+                train_high_noise: k.bool(
+                    "train_high_noise",
+                    d.train_high_noise,
+                    ai("Train the high-noise expert's LoRA"),
+                ),
+                train_low_noise: k.bool(
+                    "train_low_noise",
+                    d.train_low_noise,
+                    ai("Train the low-noise expert's LoRA"),
+                ),
+                vae_tiling: k.bool(
+                    "vae_tiling",
+                    d.vae_tiling,
+                    ai("Decode samples tile by tile"),
+                ),
+            }
+        },
+    );
+
+    s.refuse(
+        "accuracy_recovery_adapter",
+        Neutral::Off,
+        "4-bit weights with an accuracy recovery adapter are not implemented; use qtype: float8",
+    );
+    s.refuse(&["layer_offloading", "auto_memory"], Neutral::Off, "layer offloading (RamTorch) is not implemented; use low_vram, which parks the idle expert in host memory");
+    s.accept(
+        "layer_offloading_transformer_percent",
+        "only with layer_offloading",
+    );
+    s.accept(
+        "layer_offloading_text_encoder_percent",
+        "only with layer_offloading",
+    );
+    for key in [
+        "lora_path",
+        "assistant_lora_path",
+        "inference_lora_path",
+        "unconditional_lora_path",
+    ] {
+        s.refuse(key, Neutral::Off, "extra LoRAs on the base model are not implemented (AI Toolkit refuses them for Wan 2.2 too)");
+    }
+    s.refuse(
+        "split_model_over_gpus",
+        Neutral::Off,
+        "splitting one model over GPUs is not implemented (AI Toolkit refuses it for Wan 2.2 too)",
+    );
+    s.refuse(
+        "only_if_contains",
+        Neutral::Off,
+        "module filters are not implemented",
+    );
+    s.refuse(
+        "ignore_if_contains",
+        Neutral::Off,
+        "module filters are not implemented",
+    );
+    s.section(
+        "quantize_kwargs",
+        ai("Quantisation options; only an empty exclude list"),
+        |q| {
+            q.refuse(
+                "exclude",
+                Neutral::Off,
+                "excluding modules from quantisation is not implemented",
+            );
+        },
+    );
+    s.no_effect(
+        "compile",
+        Neutral::Off,
+        "there is no torch.compile in wanlora; its kernels are chosen ahead of time",
+    );
+    for key in [
+        "block_compile",
+        "compile_mode",
+        "compile_fullgraph",
+        "compile_dynamic",
+        "cache_size_limit",
+    ] {
+        s.accept(key, "only with compile");
+    }
+    s.accept("dtype", "train.dtype decides the computation precision");
+    s.accept("vae_dtype", "the VAE runs in the computation precision");
+    s.accept(
+        "te_dtype",
+        "the text encoder runs in the computation precision",
+    );
+    s.accept(
+        "model_paths",
+        "not used by Wan; see high_noise_model_path / low_noise_model_path",
+    );
+    s.accept("latent_space_version", "Wan has one latent space");
+    s.accept("text_encoder_bits", "PixArt only");
+    for key in [
+        "is_v2",
+        "is_xl",
+        "is_v3",
+        "is_flux",
+        "is_pixart",
+        "is_pixart_sigma",
+        "is_auraflow",
+        "is_lumina2",
+        "is_ssd",
+        "is_vega",
+        "is_v_pred",
+        "use_flux_cfg",
+        "experimental_xl",
+    ] {
+        s.no_effect(key, Neutral::Off, "model.arch decides the model");
+    }
+    s.refuse("attn_masking", Neutral::Off, "Flux only");
+    s.refuse(
+        "in_context",
+        Neutral::Off,
+        "in-context training is not implemented",
+    );
+    s.refuse("refiner_name_or_path", Neutral::Off, "Wan has no refiner");
+
+    ModelConfig {
+        name_or_path,
+        arch,
+        extras_name_or_path,
+        te_name_or_path,
+        vae_path,
+        tokenizer_path,
+        high_noise_model_path,
+        low_noise_model_path,
+        boundary_ratio,
+        quantize,
+        qtype,
+        quantize_te,
+        qtype_te,
+        low_vram,
+        model_kwargs,
+    }
+}

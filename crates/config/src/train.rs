@@ -1,0 +1,1047 @@
+//! `train`: the optimisation of the LoRA (AI Toolkit's `TrainConfig`, the part that matters for Wan,
+//! plus wanlora's `keep_blocks` and `lr_warmup_steps`).
+
+use crate::choice::{choice_serde, Choice};
+use crate::reader::{ai, ours, Neutral, Section};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Optimizer {
+    /// AdamW with fp32 state.
+    #[default]
+    AdamW,
+    /// AdamW with block-wise 8-bit state (bitsandbytes' AdamW8bit; AI Toolkit's UI default).
+    AdamW8bit,
+}
+
+impl Choice for Optimizer {
+    const SPELLINGS: &'static [(&'static str, Self)] = &[
+        ("adamw", Optimizer::AdamW),
+        ("adamw8bit", Optimizer::AdamW8bit),
+    ];
+    const REFUSED: &'static [(&'static str, &'static str)] = &[
+        ("adam", "Adam without decoupled weight decay is not implemented; adamw with weight_decay 0 is the same"),
+        ("adam8bit", "Adam8bit is not implemented; adamw8bit with weight_decay 0 is the same"),
+        ("adamw8", "AI Toolkit's own Adam8bit is not implemented"),
+        ("adam8", "AI Toolkit's own Adam8bit is not implemented"),
+        ("prodigy", "Prodigy is not implemented"),
+        ("prodigy8bit", "Prodigy is not implemented"),
+        ("adafactor", "Adafactor is not implemented"),
+        ("lion", "Lion is not implemented"),
+        ("lion8bit", "Lion is not implemented"),
+        ("ademamix8bit", "AdEMAMix is not implemented"),
+        ("adagrad", "Adagrad is not implemented"),
+        ("sgd", "SGD is not implemented"),
+        ("automagic", "Automagic is not implemented"),
+        ("automagic2", "Automagic is not implemented"),
+        ("automagic3", "Automagic is not implemented"),
+        ("dadaptation", "D-Adaptation is not implemented"),
+    ];
+    const IGNORE_CASE: bool = true;
+}
+choice_serde!(Optimizer);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LrScheduler {
+    /// The learning rate stays at `lr`.
+    #[default]
+    Constant,
+    /// Cosine annealing from `lr` to `eta_min` over `total_iters` (PyTorch's CosineAnnealingLR, as AI Toolkit).
+    Cosine,
+    /// Linear change from `start_factor`·lr to `end_factor`·lr over `total_iters` (PyTorch's LinearLR,
+    /// as AI Toolkit; its defaults 1/3 → 1 make this a slow ramp up, not a decay).
+    Linear,
+    /// AI Toolkit's name for a constant rate after `num_warmup_steps` of linear warmup from 0.
+    ConstantWithWarmup,
+}
+
+impl Choice for LrScheduler {
+    const SPELLINGS: &'static [(&'static str, Self)] = &[
+        ("constant", LrScheduler::Constant),
+        ("cosine", LrScheduler::Cosine),
+        ("linear", LrScheduler::Linear),
+        ("constant_with_warmup", LrScheduler::ConstantWithWarmup),
+    ];
+    const REFUSED: &'static [(&'static str, &'static str)] = &[
+        (
+            "cosine_with_restarts",
+            "cosine with restarts is not implemented",
+        ),
+        ("step", "the step scheduler is not implemented"),
+        ("polynomial", "the polynomial scheduler is not implemented"),
+        (
+            "cosine_with_min_lr",
+            "use cosine with lr_scheduler_params.eta_min",
+        ),
+        (
+            "piecewise_constant",
+            "the piecewise constant scheduler is not implemented",
+        ),
+    ];
+}
+choice_serde!(LrScheduler);
+
+/// How training timesteps are drawn inside the active expert's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestepType {
+    /// Logit-normal: (1 − sigmoid(N(0,1)))·1000. AI Toolkit's code default.
+    #[default]
+    Sigmoid,
+    /// Uniform over 1000…1 (AI Toolkit's Wan preset).
+    Linear,
+    /// Uniform, then Wan's static shift 5: σ' = 5σ / (1 + 4σ).
+    Shift,
+    /// Uniform, with the loss weighted by AI Toolkit's timestep weighting table.
+    Weighted,
+    /// 75 % lognormal(0, 0.333) and 25 % uniform.
+    LognormBlend,
+}
+
+impl Choice for TimestepType {
+    const SPELLINGS: &'static [(&'static str, Self)] = &[
+        ("sigmoid", TimestepType::Sigmoid),
+        ("linear", TimestepType::Linear),
+        ("shift", TimestepType::Shift),
+        ("weighted", TimestepType::Weighted),
+        ("lognorm_blend", TimestepType::LognormBlend),
+    ];
+    const REFUSED: &'static [(&'static str, &'static str)] = &[
+        (
+            "flux_shift",
+            "use shift (with Wan's fixed shift it is the same)",
+        ),
+        (
+            "lumina2_shift",
+            "use shift (with Wan's fixed shift it is the same)",
+        ),
+        (
+            "next_sample",
+            "distillation timestep sets are not implemented",
+        ),
+        ("one_step", "distillation timestep sets are not implemented"),
+        ("two_step", "distillation timestep sets are not implemented"),
+        (
+            "four_step",
+            "distillation timestep sets are not implemented",
+        ),
+        (
+            "eight_step",
+            "distillation timestep sets are not implemented",
+        ),
+    ];
+}
+choice_serde!(TimestepType);
+
+/// AI Toolkit's "timestep bias": which end of each expert's window is drawn more often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentOrStyle {
+    /// Uniform over the window.
+    #[default]
+    Balanced,
+    /// Favour high noise (composition, motion): u³ mapped to the high end. UI "High Noise".
+    Content,
+    /// Favour low noise (texture, style): 1 − u³. UI "Low Noise".
+    Style,
+}
+
+impl Choice for ContentOrStyle {
+    const SPELLINGS: &'static [(&'static str, Self)] = &[
+        ("balanced", ContentOrStyle::Balanced),
+        ("content", ContentOrStyle::Content),
+        ("style", ContentOrStyle::Style),
+    ];
+}
+choice_serde!(ContentOrStyle);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LossType {
+    #[default]
+    Mse,
+    /// Mean absolute error (L1).
+    Mae,
+    /// sqrt(d² + c²) − c with c = 0.01, as AI Toolkit.
+    PseudoHuber,
+}
+
+impl Choice for LossType {
+    const SPELLINGS: &'static [(&'static str, Self)] = &[
+        ("mse", LossType::Mse),
+        ("mae", LossType::Mae),
+        ("l1", LossType::Mae),
+        ("pseudo_huber", LossType::PseudoHuber),
+    ];
+    const REFUSED: &'static [(&'static str, &'static str)] = &[
+        ("wavelet", "the wavelet loss is not implemented"),
+        ("stepped", "the stepped loss is not implemented"),
+        ("mean_flow", "the mean-flow loss is not implemented"),
+        ("pixelspace", "pixel-space losses are not implemented"),
+    ];
+}
+choice_serde!(LossType);
+
+/// Precision of the base model's computation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrainDtype {
+    /// AI Toolkit's code default; only sensible for the tiny demo model.
+    #[default]
+    Fp32,
+    /// What Wan is trained in (AI Toolkit's Wan preset).
+    Bf16,
+}
+
+impl Choice for TrainDtype {
+    const SPELLINGS: &'static [(&'static str, Self)] = &[
+        ("fp32", TrainDtype::Fp32),
+        ("float32", TrainDtype::Fp32),
+        ("float", TrainDtype::Fp32),
+        ("bf16", TrainDtype::Bf16),
+        ("bfloat16", TrainDtype::Bf16),
+    ];
+    const REFUSED: &'static [(&'static str, &'static str)] = &[
+        ("fp16", "Wan's activations overflow float16; use bf16"),
+        ("float16", "Wan's activations overflow float16; use bf16"),
+        ("half", "Wan's activations overflow float16; use bf16"),
+    ];
+    const IGNORE_CASE: bool = true;
+}
+choice_serde!(TrainDtype);
+
+/// `optimizer_params`, the keyword arguments AI Toolkit passes to the optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OptimizerParams {
+    /// Decoupled weight decay. Default 0.01 (PyTorch's and bitsandbytes' AdamW default).
+    pub weight_decay: f64,
+    /// Adam's (β1, β2). Default [0.9, 0.999].
+    pub betas: [f64; 2],
+    /// Adam's ε. Default 1e-6, the value AI Toolkit passes for adamw and adamw8bit.
+    pub eps: f64,
+}
+
+impl Default for OptimizerParams {
+    fn default() -> Self {
+        OptimizerParams {
+            weight_decay: 0.01,
+            betas: [0.9, 0.999],
+            eps: 1e-6,
+        }
+    }
+}
+
+/// `lr_scheduler_params`, the keyword arguments AI Toolkit passes to the scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LrSchedulerParams {
+    /// Length of the cosine / linear schedule in steps; absent: `train.steps` (AI Toolkit's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_iters: Option<u32>,
+    /// cosine: the final learning rate. Default 0.
+    pub eta_min: f64,
+    /// linear: factor of `lr` at the start. Default 1/3 (PyTorch's LinearLR).
+    pub start_factor: f64,
+    /// linear: factor of `lr` at the end. Default 1.
+    pub end_factor: f64,
+    /// constant_with_warmup: warmup length; absent: 1000, AI Toolkit's default for that scheduler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_warmup_steps: Option<u32>,
+}
+
+impl Default for LrSchedulerParams {
+    fn default() -> Self {
+        LrSchedulerParams {
+            total_iters: None,
+            eta_min: 0.0,
+            start_factor: 1.0 / 3.0,
+            end_factor: 1.0,
+            num_warmup_steps: None,
+        }
+    }
+}
+
+/// `ema_config`: an exponential moving average of the LoRA weights, saved alongside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmaConfig {
+    pub use_ema: bool,
+    /// Default 0.999.
+    pub ema_decay: f64,
+}
+
+impl Default for EmaConfig {
+    fn default() -> Self {
+        EmaConfig {
+            use_ema: false,
+            ema_decay: 0.999,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// `steps`: optimizer steps. Default 1000.
+    pub steps: u32,
+    /// `batch_size`: clips per micro-batch. Default 1.
+    pub batch_size: u32,
+    /// `gradient_accumulation`: micro-batches per optimizer step (AI Toolkit's legacy
+    /// `gradient_accumulation_steps` is read into this, with a warning). Default 1.
+    pub gradient_accumulation: u32,
+    /// `lr`: learning rate of the LoRA weights. AI Toolkit's code default 1e-6 (its UI: 1e-4).
+    pub lr: f64,
+    pub optimizer: Optimizer,
+    pub optimizer_params: OptimizerParams,
+    pub lr_scheduler: LrScheduler,
+    pub lr_scheduler_params: LrSchedulerParams,
+    /// `lr_warmup_steps` (wanlora): linear warmup from 0 to the scheduled rate over this many steps,
+    /// with any scheduler. AI Toolkit's equivalent is `lr_scheduler: constant_with_warmup` with
+    /// `lr_scheduler_params.num_warmup_steps`, which is accepted too. Default 0.
+    pub lr_warmup_steps: u32,
+    /// `max_grad_norm`: gradient clipping norm (0 disables). Default 1.
+    pub max_grad_norm: f64,
+    /// `dtype`: precision of the base model's computation. AI Toolkit's default fp32; use bf16 for Wan.
+    pub dtype: TrainDtype,
+    pub timestep_type: TimestepType,
+    pub content_or_style: ContentOrStyle,
+    /// `switch_boundary_every`: steps on one expert before switching to the other. Default 1.
+    pub switch_boundary_every: u32,
+    pub loss_type: LossType,
+    pub skip_first_sample: bool,
+    pub force_first_sample: bool,
+    pub disable_sampling: bool,
+    /// `unload_text_encoder`: encode only the trigger word (or an empty prompt) once and free the text
+    /// encoder; captions are then ignored (AI Toolkit's behaviour).
+    pub unload_text_encoder: bool,
+    /// `cache_text_embeddings`: encode every caption (and its dropout and DOP variants) once, then
+    /// free the text encoder.
+    pub cache_text_embeddings: bool,
+    /// `diff_output_preservation` (DOP): keep the class's look by matching the LoRA's prediction on
+    /// the class caption to the base model's.
+    pub diff_output_preservation: bool,
+    /// Default 1.
+    pub diff_output_preservation_multiplier: f64,
+    /// The class word that replaces the trigger word in DOP captions (e.g. `person`). Default ''.
+    pub diff_output_preservation_class: String,
+    /// `blank_prompt_preservation`: DOP with the empty prompt instead of the class caption.
+    pub blank_prompt_preservation: bool,
+    /// Default 1.
+    pub blank_prompt_preservation_multiplier: f64,
+    /// `do_differential_guidance`: target' = pred + scale·(target − pred). Works on its own in
+    /// wanlora (in AI Toolkit only together with `do_guidance_loss`).
+    pub do_differential_guidance: bool,
+    /// Default 3.
+    pub differential_guidance_scale: f64,
+    pub ema_config: EmaConfig,
+    /// `keep_blocks` (wanlora): how many of the 40 transformer blocks keep their activations for the
+    /// backward pass instead of recomputing them (gradient checkpointing for the rest). More is
+    /// faster and needs more memory. Default 0 (recompute every block).
+    pub keep_blocks: u32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 1000,
+            batch_size: 1,
+            gradient_accumulation: 1,
+            lr: 1e-6,
+            optimizer: Optimizer::AdamW,
+            optimizer_params: OptimizerParams::default(),
+            lr_scheduler: LrScheduler::Constant,
+            lr_scheduler_params: LrSchedulerParams::default(),
+            lr_warmup_steps: 0,
+            max_grad_norm: 1.0,
+            dtype: TrainDtype::Fp32,
+            timestep_type: TimestepType::Sigmoid,
+            content_or_style: ContentOrStyle::Balanced,
+            switch_boundary_every: 1,
+            loss_type: LossType::Mse,
+            skip_first_sample: false,
+            force_first_sample: false,
+            disable_sampling: false,
+            unload_text_encoder: false,
+            cache_text_embeddings: false,
+            diff_output_preservation: false,
+            diff_output_preservation_multiplier: 1.0,
+            diff_output_preservation_class: String::new(),
+            blank_prompt_preservation: false,
+            blank_prompt_preservation_multiplier: 1.0,
+            do_differential_guidance: false,
+            differential_guidance_scale: 3.0,
+            ema_config: EmaConfig::default(),
+            keep_blocks: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Steps of linear warmup from 0, whichever way the job asks for it.
+    pub fn warmup_steps(&self) -> u32 {
+        match self.lr_scheduler {
+            LrScheduler::ConstantWithWarmup => {
+                self.lr_scheduler_params.num_warmup_steps.unwrap_or(1000)
+            }
+            _ => self.lr_warmup_steps,
+        }
+    }
+
+    /// Steps over which cosine / linear schedules run.
+    pub fn schedule_steps(&self) -> u32 {
+        self.lr_scheduler_params.total_iters.unwrap_or(self.steps)
+    }
+}
+
+fn read_optimizer_params(s: &mut Section) -> OptimizerParams {
+    let d = OptimizerParams::default();
+    let weight_decay = s.float("weight_decay", d.weight_decay, ai("Decoupled weight decay"));
+    let betas = match s.raw(
+        "betas",
+        crate::schema::KeyKind::Any,
+        serde_json::json!(d.betas),
+        ai("Adam's (beta1, beta2)"),
+    ) {
+        None => d.betas,
+        Some(node) => match node.to_json() {
+            serde_json::Value::Array(items) if items.len() == 2 => {
+                match (items[0].as_f64(), items[1].as_f64()) {
+                    (Some(b1), Some(b2)) => [b1, b2],
+                    _ => {
+                        s.invalid(
+                            "betas".into(),
+                            node,
+                            format!("expected two numbers, found {}", node.show()),
+                            "write betas: [0.9, 0.999]".into(),
+                        );
+                        d.betas
+                    }
+                }
+            }
+            _ => {
+                s.invalid(
+                    "betas".into(),
+                    node,
+                    format!("expected two numbers, found {}", node.show()),
+                    "write betas: [0.9, 0.999]".into(),
+                );
+                d.betas
+            }
+        },
+    };
+    let eps = s.float("eps", d.eps, ai("Adam's epsilon"));
+    for key in [
+        "amsgrad",
+        "percentile_clipping",
+        "block_wise",
+        "min_8bit_size",
+        "optim_bits",
+        "decouple",
+        "foreach",
+        "fused",
+        "maximize",
+        "capturable",
+    ] {
+        s.refuse(
+            key,
+            Neutral::Off,
+            "only weight_decay, betas and eps of AdamW are implemented",
+        );
+    }
+    OptimizerParams {
+        weight_decay,
+        betas,
+        eps,
+    }
+}
+
+fn read_scheduler_params(s: &mut Section) -> LrSchedulerParams {
+    let d = LrSchedulerParams::default();
+    let params = LrSchedulerParams {
+        total_iters: s.opt_uint(
+            &["total_iters", "T_max"],
+            ai("Schedule length in steps (default: train.steps)"),
+        ),
+        eta_min: s.float("eta_min", d.eta_min, ai("cosine: final learning rate")),
+        start_factor: s.float(
+            "start_factor",
+            d.start_factor,
+            ai("linear: factor of lr at the start"),
+        ),
+        end_factor: s.float(
+            "end_factor",
+            d.end_factor,
+            ai("linear: factor of lr at the end"),
+        ),
+        num_warmup_steps: s.opt_uint(
+            "num_warmup_steps",
+            ai("constant_with_warmup: warmup steps (default 1000)"),
+        ),
+    };
+    s.accept(
+        "factor",
+        "constant: AI Toolkit passes 1.0 (a constant rate)",
+    );
+    s.accept("max_iterations", "AI Toolkit internal");
+    s.refuse(
+        "last_epoch",
+        Neutral::Off,
+        "resume restores the schedule position itself",
+    );
+    params
+}
+
+pub(crate) fn read_train(s: &mut Section) -> TrainConfig {
+    let d = TrainConfig::default();
+    let steps = s.uint("steps", d.steps, ai("Optimizer steps"));
+    let batch_size = s.uint("batch_size", d.batch_size, ai("Clips per micro-batch"));
+    let mut gradient_accumulation = s.uint(
+        "gradient_accumulation",
+        d.gradient_accumulation,
+        ai("Micro-batches per optimizer step"),
+    );
+    let legacy = s.uint(
+        "gradient_accumulation_steps",
+        1,
+        ai("AI Toolkit's legacy accumulation; read as gradient_accumulation"),
+    );
+    if legacy > 1 {
+        let path = s.key_path("gradient_accumulation_steps");
+        if gradient_accumulation > 1 {
+            s.ctx().error_at(
+                &path,
+                "gradient_accumulation and gradient_accumulation_steps are both set (AI Toolkit refuses this too)",
+                "keep only gradient_accumulation",
+            );
+        } else {
+            gradient_accumulation = legacy;
+            s.ctx().warning_at(
+                &path,
+                format!("read as gradient_accumulation: {legacy}; AI Toolkit's legacy key counted every micro-batch as a step, wanlora runs `steps` optimizer steps of {legacy} micro-batches each"),
+                format!("write gradient_accumulation: {legacy}, and divide steps by {legacy} to do the same amount of work as before"),
+            );
+        }
+    }
+    let train = TrainConfig {
+        steps,
+        batch_size,
+        gradient_accumulation,
+        lr: s.float("lr", d.lr, ai("Learning rate of the LoRA weights")),
+        optimizer: s.choice(
+            "optimizer",
+            d.optimizer,
+            ai("adamw (fp32 state) or adamw8bit (8-bit state)"),
+        ),
+        optimizer_params: s.section(
+            "optimizer_params",
+            ai("AdamW's weight_decay, betas, eps"),
+            read_optimizer_params,
+        ),
+        lr_scheduler: s.choice("lr_scheduler", d.lr_scheduler, ai("Learning-rate schedule")),
+        lr_scheduler_params: s.section(
+            "lr_scheduler_params",
+            ai("Schedule parameters"),
+            read_scheduler_params,
+        ),
+        lr_warmup_steps: s.uint(
+            "lr_warmup_steps",
+            d.lr_warmup_steps,
+            ours("Linear warmup from 0 over this many steps, with any scheduler"),
+        ),
+        max_grad_norm: s.float(
+            "max_grad_norm",
+            d.max_grad_norm,
+            ai("Gradient clipping norm (0: off)"),
+        ),
+        dtype: s.choice(
+            "dtype",
+            d.dtype,
+            ai("Precision of the base model's computation; bf16 for Wan"),
+        ),
+        timestep_type: s.choice(
+            "timestep_type",
+            d.timestep_type,
+            ai("How timesteps are drawn in the active expert's window"),
+        ),
+        content_or_style: s.choice(
+            "content_or_style",
+            d.content_or_style,
+            ai("Timestep bias: balanced, content (high noise) or style (low noise)"),
+        ),
+        switch_boundary_every: s.uint(
+            "switch_boundary_every",
+            d.switch_boundary_every,
+            ai("Steps on one expert before switching to the other"),
+        ),
+        loss_type: s.choice(
+            "loss_type",
+            d.loss_type,
+            ai("Loss between prediction and target"),
+        ),
+        skip_first_sample: s.bool(
+            "skip_first_sample",
+            d.skip_first_sample,
+            ai("No sample before the first step"),
+        ),
+        force_first_sample: s.bool(
+            "force_first_sample",
+            d.force_first_sample,
+            ai("Sample before the first step even when resuming"),
+        ),
+        disable_sampling: s.bool(
+            "disable_sampling",
+            d.disable_sampling,
+            ai("Never sample during training"),
+        ),
+        unload_text_encoder: s.bool(
+            "unload_text_encoder",
+            d.unload_text_encoder,
+            ai("Encode only the trigger word once; captions are ignored"),
+        ),
+        cache_text_embeddings: s.bool(
+            "cache_text_embeddings",
+            d.cache_text_embeddings,
+            ai("Encode every caption once, then free the text encoder"),
+        ),
+        diff_output_preservation: s.bool(
+            "diff_output_preservation",
+            d.diff_output_preservation,
+            ai("Differential output preservation (needs a trigger word and a class)"),
+        ),
+        diff_output_preservation_multiplier: s.float(
+            "diff_output_preservation_multiplier",
+            d.diff_output_preservation_multiplier,
+            ai("Weight of the DOP loss"),
+        ),
+        diff_output_preservation_class: s.text(
+            "diff_output_preservation_class",
+            &d.diff_output_preservation_class,
+            ai("Class word that replaces the trigger in DOP captions"),
+        ),
+        blank_prompt_preservation: s.bool(
+            "blank_prompt_preservation",
+            d.blank_prompt_preservation,
+            ai("Preserve the base model's output for the empty prompt"),
+        ),
+        blank_prompt_preservation_multiplier: s.float(
+            "blank_prompt_preservation_multiplier",
+            d.blank_prompt_preservation_multiplier,
+            ai("Weight of the blank-prompt preservation loss"),
+        ),
+        do_differential_guidance: s.bool(
+            "do_differential_guidance",
+            d.do_differential_guidance,
+            ai("Overshoot the target: pred + scale·(target − pred)"),
+        ),
+        differential_guidance_scale: s.float(
+            "differential_guidance_scale",
+            d.differential_guidance_scale,
+            ai("Scale of differential guidance"),
+        ),
+        ema_config: s.section("ema_config", ai("EMA of the LoRA weights"), |e| {
+            let d = EmaConfig::default();
+            let ema = EmaConfig {
+                use_ema: e.bool("use_ema", d.use_ema, ai("Keep an EMA of the LoRA weights")),
+                ema_decay: e.float("ema_decay", d.ema_decay, ai("EMA decay per step")),
+            };
+            e.refuse(
+                "use_feedback",
+                Neutral::Off,
+                "EMA feedback is not implemented",
+            );
+            e.refuse(
+                "param_multiplier",
+                Neutral::Number(1.0),
+                "EMA parameter multipliers are not implemented",
+            );
+            ema
+        }),
+        keep_blocks: s.uint(
+            "keep_blocks",
+            d.keep_blocks,
+            ours("Transformer blocks (of 40) that keep activations instead of recomputing them"),
+        ),
+    };
+
+    s.accept(
+        "noise_scheduler",
+        "Wan always trains with flow matching (AI Toolkit ignores this key for Wan too)",
+    );
+    s.refuse(
+        "gradient_checkpointing",
+        Neutral::True,
+        "wanlora always recomputes activations; to keep some, set train.keep_blocks (0..40)",
+    );
+    s.refuse(
+        "train_unet",
+        Neutral::True,
+        "the transformer's LoRA is what wanlora trains; false would train nothing",
+    );
+    s.refuse("train_text_encoder", Neutral::Off, "training the umT5 text encoder is not implemented (AI Toolkit does not support it for Wan either)");
+    s.no_effect(
+        "unet_lr",
+        Neutral::Off,
+        "AI Toolkit trains the LoRA with train.lr and ignores unet_lr; so does wanlora",
+    );
+    s.no_effect(
+        "text_encoder_lr",
+        Neutral::Off,
+        "the text encoder is not trained",
+    );
+    s.accept("refiner_lr", "no refiner in Wan");
+    s.accept("embedding_lr", "no embeddings are trained");
+    s.accept("adapter_lr", "no adapters are trained");
+    s.accept("train_refiner", "no refiner in Wan");
+    s.accept(
+        "bypass_guidance_embedding",
+        "Flux only; AI Toolkit's UI writes it for every model",
+    );
+    s.accept(
+        "attention_backend",
+        "wanlora picks the fastest attention kernel itself",
+    );
+    s.accept(
+        "xformers",
+        "wanlora picks the fastest attention kernel itself",
+    );
+    s.accept("sdp", "wanlora picks the fastest attention kernel itself");
+    s.no_effect(
+        "min_denoising_steps",
+        Neutral::Number(0.0),
+        "each expert's timestep window is set by model.boundary_ratio",
+    );
+    s.no_effect(
+        "max_denoising_steps",
+        Neutral::Number(999.0),
+        "each expert's timestep window is set by model.boundary_ratio",
+    );
+    s.accept(
+        "next_sample_timesteps",
+        "only for timestep_type next_sample",
+    );
+    s.accept("audio_loss_multiplier", "Wan 2.2 I2V has no audio");
+    s.accept("max_loss_debug", "AI Toolkit debug output");
+    s.accept("do_guidance_loss_cfg_zero", "only with do_guidance_loss");
+    s.accept("guidance_loss_target", "only with do_guidance_loss");
+    s.accept("guidance_loss_schedule", "only with do_guidance_loss");
+    s.accept("unconditional_prompt", "only with do_guidance_loss");
+    s.refuse(
+        "do_guidance_loss",
+        Neutral::Off,
+        "the contrastive guidance loss is not implemented",
+    );
+    s.refuse(
+        "noise_offset",
+        Neutral::Number(0.0),
+        "noise offset is not implemented (and does not suit flow matching)",
+    );
+    s.refuse(
+        "noise_multiplier",
+        Neutral::Number(1.0),
+        "noise multipliers are not implemented",
+    );
+    s.refuse(
+        "target_noise_multiplier",
+        Neutral::Number(1.0),
+        "noise multipliers are not implemented",
+    );
+    s.refuse(
+        "random_noise_multiplier",
+        Neutral::Number(0.0),
+        "random noise multipliers are not implemented",
+    );
+    s.refuse(
+        "random_noise_shift",
+        Neutral::Number(0.0),
+        "random noise shift is not implemented",
+    );
+    s.refuse(
+        "blended_blur_noise",
+        Neutral::Off,
+        "blended blur noise is not implemented",
+    );
+    s.refuse(
+        "force_consistent_noise",
+        Neutral::Off,
+        "consistent noise per item is not implemented",
+    );
+    s.refuse(
+        "optimal_noise_pairing_samples",
+        Neutral::Number(1.0),
+        "optimal noise pairing is not implemented",
+    );
+    s.refuse(
+        "do_signal_correction_noise",
+        Neutral::Off,
+        "signal correction noise is not implemented",
+    );
+    s.refuse(
+        "do_batch_noise_correction",
+        Neutral::Off,
+        "batch noise correction is not implemented",
+    );
+    s.refuse(
+        "do_signal_amplification",
+        Neutral::Off,
+        "signal amplification is not implemented",
+    );
+    s.refuse(
+        "min_snr_gamma",
+        Neutral::Off,
+        "SNR weighting is not implemented (flow matching does not use it)",
+    );
+    s.refuse(
+        "snr_gamma",
+        Neutral::Off,
+        "SNR weighting is not implemented (flow matching does not use it)",
+    );
+    s.refuse(
+        "learnable_snr_gos",
+        Neutral::Off,
+        "learnable SNR weighting is not implemented",
+    );
+    s.refuse(
+        "linear_timesteps",
+        Neutral::Off,
+        "legacy timestep weights are not implemented; use timestep_type: weighted",
+    );
+    s.refuse(
+        "linear_timesteps2",
+        Neutral::Off,
+        "legacy timestep weights are not implemented; use timestep_type: weighted",
+    );
+    s.refuse(
+        "weight_jitter",
+        Neutral::Number(0.0),
+        "weight jitter is not implemented",
+    );
+    s.refuse(
+        "merge_network_on_save",
+        Neutral::Off,
+        "merging the LoRA into the model is not implemented; load the LoRA files in ComfyUI",
+    );
+    s.accept(
+        "merge_network_on_save_strength",
+        "only with merge_network_on_save",
+    );
+    s.refuse(
+        "start_step",
+        Neutral::Off,
+        "resume restores the step itself",
+    );
+    s.refuse("free_u", Neutral::Off, "FreeU is not implemented");
+    s.refuse(
+        "adapter_assist_name_or_path",
+        Neutral::Off,
+        "assistant adapters are not implemented",
+    );
+    s.accept(
+        "adapter_assist_type",
+        "only with adapter_assist_name_or_path",
+    );
+    s.refuse(
+        "match_adapter_assist",
+        Neutral::Off,
+        "assistant adapters are not implemented",
+    );
+    s.refuse(
+        "match_adapter_chance",
+        Neutral::Number(0.0),
+        "assistant adapters are not implemented",
+    );
+    s.refuse(
+        "negative_prompt",
+        Neutral::Off,
+        "training with negative prompts is not implemented",
+    );
+    s.accept("max_negative_prompts", "only with negative_prompt");
+    s.refuse(
+        "reg_weight",
+        Neutral::Number(1.0),
+        "a regularisation loss weight is not implemented; use the dataset's loss_multiplier",
+    );
+    s.refuse(
+        "num_train_timesteps",
+        Neutral::Number(1000.0),
+        "Wan's scheduler has 1000 training timesteps",
+    );
+    s.refuse(
+        "adaptive_scaling_factor",
+        Neutral::Off,
+        "adaptive VAE scaling is not implemented",
+    );
+    s.refuse(
+        "prompt_dropout_prob",
+        Neutral::Number(0.0),
+        "use the datasets' caption_dropout_rate",
+    );
+    s.refuse(
+        "match_noise_norm",
+        Neutral::Off,
+        "noise-norm matching is not implemented",
+    );
+    s.refuse(
+        "short_and_long_captions",
+        Neutral::Off,
+        "JSON caption files are not implemented",
+    );
+    s.refuse(
+        "short_and_long_captions_encoder_split",
+        Neutral::Off,
+        "JSON caption files are not implemented",
+    );
+    s.refuse(
+        "single_item_batching",
+        Neutral::Off,
+        "use gradient_accumulation",
+    );
+    s.refuse(
+        "loss_target",
+        Neutral::Text("noise"),
+        "the target is always noise − clean latent (flow matching)",
+    );
+    s.refuse(
+        "inverted_mask_prior",
+        Neutral::Off,
+        "loss masks are not implemented",
+    );
+    s.accept(
+        "inverted_mask_prior_multiplier",
+        "only with inverted_mask_prior",
+    );
+    s.refuse(
+        "standardize_images",
+        Neutral::Off,
+        "image standardisation is not implemented",
+    );
+    s.refuse(
+        "standardize_latents",
+        Neutral::Off,
+        "latent standardisation is not implemented",
+    );
+    s.refuse(
+        "dynamic_noise_offset",
+        Neutral::Off,
+        "noise offset is not implemented",
+    );
+    s.refuse(
+        "do_cfg",
+        Neutral::Off,
+        "CFG during training is not implemented",
+    );
+    s.refuse(
+        "do_random_cfg",
+        Neutral::Off,
+        "CFG during training is not implemented",
+    );
+    s.accept("cfg_scale", "only with do_cfg");
+    s.accept("max_cfg_scale", "only with do_cfg");
+    s.accept("cfg_rescale", "only with do_cfg");
+    s.refuse(
+        "correct_pred_norm",
+        Neutral::Off,
+        "prediction-norm correction is not implemented",
+    );
+    s.accept(
+        "correct_pred_norm_multiplier",
+        "only with correct_pred_norm",
+    );
+    s.refuse(
+        "t0_loss_target",
+        Neutral::Off,
+        "x0 loss targets are not implemented",
+    );
+    s.refuse(
+        "t0_velocity_equiv_weight",
+        Neutral::Off,
+        "x0 loss targets are not implemented",
+    );
+    s.refuse(
+        "do_fft_loss",
+        Neutral::Off,
+        "the FFT loss is not implemented",
+    );
+    s.accept("do_fft_velocity_equiv_weight", "only with do_fft_loss");
+    s.refuse(
+        "pred_scaler",
+        Neutral::Number(1.0),
+        "prediction scaling is not implemented",
+    );
+    s.refuse(
+        "prompt_saturation_chance",
+        Neutral::Number(0.0),
+        "prompt saturation is not implemented",
+    );
+    s.refuse(
+        "do_prior_divergence",
+        Neutral::Off,
+        "prior divergence is not implemented",
+    );
+    s.refuse(
+        "target_norm_std",
+        Neutral::Off,
+        "target-norm losses are not implemented",
+    );
+    s.accept("target_norm_std_value", "only with target_norm_std");
+    s.refuse(
+        "do_paramiter_swapping",
+        Neutral::Off,
+        "parameter swapping is not implemented",
+    );
+    s.accept(
+        "paramiter_swapping_factor",
+        "only with do_paramiter_swapping",
+    );
+    s.refuse(
+        "latent_feature_extractor_path",
+        Neutral::Off,
+        "feature-extractor losses are not implemented",
+    );
+    s.refuse(
+        "diffusion_feature_extractor_path",
+        Neutral::Off,
+        "feature-extractor losses are not implemented",
+    );
+    s.accept(
+        "latent_feature_loss_weight",
+        "only with a feature extractor",
+    );
+    s.accept(
+        "diffusion_feature_extractor_weight",
+        "only with a feature extractor",
+    );
+    s.refuse(
+        "do_blank_stabilization",
+        Neutral::Off,
+        "blank stabilisation is not implemented",
+    );
+    s.refuse(
+        "max_loss",
+        Neutral::Off,
+        "loss clipping is not implemented; non-finite losses skip the step",
+    );
+    s.refuse(
+        "validation_config",
+        Neutral::Off,
+        "validation losses are not implemented; use samples",
+    );
+    s.refuse(
+        "train_turbo",
+        Neutral::Off,
+        "turbo training is not implemented",
+    );
+    s.accept("show_turbo_outputs", "only with train_turbo");
+    s.refuse(
+        "img_multiplier",
+        Neutral::Number(1.0),
+        "input multipliers are not implemented",
+    );
+    s.refuse(
+        "noisy_latent_multiplier",
+        Neutral::Number(1.0),
+        "input multipliers are not implemented",
+    );
+    s.refuse(
+        "latent_multiplier",
+        Neutral::Number(1.0),
+        "input multipliers are not implemented",
+    );
+    train
+}
