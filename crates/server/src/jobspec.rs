@@ -7,8 +7,8 @@
 //! also how the form's inputs are keyed, so a finding lands next to its field.
 
 use crate::paths::{self, DataDirs};
+pub use crate::tree::Tree;
 use serde::Serialize;
-use serde_json::Value;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,6 +25,9 @@ pub struct Finding {
     pub path: String,
     pub severity: Severity,
     pub message: String,
+    /// What to do about it (may be empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hint: String,
     /// 1-based position in the YAML text, when known.
     pub line: Option<u64>,
     pub column: Option<u64>,
@@ -36,6 +39,7 @@ impl Finding {
             path: path.into(),
             severity: Severity::Error,
             message: message.into(),
+            hint: String::new(),
             line: None,
             column: None,
         }
@@ -55,8 +59,8 @@ pub fn has_errors(findings: &[Finding]) -> bool {
 }
 
 /// Parses YAML (or JSON) into the job tree; a syntax error is a finding with its position.
-pub fn parse_yaml(text: &str) -> Result<Value, Finding> {
-    let tree: Value = serde_saphyr::from_str(text).map_err(|e| {
+pub fn parse_yaml(text: &str) -> Result<Tree, Finding> {
+    let tree: Tree = serde_saphyr::from_str(text).map_err(|e| {
         let message = e.to_string();
         let (line, column) = position_in(&message);
         Finding {
@@ -65,7 +69,7 @@ pub fn parse_yaml(text: &str) -> Result<Value, Finding> {
             ..Finding::error("", format!("the YAML does not parse: {message}"))
         }
     })?;
-    if !tree.is_object() {
+    if !tree.is_map() {
         return Err(Finding::error(
             "",
             "a job file is a mapping with `job:` and `config:` at its top",
@@ -89,45 +93,43 @@ fn position_in(message: &str) -> (Option<u64>, Option<u64>) {
 }
 
 /// Renders the tree as YAML.
-pub fn to_yaml(tree: &Value) -> Result<String, Finding> {
+pub fn to_yaml(tree: &Tree) -> Result<String, Finding> {
     serde_saphyr::to_string(tree)
         .map_err(|e| Finding::error("", format!("the job cannot be written as YAML: {e}")))
 }
 
 /// The first (and for Wan LoRA jobs, only) training process of the job.
-pub fn process(tree: &Value) -> Option<&Value> {
+pub fn process(tree: &Tree) -> Option<&Tree> {
     tree.pointer("/config/process/0")
 }
 
 /// `config.name`.
-pub fn job_name(tree: &Value) -> Option<&str> {
-    tree.pointer("/config/name").and_then(Value::as_str)
+pub fn job_name(tree: &Tree) -> Option<&str> {
+    tree.pointer("/config/name").and_then(Tree::as_str)
 }
 
 /// `train.steps`, or 0 when absent.
-pub fn total_steps(tree: &Value) -> i64 {
+pub fn total_steps(tree: &Tree) -> i64 {
     process(tree)
         .and_then(|p| p.pointer("/train/steps"))
-        .and_then(Value::as_i64)
+        .and_then(Tree::as_i64)
         .unwrap_or(0)
 }
 
 /// Sets what the UI decides for every job: its output goes to the data folder's output/.
-pub fn confine(tree: &mut Value, dirs: &DataDirs) {
+pub fn confine(tree: &mut Tree, dirs: &DataDirs) {
     if let Some(p) = tree.pointer_mut("/config/process/0") {
-        if let Some(map) = p.as_object_mut() {
-            map.insert(
-                "training_folder".into(),
-                Value::String(dirs.output.display().to_string()),
-            );
-        }
+        p.insert(
+            "training_folder",
+            Tree::Str(dirs.output.display().to_string()),
+        );
     }
 }
 
 /// The checks the UI itself owns: a usable name and folders inside the data folder.
-pub fn check(tree: &Value, dirs: &DataDirs) -> Vec<Finding> {
+pub fn check(tree: &Tree, dirs: &DataDirs) -> Vec<Finding> {
     let mut out = Vec::new();
-    match tree.get("job").and_then(Value::as_str) {
+    match tree.get("job").and_then(Tree::as_str) {
         Some("extension") => {}
         _ => out.push(Finding::error(
             "job",
@@ -152,18 +154,14 @@ pub fn check(tree: &Value, dirs: &DataDirs) -> Vec<Finding> {
         ));
         return out;
     };
-    match process.pointer("/train/steps").and_then(Value::as_i64) {
+    match process.pointer("/train/steps").and_then(Tree::as_i64) {
         Some(n) if n > 0 => {}
         _ => out.push(Finding::error(
             "config.process.0.train.steps",
             "steps must be a whole number above 0",
         )),
     }
-    let datasets = process
-        .get("datasets")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let datasets = process.get("datasets").map(Tree::as_list).unwrap_or(&[]);
     if datasets.is_empty() {
         out.push(Finding::error(
             "config.process.0.datasets",
@@ -172,7 +170,7 @@ pub fn check(tree: &Value, dirs: &DataDirs) -> Vec<Finding> {
     }
     for (i, ds) in datasets.iter().enumerate() {
         let key = format!("config.process.0.datasets.{i}.folder_path");
-        match ds.get("folder_path").and_then(Value::as_str) {
+        match ds.get("folder_path").and_then(Tree::as_str) {
             None | Some("") => out.push(Finding::error(key, "pick a dataset")),
             Some(folder) => {
                 if !paths::is_inside(&dirs.datasets, Path::new(folder)) {
@@ -190,12 +188,11 @@ pub fn check(tree: &Value, dirs: &DataDirs) -> Vec<Finding> {
     }
     let samples = process
         .pointer("/sample/samples")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
+        .map(Tree::as_list)
         .unwrap_or(&[]);
     for (i, item) in samples.iter().enumerate() {
         let key = format!("config.process.0.sample.samples.{i}.ctrl_img");
-        if let Some(img) = item.get("ctrl_img").and_then(Value::as_str) {
+        if let Some(img) = item.get("ctrl_img").and_then(Tree::as_str) {
             let p = Path::new(img);
             if !img.is_empty()
                 && !paths::is_inside(&dirs.uploads, p)
@@ -212,7 +209,7 @@ pub fn check(tree: &Value, dirs: &DataDirs) -> Vec<Finding> {
 }
 
 /// All findings for a job: the UI's own checks, then the job validator's.
-pub fn validate(tree: &Value, _yaml: &str, dirs: &DataDirs) -> Vec<Finding> {
+pub fn validate(tree: &Tree, _yaml: &str, dirs: &DataDirs) -> Vec<Finding> {
     check(tree, dirs)
 }
 
@@ -269,9 +266,12 @@ meta: {name: '[name]', version: '1.0'}
         assert_eq!(again, tree);
         assert_eq!(
             again.pointer("/config/process/0/training_folder").unwrap(),
-            &Value::String(dirs.output.display().to_string())
+            &Tree::Str(dirs.output.display().to_string())
         );
-        assert_eq!(again.pointer("/meta/version").unwrap(), "1.0");
+        assert_eq!(
+            again.pointer("/meta/version").and_then(Tree::as_str),
+            Some("1.0")
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod process;
 pub mod settings;
 pub mod supervisor;
 pub mod thumbnails;
+pub mod tree;
 pub mod uploads;
 
 use std::net::{IpAddr, SocketAddr};

@@ -70,6 +70,8 @@ pub fn spawn(command: &TrainerCommand, launch: &Launch) -> io::Result<tokio::pro
         .env("CUDA_VISIBLE_DEVICES", launch.gpu)
         .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         .env("WANLORA_UI_JOB_ID", launch.job_id.to_string())
+        // The UI's access token is no business of the trainer (nor of `${VAR}` in a job file).
+        .env_remove("WANLORA_AUTH")
         .kill_on_drop(false);
     for (k, v) in &launch.env {
         cmd.env(k, v);

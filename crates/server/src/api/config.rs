@@ -2,15 +2,21 @@
 
 use super::AppState;
 use crate::error::ApiResult;
-use crate::jobspec;
+use crate::jobspec::{self, Finding, Tree};
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
 pub struct YamlBody {
     pub yaml: String,
+}
+
+/// The answer to parse: the tree (keys in document order) and the findings.
+#[derive(Serialize)]
+pub struct Parsed {
+    tree: Option<Tree>,
+    findings: Vec<Finding>,
 }
 
 /// YAML (or JSON, e.g. an imported AI Toolkit job) → the tree the form edits, plus findings.
@@ -18,30 +24,49 @@ pub struct YamlBody {
 pub async fn parse(
     State(state): State<AppState>,
     Json(body): Json<YamlBody>,
-) -> ApiResult<Json<Value>> {
-    match jobspec::parse_yaml(&body.yaml) {
+) -> ApiResult<Json<Parsed>> {
+    Ok(Json(match jobspec::parse_yaml(&body.yaml) {
         Ok(tree) => {
             let findings = jobspec::validate(&tree, &body.yaml, &state.dirs);
-            Ok(Json(json!({ "tree": tree, "findings": findings })))
+            Parsed {
+                tree: Some(tree),
+                findings,
+            }
         }
-        Err(finding) => Ok(Json(json!({ "tree": null, "findings": [finding] }))),
-    }
+        Err(finding) => Parsed {
+            tree: None,
+            findings: vec![finding],
+        },
+    }))
 }
 
 #[derive(Deserialize)]
 pub struct TreeBody {
-    pub tree: Value,
+    pub tree: Tree,
+}
+
+#[derive(Serialize)]
+pub struct Rendered {
+    yaml: Option<String>,
+    findings: Vec<Finding>,
 }
 
 /// The form's tree → YAML for the YAML view, plus findings for the form.
 pub async fn render(
     State(state): State<AppState>,
     Json(body): Json<TreeBody>,
-) -> ApiResult<Json<Value>> {
-    let yaml = match jobspec::to_yaml(&body.tree) {
-        Ok(y) => y,
-        Err(finding) => return Ok(Json(json!({ "yaml": null, "findings": [finding] }))),
-    };
-    let findings = jobspec::validate(&body.tree, &yaml, &state.dirs);
-    Ok(Json(json!({ "yaml": yaml, "findings": findings })))
+) -> ApiResult<Json<Rendered>> {
+    Ok(Json(match jobspec::to_yaml(&body.tree) {
+        Ok(yaml) => {
+            let findings = jobspec::validate(&body.tree, &yaml, &state.dirs);
+            Rendered {
+                yaml: Some(yaml),
+                findings,
+            }
+        }
+        Err(finding) => Rendered {
+            yaml: None,
+            findings: vec![finding],
+        },
+    }))
 }

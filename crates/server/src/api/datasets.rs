@@ -71,12 +71,11 @@ async fn jobs_using(state: &AppState, dir: &std::path::Path) -> ApiResult<Vec<St
             };
             let folders = jobspec::process(&tree)
                 .and_then(|p| p.get("datasets"))
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+                .map(jobspec::Tree::as_list)
+                .unwrap_or(&[]);
             folders.iter().any(|d| {
                 d.get("folder_path")
-                    .and_then(Value::as_str)
+                    .and_then(jobspec::Tree::as_str)
                     .and_then(|f| std::path::Path::new(f).canonicalize().ok())
                     .is_some_and(|f| f == real)
             })

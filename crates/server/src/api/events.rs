@@ -1,8 +1,8 @@
 //! Live job page: server-sent events built by watching the job folder.
 //!
-//! Event names: `job` (record + status.json, when either changes), `metrics` (new metric lines),
-//! `log` (new log lines), `samples` and `checkpoints` (the full lists, when they change). The
-//! first batch carries everything so far; later batches only what changed.
+//! Event names: `metrics` (new metric lines), `log` (new log lines), `samples` and `checkpoints`
+//! (the full lists, when they change), then `job` (record + status.json, when either changes).
+//! The first batch carries everything so far; later batches only what changed.
 
 use super::AppState;
 use crate::db;
@@ -43,12 +43,6 @@ impl Watch {
             .await
             .ok()??;
         let mut events = Vec::new();
-        let status = job_folder::read_status(&self.dir);
-        let job_value = json!({ "job": job, "status": status });
-        if self.last_job.as_ref() != Some(&job_value) {
-            events.push(event("job", &job_value));
-            self.last_job = Some(job_value);
-        }
         let metric_lines = self
             .metrics
             .read_lines(&self.dir.join(job_folder::METRICS))
@@ -73,6 +67,13 @@ impl Watch {
         if self.last_checkpoints.as_ref() != Some(&checkpoints) {
             events.push(event("checkpoints", &checkpoints));
             self.last_checkpoints = Some(checkpoints);
+        }
+        // The job's state goes last, so a page that sees "completed" already has the final data.
+        let status = job_folder::read_status(&self.dir);
+        let job_value = json!({ "job": job, "status": status });
+        if self.last_job.as_ref() != Some(&job_value) {
+            events.push(event("job", &job_value));
+            self.last_job = Some(job_value);
         }
         self.first = false;
         Some(events)

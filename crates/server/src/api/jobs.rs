@@ -269,8 +269,8 @@ pub async fn clone_job(
     }
     let mut tree =
         jobspec::parse_yaml(&job.config_yaml).map_err(|f| ApiError::invalid_job(vec![f]))?;
-    if let Some(config) = tree.get_mut("config").and_then(Value::as_object_mut) {
-        config.insert("name".into(), Value::String(name.clone()));
+    if let Some(config) = tree.get_mut("config") {
+        config.insert("name", jobspec::Tree::Str(name.clone()));
     }
     let yaml = jobspec::to_yaml(&tree).map_err(|f| ApiError::invalid_job(vec![f]))?;
     let (gpu, steps) = (job.gpu.clone(), job.total_steps);
