@@ -105,7 +105,12 @@ impl RepoCache {
         }
         let dir = ref_path.parent().unwrap_or(&self.cache_dir).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let tmp = dir.join(format!(".{revision}.{}.tmp", std::process::id()));
+        // Unique per process and thread: concurrent writers must not share a temporary file.
+        let tmp = dir.join(format!(
+            ".{revision}.{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         fs::write(&tmp, commit).map_err(|e| Error::io(&tmp, e))?;
         fs::rename(&tmp, &ref_path).map_err(|e| Error::io(&ref_path, e))
     }

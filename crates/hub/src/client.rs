@@ -127,6 +127,15 @@ fn is_loopback(url: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || rest.starts_with("[::1]")
 }
 
+/// A relative `/`-separated path without `.`/`..`/empty parts or backslashes.
+fn is_safe_repo_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
+}
+
 /// `org/name` with each part escaped for a URL path.
 fn repo_path(repo_id: &str) -> String {
     repo_id
@@ -280,6 +289,14 @@ impl HubClient {
         let files = parsed
             .siblings
             .into_iter()
+            .filter(|s| {
+                // A listing must not steer files out of the snapshot folder.
+                let safe = is_safe_repo_path(&s.rfilename);
+                if !safe {
+                    tracing::warn!("{url}: ignoring the file name {:?}", s.rfilename);
+                }
+                safe
+            })
             .map(|s| {
                 let lfs_size = s.lfs.as_ref().and_then(|l| l.size);
                 RemoteFile {
@@ -386,6 +403,22 @@ mod tests {
         assert_eq!(normalize_etag("\"abc\""), "abc");
         assert_eq!(normalize_etag("W/\"abc\""), "abc");
         assert_eq!(normalize_etag("abc"), "abc");
+    }
+
+    #[test]
+    fn listed_paths_cannot_leave_the_snapshot() {
+        assert!(is_safe_repo_path("transformer/config.json"));
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "a\\b",
+            "./a",
+            "",
+        ] {
+            assert!(!is_safe_repo_path(bad), "{bad}");
+        }
     }
 
     #[test]

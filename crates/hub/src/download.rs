@@ -86,6 +86,17 @@ pub fn download_all(
     }
     fs::create_dir_all(&config.cache_dir).map_err(|e| Error::io(&config.cache_dir, e))?;
     check_disk_space(config, requests)?;
+    // Record each revision's commit once, before the files arrive (as huggingface_hub does).
+    let mut refs: Vec<(&str, &str, &str)> = Vec::new();
+    for r in requests {
+        let key = (r.repo_id.as_str(), r.revision.as_str(), r.commit.as_str());
+        if !refs.contains(&key) {
+            refs.push(key);
+            let cache = RepoCache::new(&config.cache_dir, &r.repo_id);
+            cache.tag_cache_dir();
+            cache.write_ref(&r.revision, &r.commit)?;
+        }
+    }
     let total_bytes = requests.iter().filter_map(|r| r.file.size).sum();
     let bars = Bars::new(config.show_progress, total_bytes, requests.len());
     let queue: Mutex<VecDeque<usize>> = Mutex::new((0..requests.len()).collect());
@@ -182,8 +193,11 @@ fn download_one(
         bars.total.inc(req.file.size.unwrap_or(0));
         return Ok(pointer);
     }
-    cache.tag_cache_dir();
-    cache.write_ref(&req.revision, &req.commit)?;
+    // The listing names the blob (LFS sha256 or git blob hash): an existing one is only linked.
+    if let Some(etag) = req.file.etag().filter(|e| cache.blob_path(e).is_file()) {
+        bars.total.inc(req.file.size.unwrap_or(0));
+        return cache.link_snapshot(&req.commit, &req.file.path, etag);
+    }
     let meta = client.file_metadata(&req.repo_id, &req.commit, &req.file.path)?;
     if meta.commit != req.commit {
         return Err(Error::BadResponse {

@@ -214,18 +214,20 @@ impl fmt::Display for ModelKind {
                 } else {
                     "T5"
                 };
+                // HF transformers names are also what ComfyUI's umT5 files use.
+                let naming = match s.naming {
+                    Naming::Original => "Wan names",
+                    Naming::Diffusers => "transformers/ComfyUI names",
+                };
+                let decoder = if s.has_decoder {
+                    ", with a decoder"
+                } else {
+                    ""
+                };
                 write!(
                     f,
-                    "{name} encoder (d_model {}, {} layers, vocabulary {}{}; {})",
-                    s.d_model,
-                    s.layers,
-                    s.vocab,
-                    if s.has_decoder {
-                        ", with a decoder"
-                    } else {
-                        ""
-                    },
-                    s.naming
+                    "{name} encoder (d_model {}, {} layers, vocabulary {}{decoder}; {naming})",
+                    s.d_model, s.layers, s.vocab,
                 )
             }
             ModelKind::WanVae(s) => write!(

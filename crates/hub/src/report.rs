@@ -13,7 +13,10 @@ fn layout_text(rc: &ResolvedComponent) -> String {
     match rc.layout {
         Some(Layout::SingleFile) => "single file".into(),
         Some(Layout::Sharded { shards }) => format!("{shards} shards"),
-        Some(Layout::TokenizerFiles) => format!("{} tokenizer files", rc.files.len()),
+        Some(Layout::TokenizerFiles) => match rc.files.len() {
+            1 => "1 tokenizer file".into(),
+            n => format!("{n} tokenizer files"),
+        },
         None => "-".into(),
     }
 }
@@ -82,7 +85,18 @@ pub fn render(
                     }
                 }
                 Err(failure) => {
-                    let _ = writeln!(out, "  WRONG:  {failure}");
+                    match &failure.file {
+                        Some(file) => {
+                            let _ =
+                                writeln!(out, "  WRONG:  {} {}", file.display(), failure.reason);
+                        }
+                        None => {
+                            let _ = writeln!(out, "  WRONG:  {}", failure.reason);
+                        }
+                    }
+                    if !failure.fix.is_empty() {
+                        let _ = writeln!(out, "  fix:    {}", failure.fix);
+                    }
                 }
             }
         }

@@ -435,7 +435,7 @@ impl Resolver<'_> {
             Ok(found) => {
                 let on_disk = |name: &str| {
                     let mut p = tree_root.clone();
-                    p.extend(name.split('/'));
+                    p.extend(name.split('/').filter(|part| !part.is_empty()));
                     p
                 };
                 out.origin = Some(if path.is_file() {

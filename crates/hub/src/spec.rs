@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::Path;
+
+use crate::source::Source;
 
 /// The `model.*` keys of a job that say where the weights come from. Plain data: the config crate
 /// maps a parsed job onto it. Empty strings count as unset.
@@ -237,6 +240,36 @@ impl ModelSpec {
         }
     }
 
+    /// The spec with relative local paths made relative to `base_dir` (the job file's folder), as
+    /// dataset folders are. A value that exists under `base_dir`, or is written as a path
+    /// (`./…`, `../…`, a bare file name), is local; `org/name…` values stay repo ids.
+    pub fn relative_to(&self, base_dir: &Path) -> ModelSpec {
+        let fix = |value: &Option<String>| -> Option<String> {
+            let v = set(value)?;
+            let path = Path::new(v);
+            if path.is_absolute() || v.starts_with('~') {
+                return Some(v.to_string());
+            }
+            let joined = base_dir.join(path);
+            let local = joined.exists() || matches!(Source::parse(v, None), Source::Local(_));
+            Some(if local {
+                joined.display().to_string()
+            } else {
+                v.to_string()
+            })
+        };
+        ModelSpec {
+            name_or_path: fix(&self.name_or_path),
+            extras_name_or_path: fix(&self.extras_name_or_path),
+            te_name_or_path: fix(&self.te_name_or_path),
+            vae_path: fix(&self.vae_path),
+            tokenizer_path: fix(&self.tokenizer_path),
+            high_noise_model_path: fix(&self.high_noise_model_path),
+            low_noise_model_path: fix(&self.low_noise_model_path),
+            ..self.clone()
+        }
+    }
+
     /// Problems with the spec itself, before anything is looked up.
     pub fn validate(&self) -> Result<(), String> {
         if !self.train_high_noise && !self.train_low_noise {
@@ -305,6 +338,31 @@ mod tests {
         assert_eq!(tok[1].key, "model.name_or_path");
         s.tokenizer_path = Some("/tok".into());
         assert_eq!(s.candidates(Component::Tokenizer).len(), 1);
+    }
+
+    #[test]
+    fn relative_paths_follow_the_job_folder_and_repo_ids_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("models/wan")).unwrap();
+        let s = ModelSpec {
+            name_or_path: Some("models/wan".into()),
+            extras_name_or_path: Some("ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16".into()),
+            vae_path: Some("wan_2.1_vae.safetensors".into()),
+            te_name_or_path: Some("/abs/umt5.safetensors".into()),
+            tokenizer_path: Some("../tok".into()),
+            ..spec()
+        }
+        .relative_to(dir.path());
+        let under = |p: &str| Some(dir.path().join(p).display().to_string());
+        assert_eq!(s.name_or_path, under("models/wan"));
+        assert_eq!(
+            s.extras_name_or_path.as_deref(),
+            Some("ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16")
+        );
+        assert_eq!(s.vae_path, under("wan_2.1_vae.safetensors"));
+        assert_eq!(s.te_name_or_path.as_deref(), Some("/abs/umt5.safetensors"));
+        assert_eq!(s.tokenizer_path, under("../tok"));
+        assert!(s.train_high_noise);
     }
 
     #[test]

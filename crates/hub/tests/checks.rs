@@ -435,8 +435,14 @@ fn a_vae_that_does_not_match_the_experts_latent_width_is_named() {
 #[test]
 fn the_models_report_shows_source_size_format_and_problems() {
     let files = Files::new();
+    write_safetensors(
+        &files.path("t5xxl_fp16.safetensors"),
+        &as_specs(&tiny_umt5(3, false)),
+        9,
+    );
     let mut spec = files.spec();
     spec.vae_path = Some(files.path("missing_vae.safetensors").display().to_string());
+    spec.te_name_or_path = Some(files.path("t5xxl_fp16.safetensors").display().to_string());
     spec.train_low_noise = false;
     let cache = tempfile::tempdir().unwrap();
     let model = resolve(&spec, &offline(cache.path())).unwrap();
@@ -458,5 +464,11 @@ fn the_models_report_shows_source_size_format_and_problems() {
         text.contains("missing_vae.safetensors") && text.contains("Correct model.vae_path"),
         "{text}"
     );
-    assert!(text.contains("Not ready: 1 missing, 0 wrong"), "{text}");
+    let t5 = files.path("t5xxl_fp16.safetensors").display().to_string();
+    assert!(
+        text.contains(&format!("WRONG:  {t5} is a T5 encoder, not umT5")),
+        "{text}"
+    );
+    assert!(text.contains("fix:    Use umT5-XXL"), "{text}");
+    assert!(text.contains("Not ready: 1 missing, 1 wrong"), "{text}");
 }
