@@ -16,3 +16,25 @@ pub enum ModelError {
     #[error("{0}")]
     Input(String),
 }
+
+/// What kind of model a set of tensor names belongs to, when it is recognisably not the one being loaded:
+/// used in load errors ("this is a transformer file") next to the list of missing tensors.
+pub(crate) fn foreign_model_hint(names: &[String]) -> Option<&'static str> {
+    let any = |pattern: &str| names.iter().any(|n| n.contains(pattern));
+    if any("lora_A") || any("lora_B") || any("lora_down") || any("lora_up") {
+        Some("this is a LoRA file, not a model")
+    } else if any("blocks.0.self_attn.") || any("patch_embedding.") || any("condition_embedder.") {
+        Some("this is a Wan transformer (diffusion model) file")
+    } else if any("SelfAttention.relative_attention_bias")
+        || any("token_embedding.")
+        || any("shared.weight")
+    {
+        Some("this is a T5 / umT5 text encoder file")
+    } else if any("decoder.middle.0.residual") || any("decoder.up_blocks.0.resnets") {
+        Some("this is a Wan VAE file")
+    } else if any("vision_model.") || any("visual.") {
+        Some("this is an image encoder (CLIP) file")
+    } else {
+        None
+    }
+}

@@ -1,0 +1,212 @@
+//! Weight names of the Wan 2.1 VAE. The model asks for diffusers names (`AutoencoderKLWan`); files with the
+//! original names (`Wan2.1_VAE.pth`, ComfyUI's `wan_2.1_vae.safetensors`) are read through a renaming view.
+//!
+//! | diffusers | original |
+//! |---|---|
+//! | `quant_conv.*`, `post_quant_conv.*` | `conv1.*`, `conv2.*` |
+//! | `{enc,dec}oder.conv_in.*` | `{enc,dec}oder.conv1.*` |
+//! | `{enc,dec}oder.norm_out.gamma`, `.conv_out.*` | `{enc,dec}oder.head.0.gamma`, `.head.2.*` |
+//! | `{enc,dec}oder.mid_block.resnets.{i}.<rb>` | `{enc,dec}oder.middle.{2i}.<rb'>` |
+//! | `{enc,dec}oder.mid_block.attentions.0.*` | `{enc,dec}oder.middle.1.*` |
+//! | `encoder.down_blocks.{k}.<rb>` / `.resample.1.*` / `.time_conv.*` | `encoder.downsamples.{k}.<rb'>` / same |
+//! | `decoder.up_blocks.{s}.resnets.{j}.<rb>` | `decoder.upsamples.{s(R+2)+j}.<rb'>` |
+//! | `decoder.up_blocks.{s}.upsamplers.0.*` | `decoder.upsamples.{s(R+2)+R+1}.*` |
+//!
+//! where a residual block's `<rb>` → `<rb'>` is `norm1.gamma` → `residual.0.gamma`, `conv1` → `residual.2`,
+//! `norm2.gamma` → `residual.3.gamma`, `conv2` → `residual.6`, `conv_shortcut` → `shortcut`, and R is the number of
+//! residual blocks per encoder stage (the decoder's stages have R + 1, then their upsampler).
+
+use crate::error::foreign_model_hint;
+use tch::{Device, Kind, Tensor};
+use wanlora_torch::weights::{WeightError, WeightSource};
+
+/// Which names a file uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaeNaming {
+    Diffusers,
+    Original,
+}
+
+/// A weight source seen through diffusers names: strips a key prefix and renames original keys.
+pub(crate) struct VaeWeights<'a> {
+    inner: &'a dyn WeightSource,
+    prefix: String,
+    naming: VaeNaming,
+    num_res_blocks: i64,
+}
+
+impl<'a> VaeWeights<'a> {
+    /// Recognises the naming and key prefix of `inner`; sources that list no names (random weights) are taken
+    /// as diffusers-named. `None` when no VAE tensor is there.
+    pub fn detect(inner: &'a dyn WeightSource, num_res_blocks: i64) -> Option<Self> {
+        let names = inner.names();
+        if names.is_empty() {
+            return Some(VaeWeights {
+                inner,
+                prefix: String::new(),
+                naming: VaeNaming::Diffusers,
+                num_res_blocks,
+            });
+        }
+        let find = |suffix: &str| {
+            names.iter().find_map(|n| {
+                let prefix = n.strip_suffix(suffix)?;
+                (prefix.is_empty() || prefix.ends_with('.')).then(|| prefix.to_string())
+            })
+        };
+        let (naming, prefix) = if let Some(p) = find("encoder.conv_in.weight") {
+            (VaeNaming::Diffusers, p)
+        } else if let Some(p) = find("encoder.conv1.weight") {
+            (VaeNaming::Original, p)
+        } else {
+            return None;
+        };
+        Some(VaeWeights {
+            inner,
+            prefix,
+            naming,
+            num_res_blocks,
+        })
+    }
+
+    pub fn naming(&self) -> VaeNaming {
+        self.naming
+    }
+
+    pub fn with_num_res_blocks(self, num_res_blocks: i64) -> Self {
+        VaeWeights {
+            num_res_blocks,
+            ..self
+        }
+    }
+
+    /// The name in the file of the tensor diffusers calls `name`.
+    pub fn stored_name(&self, name: &str) -> String {
+        match self.naming {
+            VaeNaming::Diffusers => format!("{}{name}", self.prefix),
+            VaeNaming::Original => {
+                let original = original_name(name, self.num_res_blocks);
+                format!("{}{}", self.prefix, original.as_deref().unwrap_or(name))
+            }
+        }
+    }
+}
+
+impl WeightSource for VaeWeights<'_> {
+    fn load(
+        &self,
+        name: &str,
+        shape: &[i64],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor, WeightError> {
+        self.inner
+            .load(&self.stored_name(name), shape, kind, device)
+    }
+    fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
+        self.inner.shape_of(&self.stored_name(name))
+    }
+    fn names(&self) -> Vec<String> {
+        self.inner.names()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// The original name of a diffusers VAE parameter, `None` for names outside the VAE.
+pub fn original_name(name: &str, num_res_blocks: i64) -> Option<String> {
+    let residual = |leaf: &str| -> Option<String> {
+        let renamed = [
+            ("norm1.gamma", "residual.0.gamma"),
+            ("conv1.", "residual.2."),
+            ("norm2.gamma", "residual.3.gamma"),
+            ("conv2.", "residual.6."),
+            ("conv_shortcut.", "shortcut."),
+        ];
+        renamed
+            .iter()
+            .find_map(|(from, to)| leaf.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+    };
+    if let Some(rest) = name.strip_prefix("quant_conv.") {
+        return Some(format!("conv1.{rest}"));
+    }
+    if let Some(rest) = name.strip_prefix("post_quant_conv.") {
+        return Some(format!("conv2.{rest}"));
+    }
+    let (side, rest) = name.split_once('.')?;
+    if side != "encoder" && side != "decoder" {
+        return None;
+    }
+    if let Some(leaf) = rest.strip_prefix("conv_in.") {
+        return Some(format!("{side}.conv1.{leaf}"));
+    }
+    if rest == "norm_out.gamma" {
+        return Some(format!("{side}.head.0.gamma"));
+    }
+    if let Some(leaf) = rest.strip_prefix("conv_out.") {
+        return Some(format!("{side}.head.2.{leaf}"));
+    }
+    if let Some(leaf) = rest.strip_prefix("mid_block.attentions.0.") {
+        return Some(format!("{side}.middle.1.{leaf}"));
+    }
+    if let Some(rest) = rest.strip_prefix("mid_block.resnets.") {
+        let (index, leaf) = rest.split_once('.')?;
+        let index: i64 = index.parse().ok()?;
+        return Some(format!("{side}.middle.{}.{}", 2 * index, residual(leaf)?));
+    }
+    if let Some(rest) = rest.strip_prefix("down_blocks.") {
+        let (index, leaf) = rest.split_once('.')?;
+        let leaf = residual(leaf).unwrap_or_else(|| leaf.to_string());
+        return Some(format!("{side}.downsamples.{index}.{leaf}"));
+    }
+    if let Some(rest) = rest.strip_prefix("up_blocks.") {
+        let per_stage = num_res_blocks + 2;
+        let (stage, rest) = rest.split_once('.')?;
+        let stage: i64 = stage.parse().ok()?;
+        if let Some(rest) = rest.strip_prefix("resnets.") {
+            let (index, leaf) = rest.split_once('.')?;
+            let flat = stage * per_stage + index.parse::<i64>().ok()?;
+            return Some(format!("{side}.upsamples.{flat}.{}", residual(leaf)?));
+        }
+        let leaf = rest.strip_prefix("upsamplers.0.")?;
+        let flat = stage * per_stage + per_stage - 1;
+        return Some(format!("{side}.upsamples.{flat}.{leaf}"));
+    }
+    None
+}
+
+/// What the tensors of a source that is not a usable Wan 2.1 VAE look like, to say so in the error.
+pub(crate) fn vae_hint(source: &dyn WeightSource) -> Option<String> {
+    let names = source.names();
+    let z_of = |name: &str| {
+        names
+            .iter()
+            .find(|n| n.ends_with(name))
+            .and_then(|n| source.shape_of(n))
+            .map(|s| s[0])
+    };
+    let z = z_of("post_quant_conv.weight").or_else(|| {
+        names
+            .iter()
+            .find(|n| *n == "conv2.weight" || n.ends_with(".conv2.weight") && !n.contains("coder"))
+            .and_then(|n| source.shape_of(n))
+            .map(|s| s[0])
+    });
+    let nested = names
+        .iter()
+        .any(|n| n.contains("downsamples.0.downsamples."));
+    if z == Some(48) || nested || names.iter().any(|n| n.contains("avg_shortcut")) {
+        return Some(
+            "this looks like the Wan 2.2 VAE (z_dim 48, used by TI2V-5B), not the Wan 2.1 VAE (z_dim 16) that \
+             Wan 2.2 I2V A14B uses: download wan_2.1_vae.safetensors or the A14B repository's vae/ folder"
+                .into(),
+        );
+    }
+    if let Some(hint) = foreign_model_hint(&names) {
+        return Some(format!(
+            "{hint}; the VAE is wan_2.1_vae.safetensors or a diffusers vae/ folder"
+        ));
+    }
+    None
+}
