@@ -1,0 +1,124 @@
+//! `wanlora debug vae-encode` and `wanlora debug vae-decode`.
+
+use super::{kind_of, read_input, write_outputs, DeviceArg, DtypeArg};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind};
+use wanlora_models::vae::{Tiling, TilingMode, Vae, VaeConfig};
+use wanlora_torch::weights::WeightSet;
+
+/// Options shared by both VAE commands.
+#[derive(clap::Args)]
+pub struct VaeOptions {
+    /// The VAE: a diffusers `vae/` folder (or the model folder above it) or a single file such as ComfyUI's
+    /// wan_2.1_vae.safetensors.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// A diffusers VAE config.json for a single file whose configuration (or latent statistics) differ from the
+    /// Wan 2.1 VAE's.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: DtypeArg,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Spatial tiling: auto (only above 480×832), always, never.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub tiling: TilingArg,
+    /// Tile size in pixels (a multiple of 8).
+    #[arg(long, default_value_t = Tiling::default().size)]
+    pub tile_size: i64,
+    /// Pixels shared and blended by neighbouring tiles (a multiple of 8).
+    #[arg(long, default_value_t = Tiling::default().overlap)]
+    pub tile_overlap: i64,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TilingArg {
+    Auto,
+    Always,
+    Never,
+}
+
+impl VaeOptions {
+    pub fn load(&self) -> Result<Vae> {
+        let device: Device = self.device.device()?;
+        let kind: Kind = kind_of(self.dtype);
+        let mut vae = match &self.config {
+            Some(config) => {
+                let config = VaeConfig::from_json_file(config)?;
+                let weights = open_weights(&self.weights)?;
+                Vae::load(&weights, Some(config), kind, device)
+            }
+            None => Vae::from_path(&self.weights, kind, device),
+        }
+        .context("loading the VAE")?;
+        vae.set_tiling(Tiling {
+            mode: match self.tiling {
+                TilingArg::Auto => TilingMode::Auto,
+                TilingArg::Always => TilingMode::Always,
+                TilingArg::Never => TilingMode::Never,
+            },
+            size: self.tile_size,
+            overlap: self.tile_overlap,
+            ..Tiling::default()
+        })?;
+        Ok(vae)
+    }
+}
+
+/// The weights of a VAE folder (its main file) or a single file.
+fn open_weights(path: &Path) -> Result<WeightSet> {
+    let folder = if path.join("vae").is_dir() {
+        path.join("vae")
+    } else {
+        path.to_path_buf()
+    };
+    let main = folder.join("diffusion_pytorch_model.safetensors");
+    Ok(WeightSet::open(if main.is_file() {
+        &main
+    } else {
+        &folder
+    })?)
+}
+
+#[derive(clap::Args)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    pub vae: VaeOptions,
+    /// Safetensors file holding `video` [B,3,F,H,W] in [-1,1] (F = 4n+1, H and W multiples of 8).
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Safetensors file to write `latent` and `latent_raw` (float32) to.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn encode(args: EncodeArgs) -> Result<()> {
+    let vae = args.vae.load()?;
+    let video = read_input(&args.inputs, "video", Kind::Float)?;
+    let raw = vae.encode_raw(&video)?;
+    let latent = vae.normalize(&raw)?;
+    tracing::info!("latent {:?}", latent.size());
+    write_outputs(&args.out, vec![("latent", latent), ("latent_raw", raw)])
+}
+
+#[derive(clap::Args)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    pub vae: VaeOptions,
+    /// Safetensors file holding `latent` [B,16,T,h,w] (normalised, as the transformer produces it).
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Safetensors file to write `video` [B,3,1+4(T-1),8h,8w] in [-1,1] (float32) to.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn decode(args: DecodeArgs) -> Result<()> {
+    let vae = args.vae.load()?;
+    let latent = read_input(&args.inputs, "latent", Kind::Float)?;
+    let video = vae.decode(&latent)?;
+    tracing::info!("video {:?}", video.size());
+    write_outputs(&args.out, vec![("video", video)])
+}
