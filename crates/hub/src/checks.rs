@@ -4,13 +4,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::client::HubClient;
+use crate::config::HubConfig;
 use crate::error::Error;
 use crate::identify::{identify, ModelKind, TensorSet, WanTransformerShape};
-use crate::resolve::{ResolvedComponent, ResolvedModel};
+use crate::resolve::{ComponentFile, ResolvedComponent, ResolvedModel, State};
 use crate::safetensors_header::{read_header, DtypeSummary, SafetensorsHeader};
 use crate::spec::{Component, Stage};
 
@@ -85,6 +87,9 @@ impl fmt::Display for CheckFailure {
     }
 }
 
+/// One component's verdict: what it is, or why it must not be used.
+pub type ComponentCheck = (Component, Result<ComponentReport, CheckFailure>);
+
 /// What a component turned out to be.
 #[derive(Debug, Clone)]
 pub struct ComponentReport {
@@ -101,6 +106,8 @@ pub struct ComponentReport {
 struct Checker<'a> {
     rc: &'a ResolvedComponent,
     options: CheckOptions,
+    /// The weight files, as named in messages (paths, or `org/name@commit/file` before download).
+    files: Vec<PathBuf>,
 }
 
 impl Checker<'_> {
@@ -121,8 +128,7 @@ impl Checker<'_> {
 
     /// The single file to name in a message: the file itself, or the folder of shards.
     fn blame(&self) -> Option<PathBuf> {
-        let weights = self.rc.weight_files();
-        match weights.as_slice() {
+        match self.files.as_slice() {
             [one] => Some(one.clone()),
             [first, ..] => first.parent().map(|p| p.to_path_buf()),
             [] => None,
@@ -155,51 +161,121 @@ pub fn check_component(
     let checker = Checker {
         rc,
         options: *options,
+        files: rc.weight_files(),
     };
     if rc.component == Component::Tokenizer {
         return checker.tokenizer();
     }
-    let files = rc.weight_files();
-    if files.is_empty() {
+    if checker.files.is_empty() {
         return Err(checker.fail(
             None,
             "has no safetensors files on disk",
             "fetch the model first",
         ));
     }
-    let mut headers = Vec::with_capacity(files.len());
-    for path in &files {
-        match read_header(path) {
-            Ok(h) => headers.push(h),
-            Err(Error::Header { problem, .. }) => {
-                return Err(checker.fail(Some(path.clone()), problem.to_string(), ""));
-            }
-            Err(e) => {
-                return Err(checker.fail(Some(path.clone()), format!("cannot be read: {e}"), ""))
-            }
-        }
+    let mut headers = Vec::with_capacity(checker.files.len());
+    for path in &checker.files {
+        headers.push(read_header(path).map_err(|e| checker.unreadable(path, e))?);
     }
     checker.index_matches_shards(&headers)?;
-    let set = TensorSet::from_headers(&headers);
-    let kind = identify(&set);
-    let mut warnings = Vec::new();
-    match rc.component {
-        Component::HighNoiseExpert | Component::LowNoiseExpert => {
-            checker.expert(&kind)?;
-            warnings.extend(checker.expert_name_hint(&files));
-        }
-        Component::TextEncoder => warnings.extend(checker.text_encoder(&kind)?),
-        Component::Vae => checker.vae(&kind)?,
-        Component::Tokenizer => {}
+    checker.judge(&headers)
+}
+
+/// Checks a component that is still on the hub from its headers, read with range requests
+/// (files already on disk are read locally). The tokenizer is not checked before download.
+///
+/// `Ok(None)`: nothing to check this way. `Err`: the hub could not be asked (no access, no
+/// network), which is not a verdict on the files.
+fn check_component_on_hub(
+    rc: &ResolvedComponent,
+    client: &HubClient,
+    options: &CheckOptions,
+) -> Result<Option<Result<ComponentReport, CheckFailure>>, Error> {
+    if !rc.component.has_weights() {
+        return Ok(None);
     }
-    Ok(ComponentReport {
-        component: rc.component,
-        kind,
-        dtypes: Some(DtypeSummary::of(&headers)),
-        bytes: rc.total_bytes(),
-        files: rc.files.len(),
-        warnings,
-    })
+    let weights: Vec<&ComponentFile> = rc
+        .files
+        .iter()
+        .filter(|f| f.name.ends_with(".safetensors"))
+        .collect();
+    let mut files = Vec::new();
+    let mut sources = Vec::new();
+    for f in &weights {
+        match (&f.path, rc.downloads.iter().find(|d| d.file.path == f.name)) {
+            (Some(path), _) => {
+                files.push(path.clone());
+                sources.push(None);
+            }
+            (None, Some(d)) => {
+                let commit = &d.commit[..d.commit.len().min(8)];
+                files.push(PathBuf::from(format!(
+                    "{}@{commit}/{}",
+                    d.repo_id, d.file.path
+                )));
+                sources.push(Some(d));
+            }
+            (None, None) => return Ok(None),
+        }
+    }
+    let checker = Checker {
+        rc,
+        options: *options,
+        files,
+    };
+    let mut headers = Vec::with_capacity(weights.len());
+    for (label, source) in checker.files.iter().zip(&sources) {
+        let header = match source {
+            None => read_header(label),
+            Some(d) => client.remote_header(&d.repo_id, &d.commit, &d.file.path, d.file.size),
+        };
+        match header {
+            Ok(h) => headers.push(h),
+            Err(e @ Error::Header { .. }) => return Ok(Some(Err(checker.unreadable(label, e)))),
+            Err(e) if source.is_none() => return Ok(Some(Err(checker.unreadable(label, e)))),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(checker.judge(&headers)))
+}
+
+impl Checker<'_> {
+    fn unreadable(&self, file: &Path, e: Error) -> CheckFailure {
+        match e {
+            Error::Header { problem, .. } => {
+                self.fail(Some(file.to_path_buf()), problem.to_string(), "")
+            }
+            other => self.fail(
+                Some(file.to_path_buf()),
+                format!("cannot be read: {other}"),
+                "",
+            ),
+        }
+    }
+
+    /// Identifies the weights from their headers and checks them against the component's role.
+    fn judge(&self, headers: &[SafetensorsHeader]) -> Result<ComponentReport, CheckFailure> {
+        let set = TensorSet::from_headers(headers);
+        let kind = identify(&set);
+        let mut warnings = Vec::new();
+        match self.rc.component {
+            Component::HighNoiseExpert | Component::LowNoiseExpert => {
+                self.expert(&kind)?;
+                warnings.extend(self.expert_name_hint(&self.files));
+            }
+            Component::TextEncoder => warnings.extend(self.text_encoder(&kind)?),
+            Component::Vae => self.vae(&kind)?,
+            Component::Tokenizer => {}
+        }
+        Ok(ComponentReport {
+            component: self.rc.component,
+            kind,
+            dtypes: Some(DtypeSummary::of(headers)),
+            bytes: self.rc.total_bytes(),
+            files: self.rc.files.len(),
+            warnings,
+        })
+    }
 }
 
 impl Checker<'_> {
@@ -496,8 +572,8 @@ pub fn check_components(
     model: &ResolvedModel,
     stage: Stage,
     options: &CheckOptions,
-) -> Vec<(Component, Result<ComponentReport, CheckFailure>)> {
-    let mut results: Vec<(Component, Result<ComponentReport, CheckFailure>)> = model
+) -> Vec<ComponentCheck> {
+    let mut results: Vec<ComponentCheck> = model
         .components
         .iter()
         .filter(|c| stage.includes(c.need) && c.is_ready())
@@ -505,6 +581,33 @@ pub fn check_components(
         .collect();
     cross_check(model, &mut results);
     results
+}
+
+/// [`check_components`] plus the components still to download, judged from their headers read
+/// over HTTP (two small range requests per file), so a wrong model is named before it is fetched.
+/// Fails only when the hub cannot be asked (no access, no network); verdicts on the files are
+/// in the list.
+pub fn check_components_on_hub(
+    model: &ResolvedModel,
+    hub: &HubConfig,
+    stage: Stage,
+    options: &CheckOptions,
+) -> Result<Vec<ComponentCheck>, Error> {
+    let client = HubClient::new(hub);
+    let mut results: Vec<ComponentCheck> = Vec::new();
+    for c in model.components.iter().filter(|c| stage.includes(c.need)) {
+        match c.state {
+            State::Ready => results.push((c.component, check_component(c, options))),
+            State::Download { .. } if !hub.offline => {
+                if let Some(r) = check_component_on_hub(c, &client, options)? {
+                    results.push((c.component, r));
+                }
+            }
+            _ => {}
+        }
+    }
+    cross_check(model, &mut results);
+    Ok(results)
 }
 
 /// Checks what `stage` needs and fails with every problem found, before anything long starts.
@@ -531,12 +634,8 @@ pub fn check_model(
 
 /// Agreement between components: both experts alike and distinct, the VAE's latent width equal to
 /// the experts' output channels, the text encoder's width equal to the experts' text input.
-fn cross_check(
-    model: &ResolvedModel,
-    results: &mut [(Component, Result<ComponentReport, CheckFailure>)],
-) {
-    let shape_of = |results: &[(Component, Result<ComponentReport, CheckFailure>)],
-                    c: Component| {
+fn cross_check(model: &ResolvedModel, results: &mut [ComponentCheck]) {
+    let shape_of = |results: &[ComponentCheck], c: Component| {
         results.iter().find_map(|(rc, r)| match r {
             Ok(ComponentReport {
                 kind: ModelKind::WanTransformer(s),

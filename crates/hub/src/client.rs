@@ -7,6 +7,7 @@
 //! * `GET <location>` with `Range: bytes=N-` to resume.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -16,6 +17,9 @@ use ureq::{Agent, Body};
 
 use crate::config::HubConfig;
 use crate::error::Error;
+use crate::safetensors_header::{
+    header_len_from_prefix, parse_header, SafetensorsHeader, PREFIX_BYTES,
+};
 
 /// Characters kept as they are in one URL path segment (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -127,6 +131,15 @@ fn is_loopback(url: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || rest.starts_with("[::1]")
 }
 
+/// Errors worth another attempt: the connection, not the request, was at fault.
+pub(crate) fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Network { .. } => true,
+        Error::Http { status, .. } => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
+
 /// A relative `/`-separated path without `.`/`..`/empty parts or backslashes.
 fn is_safe_repo_path(path: &str) -> bool {
     !path.is_empty()
@@ -190,10 +203,14 @@ impl HubClient {
             .then(|| format!("Bearer {token}"))
     }
 
-    fn send(&self, method: &str, url: &str, range_from: u64) -> Result<Response<Body>, Error> {
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        range: Option<String>,
+    ) -> Result<Response<Body>, Error> {
         let agent = self.agent(url);
         let auth = self.authorization(url);
-        let range = (range_from > 0).then(|| format!("bytes={range_from}-"));
         let result = match method {
             "HEAD" => {
                 let mut req = agent.head(url);
@@ -260,7 +277,7 @@ impl HubClient {
             repo_path(repo_id),
             utf8_percent_encode(revision, SEGMENT)
         );
-        let mut resp = self.send("GET", &url, 0)?;
+        let mut resp = self.send("GET", &url, None)?;
         if !resp.status().is_success() {
             return Err(self.status_error(
                 &resp,
@@ -326,7 +343,7 @@ impl HubClient {
         );
         let what = format!("{path_in_repo} in {repo_id}@{revision}");
         for _ in 0..=MAX_RELATIVE_REDIRECTS {
-            let resp = self.send("HEAD", &url, 0)?;
+            let resp = self.send("HEAD", &url, None)?;
             let status = resp.status();
             let headers = resp.headers();
             let location = header(headers, "location");
@@ -382,7 +399,8 @@ impl HubClient {
         repo_id: &str,
         what: &str,
     ) -> Result<OpenedBody, Error> {
-        let resp = self.send("GET", url, offset)?;
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+        let resp = self.send("GET", url, range)?;
         let status = resp.status();
         if !status.is_success() {
             return Err(self.status_error(&resp, url, repo_id, what));
@@ -391,6 +409,77 @@ impl HubClient {
             continues: offset > 0 && status == StatusCode::PARTIAL_CONTENT,
             reader: Box::new(resp.into_body().into_reader()),
         })
+    }
+}
+
+impl HubClient {
+    /// `len` bytes from byte `from` of the file at `url` (fewer when the file ends first), with a
+    /// bounded `Range`; a server that ignores the range is read up to the wanted bytes only.
+    fn read_range(
+        &self,
+        url: &str,
+        from: u64,
+        len: u64,
+        repo_id: &str,
+        what: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let range = Some(format!("bytes={from}-{}", from + len.max(1) - 1));
+        let resp = self.send("GET", url, range)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(self.status_error(&resp, url, repo_id, what));
+        }
+        let skip = if status == StatusCode::PARTIAL_CONTENT {
+            0
+        } else {
+            from
+        };
+        let mut reader = resp.into_body().into_reader();
+        let network = |e: std::io::Error| Error::Network {
+            url: url.to_string(),
+            message: e.to_string(),
+        };
+        std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink()).map_err(network)?;
+        let mut out = Vec::with_capacity(len as usize);
+        reader.take(len).read_to_end(&mut out).map_err(network)?;
+        Ok(out)
+    }
+
+    /// The safetensors header of a file on the hub, read with two small range requests, so a
+    /// wrong model is named before gigabytes are downloaded.
+    pub fn remote_header(
+        &self,
+        repo_id: &str,
+        commit: &str,
+        path_in_repo: &str,
+        listed_size: Option<u64>,
+    ) -> Result<SafetensorsHeader, Error> {
+        let label = PathBuf::from(format!(
+            "{repo_id}@{}/{path_in_repo}",
+            &commit[..commit.len().min(8)]
+        ));
+        let what = format!("{path_in_repo} in {repo_id}@{commit}");
+        let meta = self.file_metadata(repo_id, commit, path_in_repo)?;
+        let file_len = meta
+            .size
+            .or(listed_size)
+            .ok_or_else(|| Error::BadResponse {
+                url: meta.location.clone(),
+                reason: "the file size is not announced".into(),
+            })?;
+        let read = |from: u64, len: u64| {
+            let mut attempt = 0;
+            loop {
+                match self.read_range(&meta.location, from, len, repo_id, &what) {
+                    Err(e) if is_transient(&e) && attempt < 2 => attempt += 1,
+                    other => return other,
+                }
+            }
+        };
+        let prefix = read(0, PREFIX_BYTES.min(file_len))?;
+        let header_len = header_len_from_prefix(&label, file_len, &prefix)?;
+        let json = read(8, header_len)?;
+        parse_header(&label, file_len, header_len, &json)
     }
 }
 

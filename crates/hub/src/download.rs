@@ -14,7 +14,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::cache::RepoCache;
-use crate::client::{HubClient, RemoteFile};
+use crate::client::{is_transient, HubClient, RemoteFile};
 use crate::config::HubConfig;
 use crate::error::{human_bytes, Error};
 
@@ -282,15 +282,6 @@ fn is_sha256(s: &str) -> bool {
 
 fn is_git_hash(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Errors worth another attempt: the connection, not the request, was at fault.
-fn is_transient(e: &Error) -> bool {
-    match e {
-        Error::Network { .. } => true,
-        Error::Http { status, .. } => *status == 429 || *status >= 500,
-        _ => false,
-    }
 }
 
 impl Target<'_> {

@@ -28,7 +28,8 @@ pub mod spec;
 mod tree;
 
 pub use checks::{
-    check_component, check_components, check_model, CheckFailure, CheckOptions, ComponentReport,
+    check_component, check_components, check_components_on_hub, check_model, CheckFailure,
+    CheckOptions, ComponentCheck, ComponentReport,
 };
 pub use config::HubConfig;
 pub use error::{human_bytes, Error};

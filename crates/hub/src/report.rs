@@ -3,10 +3,10 @@
 
 use std::fmt::Write;
 
-use crate::checks::{CheckFailure, ComponentReport};
+use crate::checks::ComponentCheck;
 use crate::error::human_bytes;
 use crate::resolve::{ResolvedComponent, ResolvedModel, State};
-use crate::spec::{Component, Stage};
+use crate::spec::Stage;
 use crate::tree::Layout;
 
 fn layout_text(rc: &ResolvedComponent) -> String {
@@ -33,10 +33,7 @@ fn state_text(rc: &ResolvedComponent) -> String {
 }
 
 /// Renders the resolution of a job's model plus the header checks of its ready components.
-pub fn render(
-    model: &ResolvedModel,
-    checks: &[(Component, Result<ComponentReport, CheckFailure>)],
-) -> String {
+pub fn render(model: &ResolvedModel, checks: &[ComponentCheck]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

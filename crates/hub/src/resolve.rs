@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::cache::RepoCache;
+use crate::checks::{check_components_on_hub, CheckFailure, CheckOptions};
 use crate::client::{HubClient, RepoInfo};
 use crate::config::HubConfig;
 use crate::download::{download_all, DownloadRequest};
@@ -133,6 +134,17 @@ impl ResolvedComponent {
             .filter(|f| f.name.ends_with(".safetensors"))
             .filter_map(|f| f.path.clone())
             .collect()
+    }
+
+    /// What `wanlora_torch::weights::WeightSet::open` takes: the single weight file, or the folder
+    /// holding the shards and their index. `None` until the files are on disk.
+    pub fn weights_path(&self) -> Option<PathBuf> {
+        let files = self.weight_files();
+        match (self.layout, files.as_slice()) {
+            (Some(Layout::SingleFile), [one]) => Some(one.clone()),
+            (Some(Layout::Sharded { .. }), [first, ..]) => first.parent().map(Path::to_path_buf),
+            _ => None,
+        }
     }
 
     /// The component's `config.json` on disk, when it has one (diffusers folders).
@@ -308,10 +320,17 @@ pub fn resolve(spec: &ModelSpec, hub: &HubConfig) -> Result<ResolvedModel, Error
 }
 
 /// Locates every component and downloads the files `stage` needs that are not on disk yet
-/// (into the shared cache). Fails, naming each part, when something `stage` needs is still
+/// (into the shared cache). Before downloading, the headers of what is to come and of what is
+/// already on disk are checked ([`check_components_on_hub`]), so a wrong or damaged model is
+/// named before gigabytes arrive. Fails, naming each part, when something `stage` needs is still
 /// unavailable afterwards. Call it with [`Stage::Training`] before training and with
 /// [`Stage::Samples`] when previews first run, so the untrained expert is fetched only then.
-pub fn fetch(spec: &ModelSpec, hub: &HubConfig, stage: Stage) -> Result<ResolvedModel, Error> {
+pub fn fetch(
+    spec: &ModelSpec,
+    hub: &HubConfig,
+    stage: Stage,
+    options: &CheckOptions,
+) -> Result<ResolvedModel, Error> {
     spec.validate().map_err(Error::Spec)?;
     let model = resolve(spec, hub)?;
     let mut requests: Vec<DownloadRequest> = Vec::new();
@@ -328,6 +347,13 @@ pub fn fetch(spec: &ModelSpec, hub: &HubConfig, stage: Stage) -> Result<Resolved
     if requests.is_empty() {
         model.require(stage)?;
         return Ok(model);
+    }
+    let failures: Vec<CheckFailure> = check_components_on_hub(&model, hub, stage, options)?
+        .into_iter()
+        .filter_map(|(_, r)| r.err())
+        .collect();
+    if !failures.is_empty() {
+        return Err(Error::Checks(failures));
     }
     let client = HubClient::new(hub);
     download_all(&client, hub, &requests)?;

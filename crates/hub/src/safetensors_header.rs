@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -173,27 +173,41 @@ fn problem(path: &Path, problem: HeaderProblem) -> Error {
     }
 }
 
+/// Bytes read from the start of a file to recognise it (enough for a Git LFS pointer's first line).
+pub const PREFIX_BYTES: u64 = 64;
+
 /// Reads and validates the header of `path` (reads at most the header, never the tensor data).
 pub fn read_header(path: &Path) -> Result<SafetensorsHeader, Error> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut start = [0u8; 8];
-    let got = read_up_to(&mut file, &mut start).map_err(|e| Error::io(path, e))?;
-    if got == 8 && start.starts_with(&LFS_POINTER_START[..8]) {
-        let mut head = vec![0u8; LFS_POINTER_START.len() - 8];
-        let more = read_up_to(&mut file, &mut head).map_err(|e| Error::io(path, e))?;
-        if head[..more] == LFS_POINTER_START[8..8 + more] && more == head.len() {
-            return Err(problem(path, HeaderProblem::LfsPointer));
-        }
+    let mut prefix = vec![0u8; PREFIX_BYTES.min(file_len) as usize];
+    file.read_exact(&mut prefix)
+        .map_err(|e| Error::io(path, e))?;
+    let header_len = header_len_from_prefix(path, file_len, &prefix)?;
+    file.seek(SeekFrom::Start(8))
+        .map_err(|e| Error::io(path, e))?;
+    let mut json = vec![0u8; header_len as usize];
+    file.read_exact(&mut json).map_err(|e| Error::io(path, e))?;
+    parse_header(path, file_len, header_len, &json)
+}
+
+/// The header length announced by the first bytes of a `file_len`-byte file (`prefix`: its first
+/// [`PREFIX_BYTES`] bytes, or all of it when shorter), or why the file is no safetensors file.
+/// `path` names the file in messages (a local path, or a repository file for remote reads).
+pub fn header_len_from_prefix(path: &Path, file_len: u64, prefix: &[u8]) -> Result<u64, Error> {
+    if prefix.starts_with(LFS_POINTER_START) {
+        return Err(problem(path, HeaderProblem::LfsPointer));
     }
-    if got < 8 {
+    let Some(first8) = prefix.get(..8) else {
         return Err(problem(path, HeaderProblem::TooShort { len: file_len }));
-    }
-    let header_len = u64::from_le_bytes(start);
+    };
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(first8);
+    let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER_BYTES {
         return Err(problem(path, HeaderProblem::NotSafetensors { header_len }));
     }
-    if header_len > file_len - 8 {
+    if header_len > file_len.saturating_sub(8) {
         return Err(problem(
             path,
             HeaderProblem::TruncatedHeader {
@@ -202,24 +216,20 @@ pub fn read_header(path: &Path) -> Result<SafetensorsHeader, Error> {
             },
         ));
     }
-    let mut json = vec![0u8; header_len as usize];
-    file.read_exact(&mut json).map_err(|e| Error::io(path, e))?;
-    parse_header(path, file_len, header_len, &json).map_err(|p| problem(path, p))
+    Ok(header_len)
 }
 
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = file.read(&mut buf[filled..])?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
+/// Parses and validates the `header_len` bytes of header JSON of a `file_len`-byte file.
+pub fn parse_header(
+    path: &Path,
+    file_len: u64,
+    header_len: u64,
+    json: &[u8],
+) -> Result<SafetensorsHeader, Error> {
+    parse_header_json(path, file_len, header_len, json).map_err(|p| problem(path, p))
 }
 
-fn parse_header(
+fn parse_header_json(
     path: &Path,
     file_len: u64,
     header_len: u64,

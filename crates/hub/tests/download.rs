@@ -6,8 +6,13 @@ use std::fs;
 use std::path::Path;
 
 use support::{sha256_hex, FakeFile, FakeHub, FakeRepo};
-use wanlora_hub::{fetch, resolve, Component, Error, HubConfig, ModelSpec, Origin, Stage, State};
+use wanlora_hub::{
+    check_components_on_hub, fetch, report, resolve, CheckOptions, Component, Error, HubConfig,
+    ModelSpec, Origin, Stage, State,
+};
 
+/// The tiny test models have the A14B architecture, not its sizes.
+const SMALL: CheckOptions = CheckOptions { exact_sizes: false };
 const REPO: &str = "wan-test/tiny-i2v";
 
 fn spec(train_high: bool, train_low: bool, samples: bool) -> ModelSpec {
@@ -47,7 +52,7 @@ fn training_fetches_only_the_trained_expert_text_encoder_tokenizer_and_vae() {
     let hub = FakeHub::start(vec![repo.clone()]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&hub, dir.path());
-    let model = fetch(&spec(true, false, true), &cfg, Stage::Training).unwrap();
+    let model = fetch(&spec(true, false, true), &cfg, Stage::Training, &SMALL).unwrap();
 
     let fetched = downloaded_paths(&hub);
     assert!(fetched.iter().any(|p| p.starts_with("transformer/")));
@@ -97,7 +102,7 @@ fn training_fetches_only_the_trained_expert_text_encoder_tokenizer_and_vae() {
 
     // The untrained expert comes only when samples first run, in a separate call.
     hub.clear_seen();
-    let model = fetch(&spec(true, false, true), &cfg, Stage::Samples).unwrap();
+    let model = fetch(&spec(true, false, true), &cfg, Stage::Samples, &SMALL).unwrap();
     let fetched = downloaded_paths(&hub);
     assert!(
         fetched.iter().all(|p| p.starts_with("transformer_2/")),
@@ -118,6 +123,7 @@ fn the_cache_has_huggingface_hub_layout() {
         &spec(true, false, false),
         &config(&hub, dir.path()),
         Stage::Training,
+        &SMALL,
     )
     .unwrap();
     let root = dir.path().join("models--wan-test--tiny-i2v");
@@ -179,6 +185,7 @@ fn a_cut_connection_is_resumed_with_a_range_request() {
         &spec(true, false, false),
         &config(&hub, dir.path()),
         Stage::Training,
+        &SMALL,
     )
     .unwrap();
 
@@ -186,7 +193,7 @@ fn a_cut_connection_is_resumed_with_a_range_request() {
     let gets: Vec<_> = hub
         .seen()
         .into_iter()
-        .filter(|s| s.path == lfs_path && s.method == "GET")
+        .filter(|s| s.path == lfs_path && s.is_transfer())
         .collect();
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert_eq!(gets[0].range, None);
@@ -229,13 +236,14 @@ fn a_partial_file_left_by_an_earlier_run_is_continued() {
         &spec(true, false, false),
         &config(&hub, dir.path()),
         Stage::Training,
+        &SMALL,
     )
     .unwrap();
     let lfs_path = format!("/lfs/{}", big.etag());
     let gets: Vec<_> = hub
         .seen()
         .into_iter()
-        .filter(|s| s.path == lfs_path && s.method == "GET")
+        .filter(|s| s.path == lfs_path && s.is_transfer())
         .collect();
     assert_eq!(gets.len(), 1);
     assert_eq!(
@@ -260,6 +268,7 @@ fn a_checksum_mismatch_is_detected_and_nothing_is_kept() {
         &spec(true, false, false),
         &config(&hub, dir.path()),
         Stage::Training,
+        &SMALL,
     )
     .unwrap_err();
     let text = err.to_string();
@@ -296,6 +305,7 @@ fn offline_mode_lists_exactly_the_missing_files_and_sends_nothing() {
         &spec(true, false, false),
         &config(&hub, dir.path()),
         Stage::Training,
+        &SMALL,
     )
     .unwrap();
     // A shard of the cached expert went missing, and the other expert was never fetched.
@@ -311,7 +321,7 @@ fn offline_mode_lists_exactly_the_missing_files_and_sends_nothing() {
 
     let mut offline = config(&hub, dir.path());
     offline.offline = true;
-    let err = fetch(&spec(true, true, false), &offline, Stage::Training).unwrap_err();
+    let err = fetch(&spec(true, true, false), &offline, Stage::Training, &SMALL).unwrap_err();
     let Error::Offline { missing, .. } = &err else {
         panic!("expected an offline error, got {err}")
     };
@@ -351,7 +361,17 @@ fn a_gated_repo_without_a_token_names_hf_token() {
     let mut s = spec(true, false, false);
     s.name_or_path = Some("wan-test/gated".into());
 
-    let err = fetch(&s, &config(&hub, dir.path()), Stage::Training).unwrap_err();
+    let err = fetch(&s, &config(&hub, dir.path()), Stage::Training, &SMALL).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unauthorized {
+                token_sent: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(
         text.contains("HF_TOKEN") && text.contains("wan-test/gated") && text.contains("401"),
@@ -360,7 +380,9 @@ fn a_gated_repo_without_a_token_names_hf_token() {
 
     let mut wrong = config(&hub, dir.path());
     wrong.token = Some("hf_wrong".into());
-    let text = fetch(&s, &wrong, Stage::Training).unwrap_err().to_string();
+    let text = fetch(&s, &wrong, Stage::Training, &SMALL)
+        .unwrap_err()
+        .to_string();
     assert!(
         text.contains("token in HF_TOKEN was not accepted"),
         "{text}"
@@ -368,7 +390,7 @@ fn a_gated_repo_without_a_token_names_hf_token() {
 
     let mut right = config(&hub, dir.path());
     right.token = Some(FakeHub::TOKEN.into());
-    let model = fetch(&s, &right, Stage::Training).unwrap();
+    let model = fetch(&s, &right, Stage::Training, &SMALL).unwrap();
     assert!(model
         .component(Component::HighNoiseExpert)
         .unwrap()
@@ -397,7 +419,7 @@ fn hf_endpoint_hf_home_and_hf_token_are_read_from_the_environment() {
     let mut cfg =
         HubConfig::from_vars(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()));
     cfg.show_progress = false;
-    fetch(&spec(true, false, false), &cfg, Stage::Training).unwrap();
+    fetch(&spec(true, false, false), &cfg, Stage::Training, &SMALL).unwrap();
     assert!(home
         .path()
         .join("hub/models--wan-test--tiny-i2v/refs/main")
@@ -437,6 +459,26 @@ fn resolve_reports_what_would_be_downloaded_without_downloading() {
     assert!(!dir.path().join("models--wan-test--tiny-i2v").exists());
     let err = model.require(Stage::Training).unwrap_err().to_string();
     assert!(err.contains("wanlora models fetch"), "{err}");
+
+    // The headers of what would be downloaded are read with bounded ranges, for the report.
+    let cfg = config(&hub, dir.path());
+    let checks = check_components_on_hub(&model, &cfg, Stage::Everything, &SMALL).unwrap();
+    let text = report::render(&model, &checks);
+    assert!(
+        text.contains("high-noise expert — for training — to download: 4 files"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2 shards")
+            && text.contains("Wan image-to-video transformer (dim 8, 2 blocks"),
+        "{text}"
+    );
+    assert!(text.contains("umT5 encoder"), "{text}");
+    assert!(!hub
+        .seen()
+        .iter()
+        .any(|r| r.is_transfer() && r.path.starts_with("/lfs/")));
+    assert!(!dir.path().join("models--wan-test--tiny-i2v").exists());
 }
 
 #[test]
@@ -456,7 +498,7 @@ fn a_single_file_inside_a_repository_is_fetched_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(true, false, false);
     s.vae_path = Some("comfy-test/repackaged/split_files/vae/wan_2.1_vae.safetensors".into());
-    let model = fetch(&s, &config(&hub, dir.path()), Stage::Training).unwrap();
+    let model = fetch(&s, &config(&hub, dir.path()), Stage::Training, &SMALL).unwrap();
     let vae = model.component(Component::Vae).unwrap();
     assert_eq!(vae.weight_files().len(), 1);
     assert_eq!(fs::read(&vae.weight_files()[0]).unwrap(), vae_bytes);
@@ -471,7 +513,7 @@ fn unknown_repositories_and_revisions_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(true, false, false);
     s.name_or_path = Some(format!("{REPO}@v9"));
-    let text = fetch(&s, &config(&hub, dir.path()), Stage::Training)
+    let text = fetch(&s, &config(&hub, dir.path()), Stage::Training, &SMALL)
         .unwrap_err()
         .to_string();
     assert!(
@@ -479,11 +521,53 @@ fn unknown_repositories_and_revisions_are_named() {
         "{text}"
     );
     s.name_or_path = Some("nobody/nothing".into());
-    let text = fetch(&s, &config(&hub, dir.path()), Stage::Training)
+    let text = fetch(&s, &config(&hub, dir.path()), Stage::Training, &SMALL)
         .unwrap_err()
         .to_string();
     assert!(
         text.contains("nobody/nothing") && text.contains("HF_TOKEN"),
         "{text}"
     );
+}
+
+#[test]
+fn a_wrong_model_on_the_hub_is_named_before_it_is_downloaded() {
+    let mut repo = support::tiny_pipeline_repo("wan-test/t2v");
+    // Make the high-noise expert a text-to-video one: 16 input channels.
+    let t2v = support::safetensors_bytes(
+        &support::as_specs(&support::tiny_expert_original("", 8, 16, 2)),
+        5,
+    );
+    repo.files.retain(|f| !f.path.starts_with("transformer/"));
+    repo.files.push(FakeFile::lfs(
+        "transformer/diffusion_pytorch_model.safetensors",
+        t2v,
+    ));
+    let hub = FakeHub::start(vec![repo]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(true, false, false);
+    s.name_or_path = Some("wan-test/t2v".into());
+    let err = fetch(&s, &config(&hub, dir.path()), Stage::Training, &SMALL).unwrap_err();
+    let Error::Checks(failures) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let text = failures[0].to_string();
+    assert!(
+        text.contains("wan-test/t2v@11111111/transformer/diffusion_pytorch_model.safetensors")
+            && text.contains("text-to-video"),
+        "{text}"
+    );
+    // Only headers were read: no file was transferred, nothing entered the cache.
+    let seen = hub.seen();
+    assert!(seen
+        .iter()
+        .any(|r| r.path.starts_with("/lfs/") && !r.is_transfer()));
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.path.starts_with("/lfs/") && r.is_transfer()),
+        "{seen:?}"
+    );
+    assert!(!dir.path().join("models--wan-test--t2v/blobs").exists());
 }

@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use support::{sha256_hex, FakeHub};
-use wanlora_hub::{fetch, resolve, Component, HubConfig, ModelSpec, Origin, Stage, State};
+use wanlora_hub::{
+    fetch, resolve, CheckOptions, Component, HubConfig, ModelSpec, Origin, Stage, State,
+};
 
+/// The tiny test models have the A14B architecture, not its sizes.
+const SMALL: CheckOptions = CheckOptions { exact_sizes: false };
 const REPO: &str = "wan-test/tiny-i2v";
 
 fn spec() -> ModelSpec {
@@ -61,7 +65,7 @@ fn python_huggingface_hub_reads_back_our_cache_offline() {
     let hub = FakeHub::start(vec![repo.clone()]);
     let home = tempfile::tempdir().unwrap();
     let cfg = HubConfig::new(&hub.url, &home.path().join("hub"));
-    fetch(&spec(), &cfg, Stage::Training).unwrap();
+    fetch(&spec(), &cfg, Stage::Training, &SMALL).unwrap();
 
     let names = needed_files(&repo);
     let mut args = vec![REPO];
@@ -143,6 +147,6 @@ fn a_cache_filled_by_python_is_used_without_downloading() {
     // Online, a fetch finds everything cached and downloads nothing.
     hub.clear_seen();
     cfg.offline = false;
-    fetch(&spec(), &cfg, Stage::Everything).unwrap();
+    fetch(&spec(), &cfg, Stage::Everything, &SMALL).unwrap();
     assert!(hub.seen().is_empty(), "{:?}", hub.seen());
 }

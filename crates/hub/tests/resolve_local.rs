@@ -112,6 +112,12 @@ fn a_local_diffusers_folder_resolves_per_component() {
                 .join("transformer_2/diffusion_pytorch_model-00002-of-00002.safetensors"),
         ]
     );
+    assert_eq!(low.weights_path(), Some(dir.path().join("transformer_2")));
+    let vae = model.component(Component::Vae).unwrap();
+    assert_eq!(
+        vae.weights_path(),
+        Some(dir.path().join("vae/diffusion_pytorch_model.safetensors"))
+    );
     let on_disk: u64 = fs::read_dir(dir.path().join("transformer_2"))
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())

@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use wanlora_config::{load_job, LoadedJob};
 use wanlora_hub::{
-    check_components, fetch, report, resolve, CheckOptions, HubConfig, ModelSpec, Stage, State,
+    check_components, check_components_on_hub, fetch, report, resolve, CheckOptions, HubConfig,
+    ModelSpec, Stage, State,
 };
 
 #[derive(clap::Args)]
@@ -85,14 +86,12 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             } else {
                 Stage::Everything
             };
-            let model = fetch(&spec, &hub, stage)?;
-            let checks = check_components(
-                &model,
-                stage,
-                &CheckOptions {
-                    exact_sizes: !any_size,
-                },
-            );
+            let options = CheckOptions {
+                exact_sizes: !any_size,
+            };
+            // Headers of what is to come are checked before the download starts.
+            let model = fetch(&spec, &hub, stage, &options)?;
+            let checks = check_components(&model, stage, &options);
             print!("{}", report::render(&model, &checks));
             if checks.iter().any(|(_, r)| r.is_err()) {
                 bail!("the downloaded files do not fit Wan 2.2 I2V A14B; see above");
@@ -108,13 +107,15 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             let spec = load(&job)?;
             spec.validate().map_err(anyhow::Error::msg)?;
             let model = resolve(&spec, &hub)?;
-            let checks = check_components(
-                &model,
-                Stage::Everything,
-                &CheckOptions {
-                    exact_sizes: !args.any_size,
-                },
-            );
+            let options = CheckOptions {
+                exact_sizes: !args.any_size,
+            };
+            // Files still on the hub are judged from their headers, read with range requests.
+            let checks = check_components_on_hub(&model, &hub, Stage::Everything, &options)
+                .unwrap_or_else(|e| {
+                    tracing::warn!("headers on the hub could not be read: {e}");
+                    check_components(&model, Stage::Everything, &options)
+                });
             print!("{}", report::render(&model, &checks));
             let missing = model
                 .components

@@ -385,6 +385,13 @@ pub struct Seen {
     pub authorization: Option<String>,
 }
 
+impl Seen {
+    /// A GET that transfers a file from some offset to its end (not a bounded header read).
+    pub fn is_transfer(&self) -> bool {
+        self.method == "GET" && self.range.as_deref().is_none_or(|r| r.ends_with('-'))
+    }
+}
+
 #[derive(Default)]
 struct HubState {
     repos: Vec<FakeRepo>,
@@ -566,20 +573,26 @@ fn quoted(s: &str) -> String {
     format!("\"{s}\"")
 }
 
-/// Applies a `Range: bytes=N-` header to a full body.
+/// Applies a `Range: bytes=N-` or `bytes=N-M` header to a full body.
 fn ranged(reply: Reply, bytes: &[u8], range: Option<&str>) -> Reply {
-    let from = range
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<usize>().ok());
-    match from {
-        Some(n) if n < bytes.len() => {
+    let bounds = range.and_then(|r| r.strip_prefix("bytes=")).and_then(|r| {
+        let (from, to) = r.split_once('-')?;
+        let from: usize = from.parse().ok()?;
+        let to: usize = if to.is_empty() {
+            bytes.len().saturating_sub(1)
+        } else {
+            to.parse().ok()?
+        };
+        Some((from, to.min(bytes.len().saturating_sub(1))))
+    });
+    match bounds {
+        Some((from, to)) if from <= to && from < bytes.len() => {
             let mut r = reply;
             r.status = "206 Partial Content";
-            r.body = bytes[n..].to_vec();
+            r.body = bytes[from..=to].to_vec();
             r.header(
                 "Content-Range",
-                format!("bytes {n}-{}/{}", bytes.len() - 1, bytes.len()),
+                format!("bytes {from}-{to}/{}", bytes.len()),
             )
         }
         Some(_) => Reply::new("416 Range Not Satisfiable"),
@@ -649,7 +662,9 @@ fn route(st: &mut HubState, req: &Seen, storage: &str) -> Reply {
             &bytes,
             req.range.as_deref(),
         );
-        if req.method == "GET" && st.cut_once.remove(*sha) {
+        // Cut a transfer of the file, not a small bounded read of its header.
+        let transfer = req.range.as_deref().is_none_or(|r| r.ends_with('-'));
+        if req.method == "GET" && transfer && st.cut_once.remove(*sha) {
             reply.cut_at = Some(reply.body.len() / 2);
         }
         return reply;
