@@ -415,4 +415,23 @@ fn load_errors_list_every_problem_and_name_the_model() {
         .unwrap()
         .to_string();
     assert!(err.contains("Wan 2.2 VAE"), "{err}");
+    // … and from the nested layout of its original (ComfyUI wan2.2_vae) names.
+    let nested: [(&str, &[i64]); 2] = [
+        ("encoder.conv1.weight", &[160, 12, 3, 3, 3]),
+        (
+            "encoder.downsamples.0.downsamples.0.residual.0.gamma",
+            &[160, 1, 1, 1],
+        ),
+    ];
+    let wan22 = TensorMap(
+        nested
+            .iter()
+            .map(|(n, s)| (n.to_string(), Tensor::zeros(*s, (Kind::Float, Device::Cpu))))
+            .collect(),
+    );
+    let err = Vae::load(&wan22, None, Kind::Float, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("Wan 2.2 VAE"), "{err}");
 }

@@ -8,7 +8,7 @@
 //! context frames instead of a concatenation and a padding of the whole chunk. Spatial zero padding is left to
 //! the convolution itself.
 
-use super::layout::Exec;
+use super::layout::{Exec, VaeLayout};
 use tch::{Kind, TchError, Tensor};
 use wanlora_torch::weights::Loader;
 
@@ -179,38 +179,79 @@ impl CausalConv3d {
 
 /// `x / ‖x‖₂ · √C · γ` over the channel dimension (the reference's `F.normalize(x, dim=1) · scale · γ`), with the
 /// norm accumulated in float32 whatever the compute type.
+///
+/// In the channels-last layout the channels are the innermost dimension in memory, so this is exactly libtorch's
+/// `rms_norm` over the last dimension of the physical `[B, T, H, W, C]` view — one fused pass on CUDA — since
+/// `x · rsqrt(‖x‖²/C + ε) · γ = x / ‖x‖ · √C · γ`. In NCDHW it is computed as written (norm, divide, scale).
 pub(crate) struct RmsNorm {
+    /// γ, `[C]`.
+    gamma: Tensor,
     /// `γ · √C`, shaped `[C, 1, 1, 1]`.
     scale: Tensor,
+    channels: i64,
+    layout: VaeLayout,
 }
 
 impl RmsNorm {
     /// `gamma_shape` is `[C, 1, 1, 1]` for 3-D norms and `[C, 1, 1]` in the attention block.
-    pub fn load(l: &Loader, name: &str, gamma_shape: &[i64]) -> Self {
+    pub fn load(l: &Loader, name: &str, gamma_shape: &[i64], exec: &Exec) -> Self {
         let gamma = l.get(name, gamma_shape);
         let channels = gamma_shape[0];
-        let scale = if gamma.numel() == 0 {
-            gamma
+        let (gamma, scale) = if gamma.numel() == 0 {
+            (gamma.shallow_clone(), gamma) // a reported load problem; never run
         } else {
-            (gamma.reshape([channels, 1, 1, 1]) * (channels as f64).sqrt()).to_kind(l.kind)
+            let scale =
+                (gamma.reshape([channels, 1, 1, 1]) * (channels as f64).sqrt()).to_kind(l.kind);
+            (gamma.reshape([channels]), scale)
         };
-        RmsNorm { scale }
+        RmsNorm {
+            gamma,
+            scale,
+            channels,
+            layout: exec.layout,
+        }
     }
 
-    /// Writes the normalised `x` into `out` (same shape; may be a view into a larger buffer).
-    pub fn normalize_into(&self, x: &Tensor, out: &mut Tensor) -> Result<(), TchError> {
-        // ‖x‖ over channels in float32 (the reference upcasts half-precision input for this), clamped like
-        // F.normalize; the division computes in float32 and writes `out`'s kind.
+    /// F.normalize clamps ‖x‖ at 1e-12; as rms_norm's ε that is 1e-24/C (the same for every norm above 1e-12,
+    /// and 0 for a zero vector either way).
+    fn epsilon(&self) -> f64 {
+        1e-24 / self.channels as f64
+    }
+
+    /// The normalised `x` as a new activation.
+    pub fn normalize(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        match self.layout {
+            VaeLayout::ChannelsLast => x
+                .f_permute([0, 2, 3, 4, 1])?
+                .f_rms_norm([self.channels], Some(&self.gamma), self.epsilon())?
+                .f_permute([0, 4, 1, 2, 3]),
+            VaeLayout::Contiguous => {
+                let mut out = x.f_empty_like()?;
+                self.normalize_ncdhw_into(x, &mut out)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// The NCDHW form: ‖x‖ over channels in float32 (the reference upcasts half-precision input for this),
+    /// clamped like F.normalize; the division computes in float32 and writes `out`'s kind.
+    fn normalize_ncdhw_into(&self, x: &Tensor, out: &mut Tensor) -> Result<(), TchError> {
         let norm = x
             .f_norm_scalaropt_dim_dtype(2, [1], true, Kind::Float)?
             .f_clamp_min(1e-12)?;
         x.f_div_out(out, &norm)?.f_mul_(&self.scale).map(drop)
     }
 
-    /// `SiLU(norm(x))` into `out`: what every residual branch and the head feed their convolution.
+    /// `SiLU(norm(x))` written into `out` (same shape, usually a view into a convolution's input buffer): what
+    /// every residual branch and the head feed their convolution.
     pub fn normalize_silu_into(&self, x: &Tensor, out: &mut Tensor) -> Result<(), TchError> {
-        self.normalize_into(x, out)?;
-        out.f_silu_().map(drop)
+        match self.layout {
+            VaeLayout::ChannelsLast => self.normalize(x)?.f_silu_out(out).map(drop),
+            VaeLayout::Contiguous => {
+                self.normalize_ncdhw_into(x, out)?;
+                out.f_silu_().map(drop)
+            }
+        }
     }
 }
 
@@ -229,9 +270,9 @@ pub(crate) struct ResidualBlock {
 impl ResidualBlock {
     pub fn load(l: &Loader, prefix: &str, cin: i64, cout: i64, exec: &Exec) -> Self {
         ResidualBlock {
-            norm1: RmsNorm::load(l, &format!("{prefix}.norm1.gamma"), &[cin, 1, 1, 1]),
+            norm1: RmsNorm::load(l, &format!("{prefix}.norm1.gamma"), &[cin, 1, 1, 1], exec),
             conv1: CausalConv3d::load(l, &format!("{prefix}.conv1"), cin, cout, [3, 3, 3], exec),
-            norm2: RmsNorm::load(l, &format!("{prefix}.norm2.gamma"), &[cout, 1, 1, 1]),
+            norm2: RmsNorm::load(l, &format!("{prefix}.norm2.gamma"), &[cout, 1, 1, 1], exec),
             conv2: CausalConv3d::load(l, &format!("{prefix}.conv2"), cout, cout, [3, 3, 3], exec),
             shortcut: (cin != cout).then(|| {
                 CausalConv3d::load(
@@ -292,7 +333,7 @@ pub(crate) struct AttentionBlock {
 }
 
 impl AttentionBlock {
-    pub fn load(l: &Loader, prefix: &str, channels: i64) -> Self {
+    pub fn load(l: &Loader, prefix: &str, channels: i64, exec: &Exec) -> Self {
         let c = channels;
         let matrix = |t: Tensor, rows: i64| {
             if t.numel() == 0 {
@@ -302,7 +343,7 @@ impl AttentionBlock {
             }
         };
         AttentionBlock {
-            norm: RmsNorm::load(l, &format!("{prefix}.norm.gamma"), &[c, 1, 1]),
+            norm: RmsNorm::load(l, &format!("{prefix}.norm.gamma"), &[c, 1, 1], exec),
             to_qkv_weight: matrix(
                 l.get(&format!("{prefix}.to_qkv.weight"), &[3 * c, c, 1, 1]),
                 3 * c,
@@ -314,10 +355,9 @@ impl AttentionBlock {
         }
     }
 
-    pub fn forward(&self, x: Tensor, exec: &Exec) -> Result<Tensor, TchError> {
+    pub fn forward(&self, x: Tensor) -> Result<Tensor, TchError> {
         let [b, c, t, h, w] = dims5(&x)?;
-        let mut normed = exec.empty([b, c, t, h, w])?;
-        self.norm.normalize_into(&x, &mut normed)?;
+        let normed = self.norm.normalize(&x)?;
         // Frames fold into the batch; positions become tokens with the channels as features.
         let tokens = normed
             .f_permute([0, 2, 3, 4, 1])?
@@ -360,7 +400,7 @@ impl MidBlock {
     pub fn load(l: &Loader, prefix: &str, channels: i64, exec: &Exec) -> Self {
         MidBlock {
             first: ResidualBlock::load(l, &format!("{prefix}.resnets.0"), channels, channels, exec),
-            attention: AttentionBlock::load(l, &format!("{prefix}.attentions.0"), channels),
+            attention: AttentionBlock::load(l, &format!("{prefix}.attentions.0"), channels, exec),
             second: ResidualBlock::load(
                 l,
                 &format!("{prefix}.resnets.1"),
@@ -378,7 +418,7 @@ impl MidBlock {
         exec: &Exec,
     ) -> Result<Tensor, TchError> {
         let x = self.first.forward(x, caches, exec)?;
-        let x = self.attention.forward(x, exec)?;
+        let x = self.attention.forward(x)?;
         self.second.forward(x, caches, exec)
     }
 
@@ -397,7 +437,12 @@ pub(crate) struct Head {
 impl Head {
     pub fn load(l: &Loader, prefix: &str, cin: i64, cout: i64, exec: &Exec) -> Self {
         Head {
-            norm: RmsNorm::load(l, &format!("{prefix}.norm_out.gamma"), &[cin, 1, 1, 1]),
+            norm: RmsNorm::load(
+                l,
+                &format!("{prefix}.norm_out.gamma"),
+                &[cin, 1, 1, 1],
+                exec,
+            ),
             conv: CausalConv3d::load(l, &format!("{prefix}.conv_out"), cin, cout, [3, 3, 3], exec),
             cin,
         }

@@ -81,10 +81,11 @@ impl Vae {
         let config = match cfg {
             Some(c) => c,
             None => VaeConfig::infer(&named).ok_or_else(|| {
-                not_a_vae(
-                    "cannot infer the VAE configuration from these tensors; pass a diffusers config.json"
-                        .into(),
-                )
+                let hint = vae_hint(source).map(|h| format!(" ({h})")).unwrap_or_default();
+                not_a_vae(format!(
+                    "cannot infer the VAE configuration from these tensors{hint}; with a Wan 2.1 VAE of another \
+                     configuration, pass its diffusers config.json"
+                ))
             })?,
         };
         config.validate().map_err(not_a_vae)?;
