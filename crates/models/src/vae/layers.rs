@@ -305,12 +305,14 @@ impl ResidualBlock {
             Some(conv) => conv.forward(&x)?,
             None => x,
         };
-        let mut out =
-            self.conv2
-                .forward_cached(caches.take(), [b, self.cout, t, h, w], exec, |dst| {
-                    self.norm2.normalize_silu_into(&hidden, dst)
-                })?;
-        drop(hidden);
+        // The closure owns `hidden`, so it is freed once written into the buffer, before the convolution
+        // allocates its output (one activation less at the peak).
+        let mut out = self.conv2.forward_cached(
+            caches.take(),
+            [b, self.cout, t, h, w],
+            exec,
+            move |dst| self.norm2.normalize_silu_into(&hidden, dst),
+        )?;
         out.f_add_(&residual)
     }
 
@@ -456,7 +458,7 @@ impl Head {
     ) -> Result<Tensor, TchError> {
         let [b, _, t, h, w] = dims5(&x)?;
         self.conv
-            .forward_cached(caches.take(), [b, self.cin, t, h, w], exec, |dst| {
+            .forward_cached(caches.take(), [b, self.cin, t, h, w], exec, move |dst| {
                 self.norm.normalize_silu_into(&x, dst)
             })
     }
