@@ -196,11 +196,17 @@ impl ResolvedModel {
 
     /// Succeeds when every component `stage` needs is on disk; otherwise names each missing part.
     pub fn require(&self, stage: Stage) -> Result<(), Error> {
+        self.unavailable(stage, true)
+    }
+
+    /// Names what `stage` needs that is neither on disk nor, unless `count_downloads`, on the hub.
+    fn unavailable(&self, stage: Stage, count_downloads: bool) -> Result<(), Error> {
         let mut lines = Vec::new();
         let mut offline_files = Vec::new();
         for c in self.components.iter().filter(|c| stage.includes(c.need)) {
             match &c.state {
                 State::Ready | State::NotNeeded => {}
+                State::Download { .. } if !count_downloads => {}
                 State::Download { bytes, files } => lines.push(format!(
                     "{} ({}): {files} files ({}) still to download; run `wanlora models fetch JOB.yaml`",
                     c.component,
@@ -348,6 +354,8 @@ pub fn fetch(
         model.require(stage)?;
         return Ok(model);
     }
+    // Nothing is downloaded while another part the stage needs is unavailable anyway.
+    model.unavailable(stage, false)?;
     let failures: Vec<CheckFailure> = check_components_on_hub(&model, hub, stage, options)?
         .into_iter()
         .filter_map(|(_, r)| r.err())

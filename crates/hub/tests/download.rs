@@ -571,3 +571,29 @@ fn a_wrong_model_on_the_hub_is_named_before_it_is_downloaded() {
     );
     assert!(!dir.path().join("models--wan-test--t2v/blobs").exists());
 }
+
+#[test]
+fn nothing_is_downloaded_while_another_needed_part_is_missing() {
+    let hub = FakeHub::start(vec![support::tiny_pipeline_repo(REPO)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(true, false, false);
+    s.vae_path = Some(
+        dir.path()
+            .join("no_such_vae.safetensors")
+            .display()
+            .to_string(),
+    );
+    let err = fetch(&s, &config(&hub, dir.path()), Stage::Training, &SMALL).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("model.vae_path") && text.contains("no_such_vae.safetensors"),
+        "{text}"
+    );
+    assert!(
+        !hub.seen()
+            .iter()
+            .any(|r| r.path.contains("/resolve/") || r.path.starts_with("/lfs/")),
+        "{:?}",
+        hub.seen()
+    );
+}
