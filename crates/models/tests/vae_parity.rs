@@ -193,19 +193,32 @@ fn channels_last_layout_gives_the_same_results() {
 fn bfloat16_stays_close_to_float32() {
     single_threaded();
     // bf16 keeps 8 bits of mantissa: a few tenths of a percent per operation, compounded over ~40 layers.
-    let vae = Vae::from_path(&fixtures().join("diffusers"), Kind::BFloat16, Device::Cpu).unwrap();
-    assert_close(
-        "bf16 encode",
-        &vae.encode(&case("video13")).unwrap(),
-        &case("latent13"),
-        5e-2,
-    );
-    assert_close(
-        "bf16 decode",
-        &vae.decode(&case("z13")).unwrap(),
-        &case("video_dec13"),
-        5e-2,
-    );
+    // Both layouts: channels-last in bf16 is what runs on CUDA (fused rms_norm, silu_out into the buffers).
+    let weights = WeightSet::open(&fixtures().join("diffusers")).unwrap();
+    for layout in [VaeLayout::Contiguous, VaeLayout::ChannelsLast] {
+        let vae = Vae::load_with_layout(
+            &weights,
+            Some(diffusers_config()),
+            Kind::BFloat16,
+            Device::Cpu,
+            layout,
+        )
+        .unwrap();
+        let encoded = vae.encode(&case("video13")).unwrap();
+        assert_close(
+            &format!("bf16 encode, {layout:?}"),
+            &encoded,
+            &case("latent13"),
+            5e-2,
+        );
+        let decoded = vae.decode(&case("z13")).unwrap();
+        assert_close(
+            &format!("bf16 decode, {layout:?}"),
+            &decoded,
+            &case("video_dec13"),
+            5e-2,
+        );
+    }
 }
 
 #[test]
