@@ -103,6 +103,17 @@ impl LoraAdapter {
         self.alpha / self.rank() as f64
     }
 
+    /// `m · (α/r) · A x` in `x`'s kind: the rank-r half of the delta, with the strength folded in
+    /// (cheap: r values per token).
+    pub fn down_scaled(&self, x: &Tensor, multiplier: &Multiplier) -> Tensor {
+        let kind = x.kind();
+        let h = x.linear::<Tensor>(&self.down.to_kind(kind), None);
+        match multiplier {
+            Multiplier::Scalar(m) => h * (m * self.scale()),
+            Multiplier::PerSample(m) => h * (m * self.scale()).to_kind(kind),
+        }
+    }
+
     /// `m · (α/r) · B(A x)` in `x`'s kind. `multiplier` is a scalar or a per-sample `[B, 1, 1]` tensor.
     pub fn delta(&self, x: &Tensor, multiplier: &Multiplier) -> Tensor {
         let kind = x.kind();

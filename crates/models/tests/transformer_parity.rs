@@ -199,3 +199,40 @@ fn checkpointed_backward_equals_plain_autograd() {
         }
     }
 }
+
+/// The shared-modulation path (one sample, or one timestep for the batch) gives the same result as
+/// the per-sample path.
+#[test]
+fn shared_timestep_path_matches_reference() {
+    let model = diffusers_model();
+    let (x, t, c) = inputs();
+    let reference = tensor("reference.safetensors", "output");
+    for i in 0..2 {
+        let out = tch::no_grad(|| {
+            model.forward(
+                &x.narrow(0, i, 1),
+                &t.narrow(0, i, 1),
+                &c.narrow(0, i, 1),
+                None,
+            )
+        })
+        .unwrap();
+        let err = rel_err(&out, &reference.narrow(0, i, 1));
+        assert!(err < 1e-5, "sample {i} alone: relative error {err}");
+    }
+    // Two samples at the same timestep: equal to each run alone.
+    let t_same = Tensor::from_slice(&[321.5f32, 321.5]);
+    let both = tch::no_grad(|| model.forward(&x, &t_same, &c, None)).unwrap();
+    for i in 0..2 {
+        let alone = tch::no_grad(|| {
+            model.forward(
+                &x.narrow(0, i, 1),
+                &t_same.narrow(0, i, 1),
+                &c.narrow(0, i, 1),
+                None,
+            )
+        })
+        .unwrap();
+        assert!(rel_err(&both.narrow(0, i, 1), &alone) < 1e-6);
+    }
+}

@@ -1,7 +1,11 @@
 //! One transformer block (wan-reference.md §1.2, "One block"): modulated self-attention with 3-D
 //! RoPE and q/k RMSNorm across heads, cross-attention to the text, and a modulated GELU MLP.
-//! Precision follows diffusers: norms and modulation in fp32, linears and attention in the compute
-//! dtype, residual adds in fp32 rounded back to the compute dtype.
+//!
+//! Precision follows diffusers: norms, modulation and residual adds are computed in fp32 and rounded
+//! once to the compute dtype; linears and attention run in the compute dtype. Each of those steps is
+//! one fused libtorch kernel on compute-dtype tensors (a LayerNorm whose fp32 affine parameters are
+//! the modulation, `addcmul` for gated residuals) instead of a chain of fp32 copies: the block is
+//! memory-bound outside its matmuls.
 
 use tch::{Kind, Tensor};
 
@@ -37,16 +41,24 @@ pub struct BlockLora<'a> {
 }
 
 impl BlockLora<'_> {
-    /// `linear(x)` plus the LoRA delta of `target` when one is active.
+    /// `linear(x)` plus the LoRA delta of `target` when one is active. The delta is added in the
+    /// epilogue of its second matmul (`addmm`), so it costs no extra pass over the output.
     fn linear(&self, target: LoraTarget, layer: &Linear, x: &Tensor) -> Tensor {
         let y = layer.forward(x);
-        match self
-            .apply
-            .and_then(|a| a.adapter(self.block, target).map(|ad| (ad, a)))
-        {
-            Some((adapter, apply)) => y + adapter.delta(x, &apply.multiplier),
-            None => y,
-        }
+        let Some(apply) = self.apply else { return y };
+        let Some(adapter) = apply.adapter(self.block, target) else {
+            return y;
+        };
+        let size = y.size();
+        let out = *size.last().expect("rank ≥ 1");
+        let down = adapter.down_scaled(x, &apply.multiplier);
+        let rank = adapter.rank();
+        y.reshape([-1, out])
+            .addmm(
+                &down.reshape([-1, rank]),
+                &adapter.up.to_kind(x.kind()).tr(),
+            )
+            .view(size.as_slice())
     }
 }
 
@@ -154,6 +166,38 @@ const CROSS_TARGETS: [LoraTarget; 4] = [
     LoraTarget::CrossO,
 ];
 
+/// Non-affine LayerNorm over the last dimension, in fp32.
+pub fn layer_norm_f32(x: &Tensor, eps: f64) -> Tensor {
+    let d = *x.size().last().expect("rank ≥ 1");
+    x.to_kind(Kind::Float)
+        .layer_norm([d], None::<Tensor>, None::<Tensor>, eps, true)
+}
+
+/// `LN(x)·(1 + scale) + shift` for `x` `[B, N, D]` and fp32 `scale`, `shift` `[B, 1, D]`, rounded
+/// once to `x`'s dtype. When the modulation is the same for every sample (one sample, or one
+/// timestep for the batch) it is the LayerNorm's own fp32 affine: a single kernel.
+pub fn modulated_norm(
+    x: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    eps: f64,
+    shared: bool,
+) -> Tensor {
+    let d = *x.size().last().expect("rank ≥ 1");
+    if shared {
+        let gamma = scale.select(0, 0).view([d]) + 1.0;
+        let beta = shift.select(0, 0).view([d]);
+        x.layer_norm([d], Some(&gamma), Some(&beta), eps, true)
+    } else {
+        (layer_norm_f32(x, eps) * (scale + 1.0) + shift).to_kind(x.kind())
+    }
+}
+
+/// `x + y·gate` with the product and sum in fp32 registers, rounded once (`gate` fp32 `[B, 1, D]`).
+fn gated_add(x: &Tensor, y: &Tensor, gate: &Tensor) -> Tensor {
+    x.addcmul(y, &gate.to_kind(x.kind()))
+}
+
 /// One Wan block.
 pub struct WanBlock {
     /// `[1, 6, D]` fp32: shift/scale/gate for attention, then for the MLP.
@@ -165,13 +209,6 @@ pub struct WanBlock {
     pub ffn0: Linear,
     pub ffn2: Linear,
     eps: f64,
-}
-
-/// Non-affine LayerNorm over the last dimension, in fp32.
-pub fn layer_norm_f32(x: &Tensor, eps: f64) -> Tensor {
-    let d = *x.size().last().expect("rank ≥ 1");
-    x.to_kind(Kind::Float)
-        .layer_norm([d], None::<Tensor>, None::<Tensor>, eps, true)
 }
 
 impl WanBlock {
@@ -195,30 +232,29 @@ impl WanBlock {
     }
 
     /// x `[B, N, D]` (compute dtype) → x `[B, N, D]`. `e0` is the block-independent time projection
-    /// `[B, 6, D]` (fp32), `context` the embedded text `[B, L, D]`.
+    /// `[B, 6, D]` (fp32), `shared_time` says every sample has the same one, `context` is the
+    /// embedded text `[B, L, D]`.
     pub fn forward(
         &self,
         x: &Tensor,
         e0: &Tensor,
+        shared_time: bool,
         context: &Tensor,
         rope: &Rope,
         lora: BlockLora,
     ) -> Tensor {
-        let kind = x.kind();
         let m = (&self.modulation + e0).chunk(6, 1);
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
 
-        let h = (layer_norm_f32(x, self.eps) * (scale_msa + 1.0) + shift_msa).to_kind(kind);
+        let h = modulated_norm(x, scale_msa, shift_msa, self.eps, shared_time);
         let a = self.self_attn.forward_self(&h, rope, lora, SELF_TARGETS);
-        let x = (x.to_kind(Kind::Float) + a * gate_msa).to_kind(kind);
+        let x = gated_add(x, &a, gate_msa);
 
         let h = match &self.norm3 {
             Some((w, b)) => {
                 let d = *x.size().last().expect("rank ≥ 1");
-                x.to_kind(Kind::Float)
-                    .layer_norm([d], Some(w), Some(b), self.eps, true)
-                    .to_kind(kind)
+                x.layer_norm([d], Some(w), Some(b), self.eps, true)
             }
             None => x.shallow_clone(),
         };
@@ -227,9 +263,9 @@ impl WanBlock {
                 .cross_attn
                 .forward_cross(&h, context, lora, CROSS_TARGETS);
 
-        let h = (layer_norm_f32(&x, self.eps) * (scale_mlp + 1.0) + shift_mlp).to_kind(kind);
+        let h = modulated_norm(&x, scale_mlp, shift_mlp, self.eps, shared_time);
         let f = lora.linear(LoraTarget::Ffn0, &self.ffn0, &h).gelu("tanh");
         let f = lora.linear(LoraTarget::Ffn2, &self.ffn2, &f);
-        (x.to_kind(Kind::Float) + f.to_kind(Kind::Float) * gate_mlp).to_kind(kind)
+        gated_add(&x, &f, gate_mlp)
     }
 }

@@ -29,6 +29,8 @@ pub struct Conditions {
     pub context: Tensor,
     pub rope: Rope,
     pub grid: Grid,
+    /// Every sample has the same timestep (one sample, or a CFG batch): the modulation is shared.
+    pub shared_time: bool,
 }
 
 pub struct WanTransformer {
@@ -168,12 +170,17 @@ impl WanTransformer {
             self.config.rope_axes(),
             self.device,
         );
+        let shared_time = b == 1 || {
+            let t = timestep.to_kind(Kind::Float);
+            t.eq_tensor(&t.select(0, 0)).all().int64_value(&[]) == 1
+        };
         Conditions {
             temb,
             e0,
             context,
             rope,
             grid,
+            shared_time,
         }
     }
 
@@ -240,6 +247,7 @@ impl WanTransformer {
         self.blocks[i].forward(
             x,
             &cond.e0,
+            cond.shared_time,
             &cond.context,
             &cond.rope,
             BlockLora {

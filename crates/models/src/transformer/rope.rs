@@ -63,16 +63,18 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` `[B, N, H, head_dim]` pairwise, in fp32, returning `x`'s kind:
-    /// `(x₀, x₁) → (x₀cos − x₁sin, x₁cos + x₀sin)`.
+    /// Rotates `x` `[B, N, H, head_dim]` pairwise with fp32 tables, returning `x`'s kind:
+    /// `(x₀, x₁) → (x₀cos − x₁sin, x₁cos + x₀sin)`, as `x·cos + swap(x)·sin±`.
     pub fn apply(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
-        let xf = x.to_kind(Kind::Float);
-        let size = xf.size();
+        let size = x.size();
         let mut pairs = size.clone();
         let d = pairs.pop().expect("rank ≥ 1");
         pairs.extend([d / 2, 2]);
-        let swapped = xf.view(pairs.as_slice()).flip([-1]).view(size.as_slice());
-        (xf * &self.cos + swapped * &self.sin_signed).to_kind(kind)
+        let swapped = x.view(pairs.as_slice()).flip([-1]).view(size.as_slice());
+        // x (compute dtype) · cos (fp32) promotes to fp32; the second product accumulates in place.
+        let mut out = x * &self.cos;
+        let _ = out.addcmul_(&swapped, &self.sin_signed);
+        out.to_kind(kind)
     }
 }
