@@ -16,7 +16,7 @@ use crate::media::{
 };
 use crate::problems::{Problem, ProblemKind};
 use crate::rng::{derive_seed, text_seed};
-use crate::sampling::{plan_frames, ClipTiming, SamplingMode, SamplingNote};
+use crate::sampling::{plan_frames, ClipTiming, FramePlan, SamplingMode, SamplingNote};
 use crate::scan::{find_media, MediaKind, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS};
 use crate::spec::{DatasetSpec, JobContext, SpecError};
 use serde::Serialize;
@@ -148,6 +148,18 @@ pub struct Catalog {
     pub seed: u64,
 }
 
+/// What every file of one dataset shares while its items are made.
+struct DatasetPlan<'a> {
+    spec: &'a DatasetSpec,
+    job: &'a JobContext,
+    folder: &'a Path,
+    trigger: Option<&'a str>,
+    caption_ext: String,
+    /// Index of the dataset's first resolution in [`Catalog::datasets`].
+    first_dataset: usize,
+    flips: Vec<Flip>,
+}
+
 impl Catalog {
     /// Scans, probes and resolves every dataset. Files with problems are reported in
     /// [`Catalog::problems`] and the rest go on; a dataset left without any usable file is an
@@ -206,13 +218,6 @@ impl Catalog {
             probes.insert(path, facts);
         }
 
-        let trigger = spec
-            .trigger_word
-            .as_deref()
-            .or(job.trigger_word.as_deref())
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        let caption_ext = spec.caption_extension();
         let first_dataset = self.datasets.len();
         for &resolution in &spec.resolutions {
             self.datasets.push(ResolvedDataset {
@@ -230,98 +235,29 @@ impl Catalog {
         if spec.flip_y {
             flips.push(Flip { x: false, y: true });
         }
+        let plan = DatasetPlan {
+            spec,
+            job,
+            folder: &folder,
+            trigger: spec
+                .trigger_word
+                .as_deref()
+                .or(job.trigger_word.as_deref())
+                .map(str::trim)
+                .filter(|t| !t.is_empty()),
+            caption_ext: spec.caption_extension(),
+            first_dataset,
+            flips,
+        };
 
         let mut usable_files = 0;
         for (path, kind) in &files {
-            let facts = match probes.get(path) {
-                Some(Ok(facts)) => facts.clone(),
-                Some(Err(err)) => {
-                    problems.push(problem_from_media_error(path, err));
-                    continue;
+            match probes.get(path) {
+                Some(Ok(facts)) if self.add_file(&plan, path, *kind, facts, &mut problems) => {
+                    usable_files += 1;
                 }
-                None => continue,
-            };
-            let raw = read_caption(path, &folder, &caption_ext, spec.default_caption.as_deref());
-            let caption = apply_trigger(&raw.text, trigger, !spec.is_reg);
-            let preservation = job
-                .preservation_class
-                .as_deref()
-                .and_then(|class| preservation_caption(&caption, trigger, class));
-            let mut file_problems = caption_problems(path, &raw);
-            file_problems.extend(source_problems(path, &facts));
-
-            let sampling = sampling_mode(spec, *kind);
-            let start_seed = derive_seed(&[job.seed, text_seed(&path.to_string_lossy())]);
-            let plan = match &facts {
-                SourceFacts::Video(info) => plan_frames(timing(info), sampling, start_seed),
-                SourceFacts::Image(_) => plan_frames(
-                    ClipTiming {
-                        frame_count: 1,
-                        fps: 1.0,
-                        duration_s: 1.0,
-                    },
-                    SamplingMode::Spread { num_frames: 1 },
-                    0,
-                ),
-            };
-            for note in &plan.notes {
-                file_problems.push(Problem {
-                    path: path.clone(),
-                    kind: match note {
-                        SamplingNote::Repeated { .. } => ProblemKind::ShortClip,
-                        SamplingNote::Stretched { .. } => ProblemKind::Stretched,
-                        SamplingNote::SlowSource { .. } => ProblemKind::SlowSource,
-                    },
-                    message: note.to_string(),
-                });
-            }
-
-            let (width, height) = facts.display_size();
-            let mut file_used = false;
-            for (offset, &resolution) in spec.resolutions.iter().enumerate() {
-                let Some(size) = bucket_size(width, height, resolution) else {
-                    continue;
-                };
-                file_used = true;
-                let bucket = BucketKey {
-                    width: size.width,
-                    height: size.height,
-                    frames: plan.indices.len(),
-                };
-                for &flip in &flips {
-                    let id = self.items.len();
-                    self.items.push(DataItem {
-                        id,
-                        dataset: first_dataset + offset,
-                        path: path.clone(),
-                        kind: *kind,
-                        source: facts.clone(),
-                        bucket,
-                        frame_indices: plan.indices.clone(),
-                        sampling,
-                        start_seed,
-                        flip,
-                        caption: caption.clone(),
-                        caption_source: raw.source.clone(),
-                        preservation_caption: preservation.clone(),
-                        caption_dropout_rate: spec.caption_dropout_rate,
-                        network_weight: spec.network_weight,
-                        loss_multiplier: spec.loss_multiplier,
-                        is_reg: spec.is_reg,
-                        num_repeats: spec.num_repeats,
-                        cache_latents: spec.cache_latents,
-                    });
-                }
-            }
-            if file_used {
-                usable_files += 1;
-                problems.extend(file_problems);
-            } else {
-                problems.push(Problem {
-                    path: path.clone(),
-                    kind: ProblemKind::TooSmall,
-                    message: format!("{width}x{height} is smaller than one 16x16 bucket"),
-                });
+                Some(Ok(_)) | None => {}
+                Some(Err(err)) => problems.push(problem_from_media_error(path, err)),
             }
         }
         if usable_files == 0 {
@@ -337,6 +273,100 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// Adds the items of one probed file: its caption, its frames, one bucket per resolution,
+    /// one item per flip. Returns false (and records why) when no bucket fits the file.
+    fn add_file(
+        &mut self,
+        plan: &DatasetPlan<'_>,
+        path: &Path,
+        kind: MediaKind,
+        facts: &SourceFacts,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        let spec = plan.spec;
+        let raw = read_caption(
+            path,
+            plan.folder,
+            &plan.caption_ext,
+            spec.default_caption.as_deref(),
+        );
+        let caption = apply_trigger(&raw.text, plan.trigger, !spec.is_reg);
+        let preservation = plan
+            .job
+            .preservation_class
+            .as_deref()
+            .and_then(|class| preservation_caption(&caption, plan.trigger, class));
+        let mut file_problems = caption_problems(path, &raw);
+        file_problems.extend(source_problems(path, facts));
+
+        let sampling = sampling_mode(spec, kind);
+        let start_seed = derive_seed(&[plan.job.seed, text_seed(&path.to_string_lossy())]);
+        let frames = match facts {
+            SourceFacts::Video(info) => plan_frames(timing(info), sampling, start_seed),
+            SourceFacts::Image(_) => FramePlan {
+                indices: vec![0],
+                notes: Vec::new(),
+            },
+        };
+        file_problems.extend(frames.notes.iter().map(|note| Problem {
+            path: path.to_path_buf(),
+            kind: match note {
+                SamplingNote::Repeated { .. } => ProblemKind::ShortClip,
+                SamplingNote::Stretched { .. } => ProblemKind::Stretched,
+                SamplingNote::SlowSource { .. } => ProblemKind::SlowSource,
+            },
+            message: note.to_string(),
+        }));
+
+        let (width, height) = facts.display_size();
+        let mut used = false;
+        for (offset, &resolution) in spec.resolutions.iter().enumerate() {
+            let Some(size) = bucket_size(width, height, resolution) else {
+                continue;
+            };
+            used = true;
+            let bucket = BucketKey {
+                width: size.width,
+                height: size.height,
+                frames: frames.indices.len(),
+            };
+            for &flip in &plan.flips {
+                let id = self.items.len();
+                self.items.push(DataItem {
+                    id,
+                    dataset: plan.first_dataset + offset,
+                    path: path.to_path_buf(),
+                    kind,
+                    source: facts.clone(),
+                    bucket,
+                    frame_indices: frames.indices.clone(),
+                    sampling,
+                    start_seed,
+                    flip,
+                    caption: caption.clone(),
+                    caption_source: raw.source.clone(),
+                    preservation_caption: preservation.clone(),
+                    caption_dropout_rate: spec.caption_dropout_rate,
+                    network_weight: spec.network_weight,
+                    loss_multiplier: spec.loss_multiplier,
+                    is_reg: spec.is_reg,
+                    num_repeats: spec.num_repeats,
+                    cache_latents: spec.cache_latents,
+                });
+            }
+        }
+        if used {
+            problems.extend(file_problems);
+        } else {
+            problems.push(Problem {
+                path: path.to_path_buf(),
+                kind: ProblemKind::TooSmall,
+                message: format!("{width}x{height} is smaller than one 16x16 bucket"),
+            });
+        }
+        used
     }
 
     /// Items that take part in training (not excluded).

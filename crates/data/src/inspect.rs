@@ -36,6 +36,7 @@ pub struct BucketRow {
 /// One resolved caption.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CaptionRow {
+    pub dataset: usize,
     pub path: PathBuf,
     pub caption: String,
     pub source: CaptionSource,
@@ -112,6 +113,7 @@ pub fn inspect(catalog: &Catalog, captions_shown: usize) -> InspectReport {
             CaptionSource::Missing => caption_sources.missing += 1,
         }
         all_captions.push(CaptionRow {
+            dataset: item.dataset,
             path: item.path.clone(),
             caption: item.caption.clone(),
             source: item.caption_source.clone(),
@@ -220,10 +222,15 @@ impl std::fmt::Display for InspectReport {
             s.own_file, s.folder_default, s.default_caption, s.missing
         )?;
         for c in &self.captions {
+            let folder = self.datasets.get(c.dataset).map(|d| d.folder.as_path());
+            let shown = folder
+                .and_then(|f| c.path.strip_prefix(f).ok())
+                .unwrap_or(&c.path);
             writeln!(
                 out,
-                "  {} ({}): {:?}",
-                c.path.display(),
+                "  [{}] {} ({}): {:?}",
+                c.dataset,
+                shown.display(),
                 source_label(&c.source),
                 c.caption
             )?;

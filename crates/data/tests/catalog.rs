@@ -376,15 +376,9 @@ fn bad_files_are_reported_by_name_and_the_rest_go_on() {
     write(&root.join("empty.mov"), b"");
     write(&root.join("text.mkv"), b"plain text, not matroska");
     solid_image(&root.join("tiny.png"), 8, 8, [0, 0, 0]);
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=red@0.5:s=32x32,format=rgba",
-        "-frames:v",
-        "1",
-        root.join("alpha.png").to_str().unwrap(),
-    ]);
+    image::RgbaImage::from_pixel(32, 32, image::Rgba([255, 0, 0, 128]))
+        .save(root.join("alpha.png"))
+        .unwrap();
     write(&root.join("broken.jpg"), b"\xff\xd8\xff garbage");
     let mut s = spec(root);
     s.num_frames = 5;

@@ -156,15 +156,9 @@ fn images_with_alpha_cmyk_and_16_bits_become_8_bit_rgb() {
     let dir = tempfile::tempdir().unwrap();
     let alpha = dir.path().join("alpha.png");
     // Fully transparent black: composited onto white.
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=black@0.0:s=48x32,format=rgba",
-        "-frames:v",
-        "1",
-        alpha.to_str().unwrap(),
-    ]);
+    image::RgbaImage::from_pixel(48, 32, image::Rgba([0, 0, 0, 0]))
+        .save(&alpha)
+        .unwrap();
     let info = probe_image(&alpha).unwrap();
     assert!(info.notes.alpha && !info.notes.cmyk && !info.notes.high_bit_depth);
     let frames = load_image(

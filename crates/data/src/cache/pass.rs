@@ -261,8 +261,9 @@ fn cache_texts(
     Ok(())
 }
 
-/// An item's latent tensors: read from the cache when the item's dataset caches latents and the
-/// entry exists, else decoded and encoded now (and stored, when the dataset caches latents).
+/// An item's latent tensors (sorted by name): read from the cache when the item's dataset caches latents and the
+/// entry exists, else decoded and encoded now (and stored, when the dataset caches latents). A
+/// damaged entry is logged and replaced.
 pub fn item_latents(
     catalog: &Catalog,
     item: &DataItem,
@@ -274,20 +275,28 @@ pub fn item_latents(
         Some(cache) if item.cache_latents => {
             let content = cache.hashes.hash_file(&item.path)?;
             let key = latent_key(&content, item, &fingerprint);
-            if let Some(tensors) = cache.store.read(EntryKind::Latent, &key)? {
-                return Ok(tensors);
+            match cache.store.read(EntryKind::Latent, &key) {
+                Ok(Some(tensors)) => return Ok(tensors),
+                Ok(None) => {}
+                // A damaged entry (disk trouble, a hand edit) must not stop a training run:
+                // encode again and write a good entry over it.
+                Err(err @ CacheError::Corrupt { .. }) => {
+                    tracing::warn!("{err}; encoding the item again");
+                }
+                Err(err) => return Err(err),
             }
             Some((cache, key, latent_key_text(&content, item, &fingerprint)))
         }
         _ => None,
     };
     let loaded = catalog.load_frames(item)?;
-    let tensors = encoder
+    let mut tensors = encoder
         .encode(&loaded.frames)
         .map_err(|source| CacheError::Encoder {
             what: "latent",
             source,
         })?;
+    tensors.sort_by_name();
     if let Some((cache, key, description)) = cached {
         cache
             .store
@@ -306,8 +315,13 @@ pub fn text_embedding(
     let fingerprint = encoder.fingerprint();
     let key = text_key(text, &fingerprint);
     if let Some(cache) = cache {
-        if let Some(tensors) = cache.store.read(EntryKind::Text, &key)? {
-            return Ok(tensors);
+        match cache.store.read(EntryKind::Text, &key) {
+            Ok(Some(tensors)) => return Ok(tensors),
+            Ok(None) => {}
+            Err(err @ CacheError::Corrupt { .. }) => {
+                tracing::warn!("{err}; encoding the caption again");
+            }
+            Err(err) => return Err(err),
         }
     }
     let mut outputs =
@@ -317,10 +331,11 @@ pub fn text_embedding(
                 what: "text",
                 source,
             })?;
-    let tensors = outputs.pop().ok_or(CacheError::EncoderOutput {
+    let mut tensors = outputs.pop().ok_or(CacheError::EncoderOutput {
         what: "text",
         message: "no result for one caption".into(),
     })?;
+    tensors.sort_by_name();
     if let Some(cache) = cache {
         let description = format!(
             "wanlora text cache v{CACHE_FORMAT_VERSION}; encoder {fingerprint}; caption {text:?}"

@@ -130,6 +130,11 @@ impl NamedTensors {
         Self { tensors }
     }
 
+    /// Orders the tensors by name, the order a cache read returns them in.
+    pub fn sort_by_name(&mut self) {
+        self.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
     pub fn get(&self, name: &str) -> Option<&NamedTensor> {
         self.tensors.iter().find(|t| t.name == name)
     }

@@ -99,6 +99,11 @@ pub(crate) fn short_stderr(stderr: &str) -> String {
             Some((prefix, rest)) if prefix.starts_with('[') => rest,
             _ => line,
         };
+        // "file:/path/clip.mp4: Invalid data…": the path is already in the report.
+        let text = match text.strip_prefix("file:").and_then(|t| t.split_once(": ")) {
+            Some((_, rest)) => rest,
+            None => text,
+        };
         if !lines.contains(&text) {
             lines.push(text);
         }
@@ -141,5 +146,9 @@ mod tests {
             "Invalid NAL unit size (0 > 80).; Error splitting the input into NAL units."
         );
         assert_eq!(super::short_stderr(""), "");
+        assert_eq!(
+            super::short_stderr("file:/a/b.mp4: Invalid data found when processing input\n"),
+            "Invalid data found when processing input"
+        );
     }
 }

@@ -42,6 +42,7 @@ pub fn numbered_clip(
     codec: &[&str],
     extra: &[&str],
 ) {
+    make_parent(path);
     let source = format!(
         "color=c=black:s={width}x{height}:r={fps},format=rgb24,geq={}",
         frame_colour_expr()
@@ -78,6 +79,7 @@ pub const VP9: &[&str] = &[
 
 /// A testsrc2 clip (moving test pattern) of the given size, rate and length.
 pub fn testsrc_clip(path: &Path, width: u32, height: u32, fps: &str, frames: usize) {
+    make_parent(path);
     let source = format!("testsrc2=s={width}x{height}:r={fps}");
     let frames = frames.to_string();
     let mut args = vec!["-f", "lavfi", "-i", &source, "-frames:v", &frames];
@@ -88,18 +90,20 @@ pub fn testsrc_clip(path: &Path, width: u32, height: u32, fps: &str, frames: usi
 
 /// A solid RGB image written by the `image` crate (format from the extension).
 pub fn solid_image(path: &Path, width: u32, height: u32, rgb: [u8; 3]) {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).expect("create test folder");
-    }
+    make_parent(path);
     image::RgbImage::from_pixel(width, height, image::Rgb(rgb))
         .save(path)
         .expect("write test image");
 }
 
-pub fn write(path: &Path, bytes: impl AsRef<[u8]>) {
+fn make_parent(path: &Path) {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).expect("create test folder");
     }
+}
+
+pub fn write(path: &Path, bytes: impl AsRef<[u8]>) {
+    make_parent(path);
     std::fs::write(path, bytes).expect("write test file");
 }
 
