@@ -90,7 +90,7 @@ const JOB_PANELS = [
       { path: `${P}.model.low_vram`, label: 'Low VRAM', type: 'bool',
         help: 'Keep the expert that is not training in host memory instead of on the card. Needed on 24 GB cards.' },
       { path: `${P}.model.layer_offloading`, label: 'Layer offloading', type: 'bool',
-        help: 'Stream transformer layers from host memory during each step: slower, but fits smaller cards.' },
+        help: 'AI Toolkit streams transformer layers from host memory during each step to fit smaller cards.' },
     ],
   },
   {
@@ -349,10 +349,21 @@ function buildJobForm(root, ctx) {
 
   function fieldRow(field, fullPath) {
     const control = input(field, fullPath);
+    // What wanlora does with the key (from the config crate's schema): a refused key can only keep
+    // its neutral value, a no-effect key is accepted for AI Toolkit files but changes nothing.
+    const info = ctx.schema && ctx.schema.get(schemaKey(fullPath));
+    let note = null;
+    if (info && info.support === 'refused') {
+      for (const el of [control, ...control.querySelectorAll('input, select, textarea')]) el.disabled = true;
+      note = h('small', { class: 'note' }, `Not available in wanlora: ${info.doc}`);
+    } else if (info && info.support === 'no_effect') {
+      note = h('small', { class: 'note' }, `No effect in wanlora: ${info.doc}`);
+    }
     const row = h('div', { class: 'field' + (field.wide ? ' wide' : ''), dataset: { path: fullPath } },
       h('label', { for: control.id }, field.label, field.required ? h('span', { class: 'req' }, ' *') : null),
       control,
       h('small', { class: 'help' }, field.help),
+      note,
       h('div', { class: 'findings' }));
     fieldEls.set(fullPath, row);
     return row;

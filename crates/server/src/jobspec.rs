@@ -208,9 +208,48 @@ pub fn check(tree: &Tree, dirs: &DataDirs) -> Vec<Finding> {
     out
 }
 
-/// All findings for a job: the UI's own checks, then the job validator's.
-pub fn validate(tree: &Tree, _yaml: &str, dirs: &DataDirs) -> Vec<Finding> {
-    check(tree, dirs)
+/// `config.process[0].datasets[1].num_frames` (the validator's key) → the form's dotted path
+/// `config.process.0.datasets.1.num_frames`; `(file)` (the document) → "".
+pub fn form_path(key: &str) -> String {
+    if key == "(file)" {
+        return String::new();
+    }
+    key.replace("[]", "").replace('[', ".").replace(']', "")
+}
+
+/// All findings for a job: the UI's own checks, then the job validator's (wanlora-config), each
+/// placed at its form field. Where the UI already reports an error at a field, the validator's
+/// findings for that field are left out (they would say the same thing about the same folder).
+/// `${VAR}` references are not filled from the UI's environment.
+pub fn validate(tree: &Tree, yaml: &str, dirs: &DataDirs) -> Vec<Finding> {
+    let mut out = check(tree, dirs);
+    let source = wanlora_config::SourceInfo {
+        name: "job".into(),
+        format: wanlora_config::Format::Yaml,
+        base_dir: dirs.root.clone(),
+    };
+    let validated = wanlora_config::parse_job_with_env(yaml, &source, &|_| None);
+    for f in validated.findings {
+        let path = form_path(&f.key);
+        let covered = out
+            .iter()
+            .any(|mine| mine.severity == Severity::Error && !path.is_empty() && mine.path == path);
+        if covered {
+            continue;
+        }
+        out.push(Finding {
+            path,
+            severity: match f.severity {
+                wanlora_config::Severity::Error => Severity::Error,
+                wanlora_config::Severity::Warning => Severity::Warning,
+            },
+            message: f.message,
+            hint: f.hint,
+            line: f.line.map(|l| l as u64),
+            column: f.column.map(|c| c as u64),
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -296,6 +335,34 @@ meta: {name: '[name]', version: '1.0'}
         let tree = parse_yaml("job: other\nconfig: {name: ../x}\n").unwrap();
         let paths: Vec<String> = check(&tree, &dirs).into_iter().map(|f| f.path).collect();
         assert_eq!(paths, vec!["job", "config.name", "config.process"]);
+    }
+
+    #[test]
+    fn validator_keys_become_form_paths() {
+        assert_eq!(
+            form_path("config.process[0].datasets[1].num_frames"),
+            "config.process.0.datasets.1.num_frames"
+        );
+        assert_eq!(form_path("(file)"), "");
+    }
+
+    #[test]
+    fn the_job_validator_reports_at_the_field() {
+        let (_d, dirs) = setup();
+        let text = job(
+            &dirs,
+            "clips",
+            &dirs.uploads.join("f.png").display().to_string(),
+        )
+        .replace("lr: 1e-4", "lr: 1e-4, optimizer: sgd_with_magic");
+        let tree = parse_yaml(&text).unwrap();
+        let findings = validate(&tree, &text, &dirs);
+        let optimizer = findings
+            .iter()
+            .find(|f| f.path == "config.process.0.train.optimizer")
+            .unwrap_or_else(|| panic!("{findings:?}"));
+        assert_eq!(optimizer.severity, Severity::Error);
+        assert!(optimizer.line.is_some());
     }
 
     #[test]

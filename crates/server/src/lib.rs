@@ -134,9 +134,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     tokio::spawn(app.supervisor.clone().run(config.poll_interval));
-    tracing::info!(
-        "wanlora UI on http://{addr}/ (data folder {})",
-        config.data_dir.display()
+    let local = listener.local_addr().unwrap_or(addr);
+    println!(
+        "wanlora UI: http://{local}/  (data folder {}; Ctrl+C stops the UI, running jobs go on)",
+        app.state.dirs.root.display()
     );
     axum::serve(listener, app.router)
         .with_graceful_shutdown(async {
@@ -144,6 +145,15 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         })
         .await
         .map_err(ServerError::Serve)
+}
+
+/// [`serve`] on a runtime of its own, for callers without one (the `wanlora ui` command).
+pub fn serve_blocking(config: ServerConfig) -> Result<(), ServerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServerError::Serve)?;
+    runtime.block_on(serve(config))
 }
 
 #[cfg(test)]

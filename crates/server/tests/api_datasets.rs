@@ -291,3 +291,151 @@ async fn yaml_and_form_tree_round_trip_with_findings() {
     let r = h.post("/api/config/render", json!({ "nottree": 1 })).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn presets_load_into_the_form_and_become_valid_once_pointed_at_uploads() {
+    let h = harness().await;
+    let folder = h.dataset("clips").await;
+    let start_frame = h.data.join("uploads/start.png").display().to_string();
+    let presets = h.get("/api/presets").await.json()["presets"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ids: Vec<&str> = presets.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "motion_24gb",
+            "motion_h100",
+            "style_24gb",
+            "style_h100",
+            "character_24gb",
+            "character_h100"
+        ]
+    );
+    for preset in &presets {
+        let parsed = h
+            .post("/api/config/parse", json!({ "yaml": preset["yaml"] }))
+            .await
+            .json();
+        let mut tree = parsed["tree"].clone();
+        assert_eq!(
+            tree["config"]["process"][0]["model"]["arch"], "wan22_14b_i2v",
+            "{}",
+            preset["id"]
+        );
+        // As shipped, the preset's folders are the repository's examples/, not this UI's data.
+        let errors: Vec<String> = parsed["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] == "error")
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            errors.iter().any(|p| p.ends_with("folder_path")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|p| p.ends_with("folder_path") || p.ends_with("ctrl_img")),
+            "{}: {errors:?}",
+            preset["id"]
+        );
+        // What the form does: pick the uploaded dataset and start frame.
+        for ds in tree["config"]["process"][0]["datasets"]
+            .as_array_mut()
+            .unwrap()
+        {
+            ds["folder_path"] = json!(folder);
+        }
+        for s in tree["config"]["process"][0]["sample"]["samples"]
+            .as_array_mut()
+            .unwrap()
+        {
+            s["ctrl_img"] = json!(start_frame);
+        }
+        let rendered = h
+            .post("/api/config/render", json!({ "tree": tree }))
+            .await
+            .json();
+        let errors: Vec<&serde_json::Value> = rendered["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] == "error")
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", preset["id"]);
+        let r = h
+            .post("/api/jobs", json!({ "yaml": rendered["yaml"], "gpu": "0" }))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}: {}",
+            preset["id"],
+            r.error()
+        );
+    }
+}
+
+#[tokio::test]
+async fn schema_lists_keys_with_choices_for_the_form() {
+    let h = harness().await;
+    let keys = h.get("/api/schema").await.json()["keys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let optimizer = keys
+        .iter()
+        .find(|k| k["key"] == "config.process[0].train.optimizer")
+        .expect("optimizer key");
+    assert_eq!(optimizer["kind"], "choice");
+    assert!(optimizer["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "adamw8bit"));
+    assert!(keys
+        .iter()
+        .any(|k| k["key"] == "config.process[0].datasets[].num_frames"));
+}
+
+#[tokio::test]
+async fn inspect_reports_buckets_captions_and_problems() {
+    let h = harness().await;
+    h.post("/api/datasets", json!({ "name": "ins" })).await;
+    let video = real_mp4(h.dir.path());
+    let r = h
+        .upload(
+            "/api/datasets/ins/upload",
+            &[
+                ("turn.mp4", &video),
+                ("turn.txt", b"a cube turns"),
+                ("broken.mp4", MP4),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.error());
+    let r = h
+        .get("/api/datasets/ins/inspect?num_frames=1&resolution=64")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.error());
+    let v = r.json();
+    assert_eq!(v["report"]["datasets"][0]["items"], 1, "{v}");
+    assert_eq!(v["report"]["captions"][0]["caption"], "a cube turns");
+    assert!(
+        v["text"].as_str().unwrap().contains("broken.mp4"),
+        "{}",
+        v["text"]
+    );
+    assert_eq!(
+        h.get("/api/datasets/nope/inspect").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.get("/api/datasets/ins/inspect?num_frames=x").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -481,10 +481,8 @@ async fn jobs_may_only_use_folders_of_the_data_folder() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Start frames must be uploads.
-    let yaml = job_yaml("ctrl", &folder).replace(
-        "- prompt: a cube turns",
-        "- prompt: a cube turns\n            ctrl_img: /etc/passwd",
-    );
+    let start_frame = h.data.join("uploads/start.png").display().to_string();
+    let yaml = job_yaml("ctrl", &folder).replace(&start_frame, "/etc/passwd");
     let r = h
         .post("/api/jobs", json!({ "yaml": yaml, "gpu": "0" }))
         .await;

@@ -1,4 +1,5 @@
-//! The form's YAML round trip and presets: YAML text ⇄ job tree, each with the findings.
+//! The form's YAML round trip (YAML text ⇄ job tree, each with the findings), the presets and the
+//! schema of known keys (for select choices), all from wanlora-config.
 
 use super::AppState;
 use crate::error::ApiResult;
@@ -69,4 +70,14 @@ pub async fn render(
             findings: vec![finding],
         },
     }))
+}
+
+/// The six example jobs (motion, style, character; 24 GB and H100) as YAML.
+pub async fn presets() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "presets": wanlora_config::presets::all() }))
+}
+
+/// Every key the job format knows, with its kind, default, choices and help.
+pub async fn schema() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "keys": wanlora_config::known_keys() }))
 }

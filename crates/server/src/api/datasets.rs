@@ -153,6 +153,51 @@ pub async fn thumbnail(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct InspectQuery {
+    /// Frames per clip, as a job would take them (default 41, the presets' value).
+    num_frames: Option<usize>,
+    /// Training resolution (default 512).
+    resolution: Option<u32>,
+    /// Caption for files without one.
+    default_caption: Option<String>,
+    trigger_word: Option<String>,
+}
+
+/// The `dataset inspect` report (wanlora-data) for a dataset as a job with the given frame count
+/// and resolution would see it: items per bucket, resolved captions, problems.
+pub async fn inspect(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<InspectQuery>,
+) -> ApiResult<Json<Value>> {
+    let dir = datasets::dataset_dir(&state.dirs.datasets, &name)?;
+    let spec = wanlora_data::DatasetSpec {
+        folder_path: dir,
+        num_frames: q.num_frames.unwrap_or(41),
+        resolutions: vec![q.resolution.unwrap_or(512)],
+        default_caption: q.default_caption.filter(|c| !c.is_empty()),
+        ..wanlora_data::DatasetSpec::default()
+    };
+    let job = wanlora_data::JobContext {
+        name: name.clone(),
+        trigger_word: q.trigger_word.filter(|t| !t.is_empty()),
+        seed: 42,
+        batch_size: 1,
+        ..wanlora_data::JobContext::default()
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        wanlora_data::Catalog::load(&[spec], &job).map(|c| wanlora_data::inspect(&c, 50))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    Ok(Json(
+        json!({ "text": report.to_string(), "report": report }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CaptionBody {
     caption: String,
 }

@@ -91,6 +91,8 @@ pub fn router(state: AppState, access: Access) -> Router {
             "/api/settings",
             get(system::get_settings).put(system::put_settings),
         )
+        .route("/api/presets", get(config::presets))
+        .route("/api/schema", get(config::schema))
         .route("/api/config/parse", post(config::parse))
         .route("/api/config/render", post(config::render))
         .route("/api/jobs", get(jobs::list).post(jobs::create))
@@ -113,6 +115,7 @@ pub fn router(state: AppState, access: Access) -> Router {
             "/api/datasets/{name}",
             get(datasets::get_one).delete(datasets::delete),
         )
+        .route("/api/datasets/{name}/inspect", get(datasets::inspect))
         .route(
             "/api/datasets/{name}/files/{file}",
             get(datasets::file).delete(datasets::delete_file),

@@ -181,6 +181,8 @@ impl Harness {
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.error());
+        // The start frame that `job_yaml` names for its sample prompt.
+        std::fs::write(self.data.join("uploads/start.png"), PNG).unwrap();
         self.data.join("datasets").join(name).display().to_string()
     }
 
@@ -209,7 +211,8 @@ impl Harness {
 
 /// The smallest bytes that pass as an MP4 (an ftyp box header).
 pub const MP4: &[u8] = b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2mp41";
-pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+/// A complete 1×1 RGBA PNG.
+pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\0\x01\0\0\x05\0\x01\r\n-\xb4\0\0\0\0IEND\xaeB`\x82";
 
 pub fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "wanloraTestBoundary7MA4YWxkTrZu0gW";
@@ -229,8 +232,14 @@ pub fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-/// A job YAML training on `dataset_folder`.
+/// A job YAML training on `dataset_folder` (`<data>/datasets/<name>`), its sample starting from
+/// `<data>/uploads/start.png`.
 pub fn job_yaml(name: &str, dataset_folder: &str) -> String {
+    let data = Path::new(dataset_folder)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    let start_frame = data.join("uploads/start.png").display().to_string();
     format!(
         "job: extension
 config:
@@ -261,6 +270,7 @@ config:
         fps: 16
         samples:
           - prompt: a cube turns
+            ctrl_img: {start_frame}
 meta: {{name: '[name]', version: '1.0'}}
 "
     )
