@@ -24,6 +24,8 @@ enum Command {
     /// Measurements at the real model sizes with random weights (GPU machine).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Check a job file: print the job as it will run, or every problem with its key, line and fix.
+    Validate(cmd::validate::ValidateArgs),
 }
 
 fn main() {
@@ -47,6 +49,7 @@ fn main() {
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Debug(c) => cmd::debug::run(c),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Validate(args) => cmd::validate::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod debug;
 pub mod doctor;
+pub mod validate;
