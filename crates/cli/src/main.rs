@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Check libtorch, CUDA, the GPU, cuDNN, the attention kernel, ffmpeg and disk space.
     Doctor(cmd::doctor::DoctorArgs),
+    /// Look at a job's datasets before training: buckets, frame counts, captions, problem files.
+    #[command(subcommand)]
+    Dataset(cmd::dataset::DatasetCommand),
     /// Run one model component on tensors from a safetensors file (checks and parity tests).
     #[command(subcommand)]
     Debug(cmd::debug::DebugCommand),
@@ -47,6 +50,7 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Dataset(c) => cmd::dataset::run(c),
         Command::Debug(c) => cmd::debug::run(c),
         Command::Bench(c) => cmd::bench::run(c),
         Command::Validate(args) => cmd::validate::run(args),
