@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Check libtorch, CUDA, the GPU, cuDNN, the attention kernel, ffmpeg and disk space.
     Doctor(cmd::doctor::DoctorArgs),
+    /// The web UI on http://127.0.0.1:8675: jobs and their queue, datasets, live training.
+    Ui(cmd::ui::UiArgs),
     /// Look at a job's datasets before training: buckets, frame counts, captions, problem files.
     #[command(subcommand)]
     Dataset(cmd::dataset::DatasetCommand),
@@ -50,6 +52,7 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Ui(args) => cmd::ui::run(args),
         Command::Dataset(c) => cmd::dataset::run(c),
         Command::Debug(c) => cmd::debug::run(c),
         Command::Bench(c) => cmd::bench::run(c),

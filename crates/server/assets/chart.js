@@ -127,9 +127,17 @@ class LossChart {
       ctx.fillText(String(t), x(t), top + plotH + 6);
     }
 
+    // A series is broken where its steps jump (the other expert trained in between), so no line
+    // pretends to span steps it has no values for.
     const path = (steps, values) => {
+      let gap = Infinity;
+      for (let i = 1; i < steps.length; i++) gap = Math.min(gap, steps[i] - steps[i - 1]);
       ctx.beginPath();
-      steps.forEach((s, i) => (i === 0 ? ctx.moveTo(x(s), y(values[i])) : ctx.lineTo(x(s), y(values[i]))));
+      steps.forEach((s, i) => {
+        const jump = i > 0 && s - steps[i - 1] > 1.5 * gap;
+        if (i === 0 || jump) ctx.moveTo(x(s), y(values[i]));
+        else ctx.lineTo(x(s), y(values[i]));
+      });
       ctx.stroke();
     };
     for (const line of lines) {

@@ -4,4 +4,5 @@ pub mod bench;
 pub mod dataset;
 pub mod debug;
 pub mod doctor;
+pub mod ui;
 pub mod validate;
