@@ -99,6 +99,16 @@ try {
     await page.waitForFunction(() => [...document.querySelectorAll('.media-card img')].every((i) => i.complete && i.naturalWidth > 0), null, { timeout: MINUTE });
   });
 
+  await step('a file of the wrong type is refused, with the reason', async () => {
+    const bogus = path.join(os.tmpdir(), `wanlora-e2e-${process.pid}.sh`);
+    fs.writeFileSync(bogus, '#!/bin/sh\necho nope\n');
+    await page.setInputFiles('#upload-input', bogus);
+    await page.locator('#toast.error', { hasText: 'not accepted' }).waitFor();
+    fs.rmSync(bogus);
+    const cards = await page.locator('.media-card').count();
+    if (cards !== media.length) throw new Error(`${cards} cards after a refused upload`);
+  });
+
   await step('edit a caption inline', async () => {
     const caption = page.locator('.media-card textarea.caption').first();
     const before = await caption.inputValue();
@@ -119,7 +129,17 @@ try {
     if (!/item/.test(text)) throw new Error(`inspect: ${text}`);
   });
 
+  await step('import an AI Toolkit job file into the form', async () => {
+    await page.goto(`${UI}/#/jobs/new`);
+    await page.locator('#preset').waitFor();
+    await page.setInputFiles('#import', DEMO_JOB);
+    await page.waitForFunction((name) => document.querySelector('#f-config-name')?.value === name, demo.tree.config.name);
+    const model = await field(`${P}.model.name_or_path`).inputValue();
+    if (model !== String(dp.model.name_or_path)) throw new Error(`model after import: ${model}`);
+  });
+
   await step('new job from a preset, pointed at the demo model', async () => {
+    await page.goto(`${UI}/#/`);
     await page.goto(`${UI}/#/jobs/new`);
     await page.locator('#preset').waitFor();
     await page.selectOption('#preset', 'motion_24gb');
@@ -228,7 +248,8 @@ try {
   });
 
   await step('no errors in the browser console', async () => {
-    const real = consoleErrors.filter((e) => !/favicon/.test(e));
+    // The refused upload above answers 415 on purpose.
+    const real = consoleErrors.filter((e) => !/favicon|status of 415/.test(e));
     if (real.length) throw new Error(real.join('\n'));
   });
 } catch (e) {

@@ -514,12 +514,23 @@ async function datasetPage(name) {
   const grid = h('div', { class: 'media-grid', id: 'media-grid' });
   const report = h('div', { id: 'inspect' });
 
+  // One request per file: the size limit is per file, and one bad file does not stop the rest.
   async function send(files) {
     if (!files.length) return;
     progress.hidden = false;
-    const res = await guarded(() => upload(`/api/datasets/${enc}/upload`, files, (f) => (progress.value = f)));
+    let saved = 0;
+    const errors = [];
+    for (const [i, file] of files.entries()) {
+      try {
+        const res = await upload(`/api/datasets/${enc}/upload`, [file], (f) => (progress.value = (i + f) / files.length));
+        saved += res.saved.length;
+      } catch (e) {
+        errors.push(e.message);
+      }
+    }
     progress.hidden = true;
-    if (res) toast(`uploaded ${res.saved.length} file(s)`);
+    if (errors.length) toast(`uploaded ${saved} file(s); refused:\n${errors.join('\n')}`, 'error');
+    else toast(`uploaded ${saved} file(s)`);
     await refresh();
   }
   picker.addEventListener('change', () => send([...picker.files]));
