@@ -26,8 +26,11 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/wanlora-e2e.XXXXXX")"
 UI_PID=""
+AUTH_PID=""
 cleanup() {
-  if [ -n "$UI_PID" ] && kill -0 "$UI_PID" 2>/dev/null; then kill -INT "$UI_PID"; wait "$UI_PID" 2>/dev/null || true; fi
+  for pid in "$UI_PID" "$AUTH_PID"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -INT "$pid"; wait "$pid" 2>/dev/null || true; fi
+  done
   # Trainers outlive the UI on purpose; the test's own ones are ended here by their recorded pid.
   for pidfile in "$WORK"/data/output/*/pid; do
     [ -f "$pidfile" ] && kill -INT "$(cat "$pidfile")" 2>/dev/null || true
@@ -89,5 +92,16 @@ done
 [ -n "$UI_URL" ] || { echo "e2e: the UI did not start" >&2; cat "$ARTIFACTS/ui.log" >&2; exit 1; }
 echo "e2e: UI at $UI_URL, data in $WORK/data"
 
-UI_URL="$UI_URL" DEMO_JOB="$DEMO_JOB" DATASET_DIR="$DATASET_DIR" START_FRAME="$START_FRAME" \
+# A second UI with an access token, for the login check (no jobs run on it).
+AUTH_TOKEN="e2e-$(date +%s)-token-$$"
+WANLORA_AUTH="$AUTH_TOKEN" "$WANLORA" ui --port 0 --data "$WORK/data-auth" > "$ARTIFACTS/ui-auth.log" 2>&1 &
+AUTH_PID=$!
+AUTH_URL=""
+for _ in $(seq 1 100); do
+  AUTH_URL="$(sed -n 's|^wanlora UI: \(http://[^/ ]*\)/.*|\1|p' "$ARTIFACTS/ui-auth.log" | head -n 1)"
+  [ -n "$AUTH_URL" ] && break
+  sleep 0.1
+done
+
+UI_URL="$UI_URL" AUTH_URL="$AUTH_URL" AUTH_TOKEN="$AUTH_TOKEN" DEMO_JOB="$DEMO_JOB" DATASET_DIR="$DATASET_DIR" START_FRAME="$START_FRAME" \
   ARTIFACTS="$ARTIFACTS" CHROMIUM="$CHROMIUM" node "$HERE/scenario.mjs"

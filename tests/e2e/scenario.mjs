@@ -247,9 +247,24 @@ try {
     await shot('07-jobs');
   });
 
+  await step('a UI with an access token asks for it and refuses a wrong one', async () => {
+    const AUTH_URL = env('AUTH_URL');
+    const blocked = await fetch(`${AUTH_URL}/api/jobs`);
+    if (blocked.status !== 401) throw new Error(`API without the token: ${blocked.status}`);
+    await page.goto(AUTH_URL);
+    await page.locator('#login[open]').waitFor();
+    await page.fill('#login-token', 'not-the-token');
+    await page.click('#login-form button[type=submit]');
+    await page.locator('#login-error', { hasText: 'not right' }).waitFor();
+    await page.fill('#login-token', env('AUTH_TOKEN'));
+    await page.click('#login-form button[type=submit]');
+    await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+    await page.locator('section.panel', { hasText: 'Disk' }).getByText('free of').waitFor();
+  });
+
   await step('no errors in the browser console', async () => {
-    // The refused upload above answers 415 on purpose.
-    const real = consoleErrors.filter((e) => !/favicon|status of 415/.test(e));
+    // The refused upload (415) and the login check (401) fail on purpose.
+    const real = consoleErrors.filter((e) => !/favicon|status of 415|status of 401/.test(e));
     if (real.length) throw new Error(real.join('\n'));
   });
 } catch (e) {
