@@ -94,6 +94,8 @@ pub struct App {
     pub router: axum::Router,
     pub state: api::AppState,
     pub supervisor: Arc<Supervisor>,
+    /// Setting it to true ends the live event streams (done by [`serve`] on Ctrl+C).
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -110,18 +112,21 @@ impl App {
         );
         supervisor.recover().await?;
         let access = auth::Access::new(config.auth_token.clone(), config.host.is_loopback());
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = api::AppState::new(api::Shared {
             dirs,
             db: database,
             supervisor: supervisor.clone(),
             max_upload_bytes: config.max_upload_bytes,
             poll_interval: config.poll_interval,
+            shutdown: shutdown_rx,
         });
         let router = api::router(state.clone(), access);
         Ok(App {
             router,
             state,
             supervisor,
+            shutdown,
         })
     }
 }
@@ -139,9 +144,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         "wanlora UI: http://{local}/  (data folder {}; Ctrl+C stops the UI, running jobs go on)",
         app.state.dirs.root.display()
     );
+    let shutdown = app.shutdown;
     axum::serve(listener, app.router)
-        .with_graceful_shutdown(async {
+        .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
+            let _ = shutdown.send(true);
         })
         .await
         .map_err(ServerError::Serve)

@@ -631,3 +631,29 @@ async fn job_bodies_are_validated() {
     let r = h.call(Method::POST, "/api/jobs", None).await;
     assert!(r.status.is_client_error());
 }
+
+#[tokio::test]
+async fn event_streams_end_when_the_server_shuts_down() {
+    let h = harness().await;
+    h.dataset("clips").await;
+    let id = create(&h, "shutdown_job", "0", false).await;
+    let req = Request::builder()
+        .uri(format!("/api/jobs/{id}/events"))
+        .header(header::HOST, "127.0.0.1:8675")
+        .body(Body::empty())
+        .unwrap();
+    let mut body = h.app.router.clone().oneshot(req).await.unwrap().into_body();
+    // The first batch arrives, then the stream waits for changes.
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    h.app.shutdown.send(true).unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the event stream stayed open after shutdown");
+}

@@ -109,7 +109,14 @@ pub async fn job_events(
     };
     let batches = stream::unfold(watch, move |mut watch| async move {
         if !watch.first {
-            tokio::time::sleep(interval).await;
+            let mut shutdown = watch.state.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|down| *down) => return None,
+            }
+        }
+        if *watch.state.shutdown.borrow() {
+            return None;
         }
         let events = watch.changes().await?;
         Some((events, watch))

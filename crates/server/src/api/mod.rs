@@ -26,6 +26,9 @@ pub struct Shared {
     pub max_upload_bytes: u64,
     /// How often live views look at a job folder.
     pub poll_interval: Duration,
+    /// Becomes true when the server shuts down, so that event streams end (a graceful shutdown
+    /// waits for open connections, and an event stream would otherwise never close).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(Clone)]
