@@ -260,6 +260,7 @@ async fn edit_clone_and_delete() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.error());
     assert_eq!(r.json()["job"]["total_steps"], 9);
     assert_eq!(r.json()["job"]["gpu"], "1");
+    assert_eq!(r.json()["job"]["state"], "ready");
     // An invalid edit reports its findings.
     let bad = job_yaml("editable", &folder).replace("steps: 4", "steps: 0");
     let r = h
@@ -371,10 +372,16 @@ async fn edit_clone_and_delete() {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri}");
     }
     assert_eq!(h.get("/api/jobs/abc").await.status, StatusCode::BAD_REQUEST);
-    // Deleting a queued job takes it out of the queue.
+    // Save-and-start from the edit form queues the job; deleting a queued job takes it out.
     let queued = create(&h, "queued_delete", "7", false).await;
-    h.post(&format!("/api/jobs/{queued}/start"), json!({}))
+    let r = h
+        .call(
+            Method::PUT,
+            &format!("/api/jobs/{queued}"),
+            Some(json!({ "yaml": job_yaml("queued_delete", &folder), "gpu": "7", "start": true })),
+        )
         .await;
+    assert_eq!(r.json()["job"]["state"], "queued", "{}", r.json());
     let r = h
         .call(
             Method::DELETE,

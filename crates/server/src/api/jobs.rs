@@ -162,10 +162,11 @@ pub async fn update(
         .db
         .call(move |c| db::update_job_config(c, id, &name, &gpu, &yaml, steps))
         .await?;
-    let job = load(&state, id).await?;
-    if body.start {
-        state.supervisor.queue(id).await?;
-    }
+    let job = if body.start {
+        state.supervisor.queue(id).await?
+    } else {
+        load(&state, id).await?
+    };
     Ok(Json(job_view(&state, &job)))
 }
 
