@@ -20,7 +20,8 @@ pub const FAKE_TRAINER: &str = r#"#!/bin/sh
 yaml="$1"
 name=$(sed -n 's/^  name: *//p' "$yaml" | head -n 1)
 total=4; delay=0.1
-case "$name" in *slow*|*stubborn*) total=100000 ;; esac
+# Long enough for the stop tests, short enough not to linger if a test fails midway.
+case "$name" in *slow*|*stubborn*) total=600 ;; esac
 step=0
 [ -f state/step ] && step=$(cat state/step)
 status() {
