@@ -1,8 +1,19 @@
 //! Training and sampling for Wan 2.2 I2V A14B LoRAs.
 
+pub mod checkpoint;
+pub mod demo;
 pub mod ema;
+pub mod encoders;
+mod error;
 pub mod experts;
+pub mod job;
 pub mod loss;
 pub mod optim;
+pub mod output;
 pub mod schedule;
+pub mod sources;
 pub mod timesteps;
+pub mod tiny;
+pub mod trainer;
+
+pub use error::TrainError;

@@ -1,0 +1,69 @@
+//! The trainer's error type: every failure a user can cause says what to do.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] wanlora_models::ModelError),
+    #[error(transparent)]
+    Weights(#[from] wanlora_torch::weights::WeightError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Data(#[from] wanlora_data::DataError),
+    #[error(transparent)]
+    Cache(#[from] wanlora_data::cache::CacheError),
+    #[error(transparent)]
+    Sampler(#[from] wanlora_data::SamplerError),
+    #[error(transparent)]
+    Hub(#[from] wanlora_hub::Error),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Something about the job or the models that stops the run before it starts.
+    #[error("{0}")]
+    Setup(String),
+    /// The GPU ran out of memory; the message lists the settings that lower memory use.
+    #[error("CUDA ran out of memory at step {step}: {detail}\n{advice}")]
+    OutOfMemory {
+        step: u64,
+        detail: String,
+        advice: String,
+    },
+    /// Several steps in a row produced a NaN or infinite loss.
+    #[error("{count} steps in a row gave a non-finite loss (last at step {step}); stopped, the last good checkpoint is kept. Lower the learning rate or check the data.")]
+    Diverged { count: u32, step: u64 },
+}
+
+impl TrainError {
+    pub fn io(path: &Path, source: std::io::Error) -> TrainError {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Turns libtorch's out-of-memory error into one that names the knobs to turn.
+pub fn classify_torch_error(err: TrainError, step: u64) -> TrainError {
+    let text = err.to_string();
+    if text.contains("out of memory") || text.contains("CUDA error: out of memory") {
+        let detail = text.lines().next().unwrap_or_default().to_string();
+        return TrainError::OutOfMemory {
+            step,
+            detail,
+            advice: "Lower memory use with any of: fewer frames (datasets[].num_frames, e.g. 81 → 41), \
+                     smaller buckets (datasets[].resolution, e.g. drop 1024), model.low_vram: true (the idle expert \
+                     waits in host memory), model.quantize: true with qtype: float8 (half the weight memory), \
+                     train.keep_blocks: 0 (recompute every block), train.batch_size: 1."
+                .into(),
+        };
+    }
+    err
+}

@@ -1,0 +1,221 @@
+//! The job folder (docs/JOB-FOLDER.md): status.json, metrics.jsonl, control/ requests, the pid file
+//! and SIGINT — how the trainer talks to the UI and to users.
+
+use serde::Serialize;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::TrainError;
+use wanlora_torch::weights::write_atomic;
+
+/// Set by the SIGINT handler; checked once per step.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Routes SIGINT (Ctrl+C, the UI's stop button) to a flag, so the step in flight finishes, the
+/// checkpoint is saved and the run exits cleanly.
+pub fn install_sigint_handler() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    pub state: &'static str,
+    pub step: u64,
+    pub total_steps: u64,
+    pub expert: Option<&'static str>,
+    pub seconds_per_step: Option<f64>,
+    pub eta_seconds: Option<f64>,
+    pub message: String,
+    pub pid: u32,
+    pub updated: String,
+    pub error: Option<String>,
+}
+
+/// One line of metrics.jsonl.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Metrics {
+    pub step: u64,
+    pub expert: &'static str,
+    pub loss: f64,
+    pub loss_main: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_preservation: Option<f64>,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub timestep: f64,
+    pub seconds: f64,
+    pub time: String,
+}
+
+/// A control request a user or the UI left in `control/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Stop,
+    SaveNow,
+    SampleNow,
+}
+
+impl Control {
+    fn file(self) -> &'static str {
+        match self {
+            Control::Stop => "stop",
+            Control::SaveNow => "save_now",
+            Control::SampleNow => "sample_now",
+        }
+    }
+}
+
+/// UTC time as RFC 3339, without a date crate.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+pub struct JobFolder {
+    pub root: PathBuf,
+}
+
+impl JobFolder {
+    pub fn create(root: &Path) -> Result<JobFolder, TrainError> {
+        for d in [
+            root.to_path_buf(),
+            root.join("control"),
+            root.join("samples"),
+            root.join("state"),
+        ] {
+            std::fs::create_dir_all(&d).map_err(|e| TrainError::io(&d, e))?;
+        }
+        Ok(JobFolder {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    pub fn write_status(&self, status: &Status) -> Result<(), TrainError> {
+        write_atomic(
+            &self.path("status.json"),
+            serde_json::to_string_pretty(status)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    pub fn append_metrics(&self, m: &Metrics) -> Result<(), TrainError> {
+        let p = self.path("metrics.jsonl");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| TrainError::io(&p, e))?;
+        writeln!(f, "{}", serde_json::to_string(m)?).map_err(|e| TrainError::io(&p, e))?;
+        f.flush().map_err(|e| TrainError::io(&p, e))
+    }
+
+    /// Appends a line to log.txt (the UI also redirects the process output there).
+    pub fn log(&self, line: &str) {
+        let p = self.path("log.txt");
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&p) {
+            let _ = writeln!(f, "{} {line}", now_rfc3339());
+        }
+    }
+
+    pub fn write_pid(&self) -> Result<(), TrainError> {
+        write_atomic(&self.path("pid"), std::process::id().to_string().as_bytes())?;
+        Ok(())
+    }
+
+    pub fn remove_pid(&self) {
+        let _ = std::fs::remove_file(self.path("pid"));
+    }
+
+    /// Takes a pending request (deleting its file) if there is one.
+    pub fn take_control(&self, c: Control) -> bool {
+        let p = self.root.join("control").join(c.file());
+        p.exists() && std::fs::remove_file(&p).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        let s = now_rfc3339();
+        assert_eq!(s.len(), 20);
+        assert!(s.starts_with("20") && s.ends_with('Z'));
+    }
+
+    #[test]
+    fn control_requests_are_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = JobFolder::create(dir.path()).unwrap();
+        assert!(!f.take_control(Control::SaveNow));
+        std::fs::write(dir.path().join("control/save_now"), b"").unwrap();
+        assert!(f.take_control(Control::SaveNow));
+        assert!(!f.take_control(Control::SaveNow));
+    }
+
+    #[test]
+    fn metrics_append_one_json_line_per_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = JobFolder::create(dir.path()).unwrap();
+        for step in 1..=2 {
+            f.append_metrics(&Metrics {
+                step,
+                expert: "high_noise",
+                loss: 0.5,
+                loss_main: 0.5,
+                loss_preservation: None,
+                lr: 1e-4,
+                grad_norm: 1.0,
+                timestep: 950.0,
+                seconds: 0.1,
+                time: now_rfc3339(),
+            })
+            .unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["step"], 2);
+        assert!(lines[0].get("loss_preservation").is_none());
+    }
+}
