@@ -16,6 +16,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a tiny random model on a synthetic dataset on the CPU: the whole product in minutes.
+    Demo(cmd::demo::DemoArgs),
+    /// Run a training job (AI Toolkit YAML/JSON); running it again resumes where it stopped.
+    Train(cmd::train::TrainArgs),
     /// Check libtorch, CUDA, the GPU, cuDNN, the attention kernel, ffmpeg and disk space.
     Doctor(cmd::doctor::DoctorArgs),
     /// The web UI on http://127.0.0.1:8675: jobs and their queue, datasets, live training.
@@ -31,6 +35,8 @@ enum Command {
     Bench(cmd::bench::BenchCommand),
     /// Check a job file: print the job as it will run, or every problem with its key, line and fix.
     Validate(cmd::validate::ValidateArgs),
+    /// What a job's model files are, where they come from, what is missing; `models fetch` downloads them.
+    Models(cmd::models::ModelsArgs),
 }
 
 fn main() {
@@ -51,12 +57,15 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Train(args) => cmd::train::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Ui(args) => cmd::ui::run(args),
         Command::Dataset(c) => cmd::dataset::run(c),
         Command::Debug(c) => cmd::debug::run(c),
         Command::Bench(c) => cmd::bench::run(c),
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Models(args) => cmd::models::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::TrainError;
-use wanlora_data::media::{write_jpeg, write_mp4, Frames};
+use wanlora_data::media::{write_mp4, Frames};
 
 /// One synthetic clip: a shape of a colour moving in a direction over black.
 struct Clip {
@@ -128,7 +128,7 @@ config:
         sample_steps: 8
         samples:
           - prompt: zkw a red square slides to the right on a black background
-            ctrl_img: start_frame.jpg
+            ctrl_img: start_frame.png
       logging:
         log_every: 10
 meta:
@@ -161,10 +161,18 @@ pub fn prepare(dir: &Path, steps: u32) -> Result<PathBuf, TrainError> {
         std::fs::write(data.join(format!("clip_{i:02}.txt")), caption)
             .map_err(|e| TrainError::io(&data, e))?;
     }
-    let start = dir.join("start_frame.jpg");
+    let start = dir.join("start_frame.png");
     if !start.exists() {
         let first = render(&clips()[0]);
-        write_jpeg(first.frame(0), &start).map_err(|e| TrainError::Setup(e.to_string()))?;
+        let pixels = first.data[..SIZE * SIZE * 3].to_vec();
+        image::save_buffer(
+            &start,
+            &pixels,
+            SIZE as u32,
+            SIZE as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| TrainError::Setup(format!("{}: {e}", start.display())))?;
     }
     let job = dir.join("job.yaml");
     wanlora_torch::weights::write_atomic(&job, job_yaml(dir, steps).as_bytes())?;

@@ -3,6 +3,9 @@
 pub mod bench;
 pub mod dataset;
 pub mod debug;
+pub mod demo;
 pub mod doctor;
+pub mod models;
+pub mod train;
 pub mod ui;
 pub mod validate;
