@@ -8,9 +8,14 @@
 #include <c10/core/Event.h>
 #include <c10/core/Stream.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
+#include <c10/core/AllocatorConfig.h>
+#include <torch/csrc/autograd/custom_function.h>
 
+#include <cmath>
 #include <cstring>
+#include <sstream>
 #include <string>
+#include <utility>
 
 namespace {
 thread_local std::string last_error;
@@ -153,6 +158,180 @@ int wl_sdp_enable(int flash, int mem_efficient, int math, int cudnn) {
 int wl_set_allow_tf32(int allow) {
   return guarded([&] {
     at::globalContext().setFloat32MatmulPrecision(allow ? "high" : "highest");
+  });
+}
+
+// --- page-locked host memory and the allocator's memory cap ---------------------------------
+
+// A copy of `src` in page-locked (pinned) host memory, from which host-to-device copies run
+// asynchronously. `non_blocking` lets a device-to-host copy run on the current stream without
+// waiting; the caller synchronises before reading the data.
+int wl_to_pinned_host(const at::Tensor* src, int non_blocking, at::Tensor** out) {
+  return guarded([&] {
+    auto dst = at::empty(src->sizes(), src->options().device(at::kCPU).pinned_memory(true));
+    dst.copy_(*src, non_blocking != 0);
+    *out = new at::Tensor(std::move(dst));
+  });
+}
+
+// Caps the CUDA caching allocator of this process at `fraction` of each device's memory (beyond
+// it, allocations fail as out-of-memory). Goes through the device-generic allocator settings,
+// which the CUDA allocator reads when it first initialises a device: call it before any tensor is
+// put on the GPU. Earlier settings (PYTORCH_CUDA_ALLOC_CONF) are kept.
+int wl_set_memory_fraction(double fraction) {
+  return guarded([&] {
+    TORCH_CHECK(fraction > 0.0 && fraction <= 1.0, "the memory fraction must be in (0, 1], got ",
+                fraction);
+    std::ostringstream settings;
+    const auto previous = c10::CachingAllocator::getAllocatorSettings();
+    if (!previous.empty()) settings << previous << ",";
+    settings << "per_process_memory_fraction:" << fraction;
+    c10::CachingAllocator::setAllocatorSettings(settings.str());
+  });
+}
+
+}  // extern "C"
+
+// --- fp8 (float8 e4m3fn) linears --------------------------------------------------------------
+//
+// A frozen weight W [out, in] is stored as e4m3fn codes with one fp32 scale per output channel,
+// W ≈ codes · scale. The fp8 linear quantises its input the same way, one scale per token (row),
+// multiplies the codes with a scaled matmul and returns the compute dtype:
+//
+//   y = (codes_x · s_x) (codes_W · s_W)ᵀ + b
+//
+// Its backward gives only the input gradient, dX = dY · dequant(W), in the compute dtype: the base
+// weights are frozen, so no weight gradient is ever needed.
+namespace {
+
+// The largest finite e4m3fn value: a row's largest magnitude maps onto it.
+constexpr double kE4m3Max = 448.0;
+// Lower bound of a row's largest magnitude, so that an all-zero row gets a finite scale.
+constexpr double kMinAmax = 1e-12;
+
+// Row-wise quantisation along the last dimension: scale = max|x| / 448 (fp32, shape [..., 1]) and
+// codes = round_e4m3(x · (1 / scale)), computed in fp32 and rounded once to the nearest code.
+std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x) {
+  // The largest magnitude of a bf16/f16/f32 row is exact in its own dtype.
+  auto amax = at::linalg_vector_norm(x, INFINITY, at::IntArrayRef{-1}, /*keepdim=*/true)
+                  .to(at::kFloat)
+                  .clamp_min(kMinAmax);
+  auto scale = amax / kE4m3Max;
+  auto codes = at::empty(x.sizes(), x.options().dtype(at::kFloat8_e4m3fn));
+  at::mul_out(codes, x, scale.reciprocal());
+  return {codes, scale};
+}
+
+// codes · scale in `kind`: the codes are exact in bf16/f16/f32, the product is rounded once.
+at::Tensor dequantize(const at::Tensor& codes, const at::Tensor& scale, at::ScalarType kind) {
+  auto w = codes.to(kind);
+  w.mul_(scale);
+  return w;
+}
+
+// (x_codes · x_scale)(w_codes · w_scale)ᵀ + bias for x_codes [M, K], w_codes [N, K], scales
+// [M, 1] and [N, 1], in `kind`.
+at::Tensor scaled_matmul(const at::Tensor& x_codes, const at::Tensor& x_scale,
+                         const at::Tensor& w_codes, const at::Tensor& w_scale,
+                         const at::Tensor& bias, at::ScalarType kind) {
+  if (x_codes.is_cuda()) {
+    // Row-wise scaled GEMM (sm89+): both scales and the bias are applied in its epilogue, which
+    // takes a bias only for 16-bit outputs. Fast accumulation, as torchao uses for forwards.
+    const bool bias_in_epilogue = bias.defined() && kind != at::kFloat;
+    auto y = at::_scaled_mm(x_codes, w_codes.t(), x_scale, w_scale.view({1, -1}),
+                            bias_in_epilogue ? std::optional<at::Tensor>(bias.to(kind))
+                                             : std::nullopt,
+                            std::nullopt, kind, /*use_fast_accum=*/true);
+    if (bias.defined() && !bias_in_epilogue) y.add_(bias);
+    return y;
+  }
+  // libtorch's CPU kernel takes only one scale per matrix: multiply the codes exactly (fp32
+  // accumulation of e4m3 products), then apply the row and column scales.
+  auto one = at::ones({}, x_codes.options().dtype(at::kFloat));
+  auto y = at::_scaled_mm(x_codes, w_codes.t(), one, one, std::nullopt, std::nullopt, at::kFloat,
+                          /*use_fast_accum=*/false);
+  y.mul_(x_scale).mul_(w_scale.view({1, -1}));
+  if (bias.defined()) y.add_(bias);
+  return y.to(kind);
+}
+
+// The fp8 linear on x [..., in] with codes [out, in] and scales [out, 1]: y [..., out] in x's dtype.
+at::Tensor fp8_linear_forward(const at::Tensor& x, const at::Tensor& codes,
+                              const at::Tensor& scale, const at::Tensor& bias) {
+  TORCH_CHECK(codes.scalar_type() == at::kFloat8_e4m3fn, "fp8 linear: codes must be float8_e4m3fn");
+  TORCH_CHECK(x.size(-1) == codes.size(1), "fp8 linear: input has ", x.size(-1),
+              " features, the weight expects ", codes.size(1));
+  auto [x_codes, x_scale] = quantize_rows(x.reshape({-1, x.size(-1)}));
+  auto y = scaled_matmul(x_codes, x_scale, codes, scale, bias, x.scalar_type());
+  auto sizes = x.sizes().vec();
+  sizes.back() = codes.size(0);
+  return y.view(sizes);
+}
+
+// The input gradient of the fp8 linear from the saved (codes, scale): dX = dY · dequant(W).
+at::Tensor fp8_linear_input_grad(torch::autograd::AutogradContext* ctx, const at::Tensor& grad) {
+  auto saved = ctx->get_saved_variables();
+  return grad.matmul(dequantize(saved[0], saved[1], grad.scalar_type()));
+}
+
+// The fp8 linear as an autograd function of x alone. The backward needs only the frozen weight,
+// which the model holds anyway: nothing of the activations is saved. (Autograd functions take no
+// undefined inputs, hence one function with a bias and one without.)
+struct Fp8Linear : public torch::autograd::Function<Fp8Linear> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& codes, const at::Tensor& scale,
+                            const at::Tensor& bias) {
+    ctx->save_for_backward({codes, scale});
+    return fp8_linear_forward(x, codes, scale, bias);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    return {fp8_linear_input_grad(ctx, grad_outputs[0]), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+struct Fp8LinearNoBias : public torch::autograd::Function<Fp8LinearNoBias> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& codes, const at::Tensor& scale) {
+    ctx->save_for_backward({codes, scale});
+    return fp8_linear_forward(x, codes, scale, at::Tensor());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    return {fp8_linear_input_grad(ctx, grad_outputs[0]), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+// Row-wise e4m3 quantisation of `x` along its last dimension (see quantize_rows).
+int wl_fp8_quantize_rows(const at::Tensor* x, at::Tensor** codes, at::Tensor** scale) {
+  return guarded([&] {
+    auto [c, s] = quantize_rows(*x);
+    *codes = new at::Tensor(std::move(c));
+    *scale = new at::Tensor(std::move(s));
+  });
+}
+
+// The fp8 linear; `bias` may be null. With grad mode on and `x` requiring grad, the result carries
+// the custom backward; otherwise it is the scaled matmul alone.
+int wl_fp8_linear(const at::Tensor* x, const at::Tensor* codes, const at::Tensor* scale,
+                  const at::Tensor* bias, at::Tensor** out) {
+  return guarded([&] {
+    at::Tensor y;
+    if (!(at::GradMode::is_enabled() && x->requires_grad())) {
+      y = fp8_linear_forward(*x, *codes, *scale, bias != nullptr ? *bias : at::Tensor());
+    } else if (bias != nullptr) {
+      y = Fp8Linear::apply(*x, *codes, *scale, *bias);
+    } else {
+      y = Fp8LinearNoBias::apply(*x, *codes, *scale);
+    }
+    *out = new at::Tensor(std::move(y));
   });
 }
 

@@ -30,6 +30,24 @@ mod ffi {
         pub fn wl_tensor_record_stream(tensor: *const c_void, device: i64, stream: i64) -> i32;
         pub fn wl_sdp_enable(flash: i32, mem_efficient: i32, math: i32, cudnn: i32) -> i32;
         pub fn wl_set_allow_tf32(allow: i32) -> i32;
+        pub fn wl_to_pinned_host(
+            src: *const c_void,
+            non_blocking: i32,
+            out: *mut *mut c_void,
+        ) -> i32;
+        pub fn wl_set_memory_fraction(fraction: f64) -> i32;
+        pub fn wl_fp8_quantize_rows(
+            x: *const c_void,
+            codes: *mut *mut c_void,
+            scale: *mut *mut c_void,
+        ) -> i32;
+        pub fn wl_fp8_linear(
+            x: *const c_void,
+            codes: *const c_void,
+            scale: *const c_void,
+            bias: *const c_void,
+            out: *mut *mut c_void,
+        ) -> i32;
     }
 }
 
@@ -260,4 +278,75 @@ pub fn sdp_choice(
         false,
     )?;
     Ok(SdpBackend::from_code(code))
+}
+
+/// Takes ownership of a tensor the helper allocated with `new at::Tensor`.
+///
+/// # Safety
+/// `ptr` must come from a helper call that succeeded and must not be used afterwards.
+unsafe fn owned_tensor(ptr: *mut std::ffi::c_void) -> tch::Tensor {
+    tch::Tensor::from_ptr(ptr as *mut torch_sys::C_tensor)
+}
+
+/// A copy of `tensor` in page-locked (pinned) host memory, the source of asynchronous
+/// host-to-device copies. Needs CUDA. With `non_blocking` a device-to-host copy is only queued on
+/// the current stream: synchronise before reading it.
+pub fn to_pinned_host(
+    tensor: &tch::Tensor,
+    non_blocking: bool,
+) -> Result<tch::Tensor, HelperError> {
+    let mut out = std::ptr::null_mut();
+    check("to_pinned_host", unsafe {
+        ffi::wl_to_pinned_host(tensor.as_ptr() as *const _, non_blocking as i32, &mut out)
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor.
+    Ok(unsafe { owned_tensor(out) })
+}
+
+/// Caps this process's CUDA caching allocator at `fraction` (0 < fraction ≤ 1) of each GPU's
+/// memory; allocations beyond it fail as out-of-memory. The CUDA allocator reads the cap when it
+/// first initialises a device, so call this before any tensor is put on the GPU (later calls do
+/// not change a device already in use). Fails without CUDA (the setting is unknown there).
+pub fn set_per_process_memory_fraction(fraction: f64) -> Result<(), HelperError> {
+    check("set_memory_fraction", unsafe {
+        ffi::wl_set_memory_fraction(fraction)
+    })
+}
+
+/// Row-wise float8 e4m3fn quantisation along the last dimension: `(codes, scale)` with
+/// `scale = max|row| / 448` (fp32, shape `[..., 1]`) and `codes = round(x / scale)`, so that
+/// `x ≈ codes · scale` and every row's largest magnitude becomes ±448.
+pub fn fp8_quantize_rows(x: &tch::Tensor) -> Result<(tch::Tensor, tch::Tensor), HelperError> {
+    let (mut codes, mut scale) = (std::ptr::null_mut(), std::ptr::null_mut());
+    check("fp8_quantize_rows", unsafe {
+        ffi::wl_fp8_quantize_rows(x.as_ptr() as *const _, &mut codes, &mut scale)
+    })?;
+    // SAFETY: the call succeeded, so both pointers hold fresh tensors.
+    Ok(unsafe { (owned_tensor(codes), owned_tensor(scale)) })
+}
+
+/// The fp8 linear `y = (x quantised per row) · (codes · scale)ᵀ + bias` in `x`'s dtype, for `x`
+/// `[..., in]`, e4m3fn `codes` `[out, in]` and fp32 `scale` `[out, 1]`. On CUDA one row-wise scaled
+/// GEMM (sm89 or newer); on the CPU libtorch's per-tensor kernel followed by the scales. When grad
+/// mode is on and `x` requires grad, the result backpropagates `dX = dY · (codes · scale)` in the
+/// compute dtype (no gradient for the frozen weight or bias).
+pub fn fp8_linear(
+    x: &tch::Tensor,
+    codes: &tch::Tensor,
+    scale: &tch::Tensor,
+    bias: Option<&tch::Tensor>,
+) -> Result<tch::Tensor, HelperError> {
+    let mut out = std::ptr::null_mut();
+    let bias = bias.map_or(std::ptr::null(), |b| b.as_ptr() as *const std::ffi::c_void);
+    check("fp8_linear", unsafe {
+        ffi::wl_fp8_linear(
+            x.as_ptr() as *const _,
+            codes.as_ptr() as *const _,
+            scale.as_ptr() as *const _,
+            bias,
+            &mut out,
+        )
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor.
+    Ok(unsafe { owned_tensor(out) })
 }

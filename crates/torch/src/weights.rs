@@ -382,6 +382,49 @@ impl WeightSet {
     }
 }
 
+/// A weight kept in its stored float8 e4m3fn form: `codes` with the `scale` that multiplies them
+/// (one fp32 value for the tensor, or one per output channel). ComfyUI's "fp8_scaled" files store
+/// `name` as F8_E4M3 with a `scale_weight` sibling; plain F8_E4M3 files have scale 1.
+#[derive(Debug)]
+pub struct Fp8Stored {
+    pub codes: Tensor,
+    /// fp32, 0-d / `[1]` (per tensor) or `[out]` / `[out, 1]` (per output channel).
+    pub scale: Tensor,
+}
+
+impl WeightSet {
+    /// `name` as stored, when it is float8 e4m3fn: its codes on `device` and the fp32 scale of
+    /// its ComfyUI `scale_weight` sibling (1 when there is none). `None` when the tensor is stored
+    /// in another dtype (callers then [`WeightSet::load`] it).
+    pub fn load_fp8(&self, name: &str, device: Device) -> Result<Option<Fp8Stored>, WeightError> {
+        let full = format!("{}{name}", self.prefix);
+        let Some(&file) = self.by_name.get(&full) else {
+            return Err(WeightError::Missing {
+                name: name.to_string(),
+                source_desc: self.description.clone(),
+            });
+        };
+        let file = &self.files[file];
+        if file.info(&full).map(|i| i.dtype) != Some(Dtype::F8_E4M3) {
+            return Ok(None);
+        }
+        let codes = file.tensor_raw(&full, device)?;
+        let scale_name = full
+            .strip_suffix(".weight")
+            .map(|base| format!("{base}.scale_weight"));
+        let scale = match scale_name
+            .as_deref()
+            .and_then(|s| self.by_name.get(s).map(|&i| (s, i)))
+        {
+            Some((s, i)) => self.files[i]
+                .tensor_raw(s, device)?
+                .f_to_kind(Kind::Float)?,
+            None => Tensor::f_ones([], (Kind::Float, device))?,
+        };
+        Ok(Some(Fp8Stored { codes, scale }))
+    }
+}
+
 /// Where a model's tensors come from: files, random values made in place (benchmarks and the demo),
 /// or tensors already in memory (tests).
 pub trait WeightSource {
@@ -399,6 +442,16 @@ pub trait WeightSource {
     fn names(&self) -> Vec<String>;
     /// A short description for error messages: a path, or "random weights".
     fn describe(&self) -> String;
+    /// `name` in its stored float8 e4m3fn form (codes and scale), when the source holds it so;
+    /// `None` otherwise, and for sources that hold no float8 weights (the default).
+    fn load_fp8(
+        &self,
+        _name: &str,
+        _shape: &[i64],
+        _device: Device,
+    ) -> Result<Option<Fp8Stored>, WeightError> {
+        Ok(None)
+    }
 }
 
 impl WeightSource for WeightSet {
@@ -435,6 +488,22 @@ impl WeightSource for WeightSet {
     }
     fn describe(&self) -> String {
         self.description.clone()
+    }
+    fn load_fp8(
+        &self,
+        name: &str,
+        shape: &[i64],
+        device: Device,
+    ) -> Result<Option<Fp8Stored>, WeightError> {
+        match self.info(name) {
+            Some(info) if info.shape != shape => Err(WeightError::Shape {
+                name: name.to_string(),
+                source_desc: self.description.clone(),
+                found: info.shape.clone(),
+                expected: shape.to_vec(),
+            }),
+            _ => WeightSet::load_fp8(self, name, device),
+        }
     }
 }
 
@@ -572,6 +641,29 @@ impl<'a> Loader<'a> {
                 Tensor::empty([0], (kind, Device::Cpu))
             }
         }
+    }
+
+    /// `name` with `shape` in its stored float8 form, when the source holds it so (see
+    /// [`WeightSource::load_fp8`]); `None` otherwise. A missing or mis-shaped tensor also gives
+    /// `None`: the caller's fallback [`Loader::get`] records that problem.
+    pub fn get_fp8(&self, name: &str, shape: &[i64]) -> Option<Fp8Stored> {
+        match self.source.load_fp8(name, shape, self.device) {
+            Ok(Some(stored)) => {
+                self.used.borrow_mut().push(name.to_string());
+                Some(stored)
+            }
+            Ok(None) | Err(WeightError::Missing { .. } | WeightError::Shape { .. }) => None,
+            Err(e) => {
+                self.fatal.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    /// Records an error that makes the model unusable (e.g. a failed conversion of a loaded
+    /// tensor); [`Loader::finish`] returns the first one recorded.
+    pub fn fail(&self, error: WeightError) {
+        self.fatal.borrow_mut().get_or_insert(error);
     }
 
     /// Names loaded so far.
