@@ -4,6 +4,7 @@
 pub mod conditioning;
 pub mod error;
 pub mod lora;
+pub mod quant;
 pub mod tokenizer;
 pub mod transformer;
 pub mod umt5;

@@ -15,13 +15,17 @@
 //! Precision: the residual stream stays in float32 (transformers keeps `wo` in float32 for the same reason, and
 //! ComfyUI runs T5 with float32 activations); matrix products and attention run in the compute kind, softmax
 //! accumulates in float32 inside SDPA. Output is float32.
+//!
+//! `quantize_te` ([`Umt5Encoder::load_with`]): the matrices and the token embedding are stored as fp8 with one
+//! scale per output channel (per token for the embedding) and dequantised layer by layer (crate::quant).
 
 use crate::error::foreign_model_hint;
+use crate::quant::{load_weight, Fp8Mode, Weight};
 use crate::ModelError;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, TchError, Tensor};
-use wanlora_torch::weights::{Loader, WeightError, WeightSet, WeightSource};
+use wanlora_torch::weights::{Fp8Stored, Loader, WeightError, WeightSet, WeightSource};
 
 /// Text positions Wan's transformer cross-attends to.
 pub const WAN_TEXT_LEN: i64 = 512;
@@ -245,6 +249,14 @@ impl WeightSource for Umt5Weights<'_> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn load_fp8(
+        &self,
+        name: &str,
+        shape: &[i64],
+        device: Device,
+    ) -> Result<Option<Fp8Stored>, WeightError> {
+        self.inner.load_fp8(&self.stored_name(name), shape, device)
+    }
 }
 
 /// Wan's name for an HF encoder parameter (`None` outside the encoder).
@@ -309,20 +321,21 @@ fn umt5_hint(source: &dyn WeightSource) -> Option<String> {
 struct Block {
     attention_norm: Tensor,
     /// q, k and v stacked: `[3·inner, d_model]`.
-    qkv: Tensor,
-    o: Tensor,
+    qkv: Weight,
+    o: Weight,
     /// `[buckets, heads]`.
     position_table: Tensor,
     ffn_norm: Tensor,
     /// wi_0 (GELU branch) and wi_1 (linear branch) stacked: `[2·d_ff, d_model]`.
-    wi: Tensor,
-    wo: Tensor,
+    wi: Weight,
+    wo: Weight,
 }
 
 /// The umT5 encoder on one device in one compute kind.
 pub struct Umt5Encoder {
     config: Umt5Config,
-    embedding: Tensor,
+    /// The token embedding `[vocab, d_model]`.
+    embedding: Weight,
     blocks: Vec<Block>,
     final_norm: Tensor,
     kind: Kind,
@@ -340,6 +353,23 @@ impl Umt5Encoder {
         kind: Kind,
         device: Device,
     ) -> Result<Umt5Encoder, ModelError> {
+        Self::load_with(source, cfg, kind, device, false)
+    }
+
+    /// [`Umt5Encoder::load`], with the matrices and the token embedding stored as fp8 when `fp8` is set
+    /// (`quantize_te`): ComfyUI's fp8_scaled weights are kept as stored, others quantised per output channel.
+    pub fn load_with(
+        source: &dyn WeightSource,
+        cfg: Option<Umt5Config>,
+        kind: Kind,
+        device: Device,
+        fp8: bool,
+    ) -> Result<Umt5Encoder, ModelError> {
+        let mode = if fp8 {
+            Fp8Mode::WeightOnly
+        } else {
+            Fp8Mode::Off
+        };
         let not_an_encoder = |reason: String| ModelError::Config {
             path: PathBuf::from(source.describe()),
             reason,
@@ -361,19 +391,36 @@ impl Umt5Encoder {
         let gelu = config.gelu_approximation().map_err(not_an_encoder)?;
         let (d, inner, ff) = (config.d_model, config.inner_dim(), config.d_ff);
         let l = Loader::new(&named, kind, device);
-        let stack = |tensors: Vec<Tensor>| {
-            if tensors.iter().any(|t| t.numel() == 0) {
-                Tensor::empty([0], (kind, Device::Cpu)) // a reported load problem; never run
+        let stack = |parts: Vec<Weight>| {
+            let placeholder = || Weight::Dense(Tensor::empty([0], (kind, Device::Cpu)));
+            if parts.iter().any(|w| w.size()[0] == 0) {
+                placeholder() // a reported load problem; never run
             } else {
-                Tensor::cat(&tensors, 0)
+                Weight::cat(parts).unwrap_or_else(|e| {
+                    l.fail(WeightError::Torch(e));
+                    placeholder()
+                })
             }
         };
         let blocks = (0..config.num_layers)
             .map(|i| {
                 let p = format!("encoder.block.{i}.layer");
-                let attention =
-                    |m: &str| l.get(&format!("{p}.0.SelfAttention.{m}.weight"), &[inner, d]);
-                let dense = |m: &str| l.get(&format!("{p}.1.DenseReluDense.{m}.weight"), &[ff, d]);
+                let attention = |m: &str| {
+                    load_weight(
+                        &l,
+                        &format!("{p}.0.SelfAttention.{m}.weight"),
+                        [inner, d],
+                        mode,
+                    )
+                };
+                let dense = |m: &str| {
+                    load_weight(
+                        &l,
+                        &format!("{p}.1.DenseReluDense.{m}.weight"),
+                        [ff, d],
+                        mode,
+                    )
+                };
                 Block {
                     attention_norm: l.get_as(
                         &format!("{p}.0.layer_norm.weight"),
@@ -381,18 +428,28 @@ impl Umt5Encoder {
                         Kind::Float,
                     ),
                     qkv: stack(vec![attention("q"), attention("k"), attention("v")]),
-                    o: l.get(&format!("{p}.0.SelfAttention.o.weight"), &[d, inner]),
+                    o: load_weight(
+                        &l,
+                        &format!("{p}.0.SelfAttention.o.weight"),
+                        [d, inner],
+                        mode,
+                    ),
                     position_table: l.get(
                         &format!("{p}.0.SelfAttention.relative_attention_bias.weight"),
                         &[config.relative_attention_num_buckets, config.num_heads],
                     ),
                     ffn_norm: l.get_as(&format!("{p}.1.layer_norm.weight"), &[d], Kind::Float),
                     wi: stack(vec![dense("wi_0"), dense("wi_1")]),
-                    wo: l.get(&format!("{p}.1.DenseReluDense.wo.weight"), &[d, ff]),
+                    wo: load_weight(
+                        &l,
+                        &format!("{p}.1.DenseReluDense.wo.weight"),
+                        [d, ff],
+                        mode,
+                    ),
                 }
             })
             .collect();
-        let embedding = l.get("shared.weight", &[config.vocab_size, d]);
+        let embedding = load_weight(&l, "shared.weight", [config.vocab_size, d], mode);
         let final_norm = l.get_as("encoder.final_layer_norm.weight", &[d], Kind::Float);
         l.finish(umt5_hint)?;
         Ok(Umt5Encoder {
@@ -410,6 +467,16 @@ impl Umt5Encoder {
     /// Loads a transformers `text_encoder/` folder (config.json and sharded weights; the model's root folder
     /// works too) or a single file (ComfyUI's umt5_xxl_fp16 / fp8_e4m3fn_scaled, or Wan's names).
     pub fn from_path(path: &Path, kind: Kind, device: Device) -> Result<Umt5Encoder, ModelError> {
+        Self::from_path_with(path, kind, device, false)
+    }
+
+    /// [`Umt5Encoder::from_path`] with fp8 matrices when `fp8` is set ([`Umt5Encoder::load_with`]).
+    pub fn from_path_with(
+        path: &Path,
+        kind: Kind,
+        device: Device,
+        fp8: bool,
+    ) -> Result<Umt5Encoder, ModelError> {
         let folder = if path.join("text_encoder").is_dir() {
             path.join("text_encoder")
         } else {
@@ -420,7 +487,7 @@ impl Umt5Encoder {
             .then(|| Umt5Config::from_json_file(&config_path))
             .transpose()?;
         let weights = WeightSet::open(&folder)?;
-        Self::load(&weights, config, kind, device)
+        Self::load_with(&weights, config, kind, device, fp8)
     }
 
     pub fn config(&self) -> &Umt5Config {
@@ -496,11 +563,7 @@ impl Umt5Encoder {
         let size = ids.size();
         let (b, l) = (size[0], size[1]);
         let c = &self.config;
-        let mut x = self
-            .embedding
-            .f_index_select(0, &ids.f_reshape([-1])?)?
-            .f_reshape([b, l, c.d_model])?
-            .f_to_kind(Kind::Float)?;
+        let mut x = self.embedding.rows(ids, Kind::Float)?;
         let buckets = relative_position_buckets(
             l,
             c.relative_attention_num_buckets,
@@ -522,7 +585,7 @@ impl Umt5Encoder {
                     c.layer_norm_epsilon,
                 )?
                 .f_to_kind(self.kind)?;
-            let qkv = h.f_linear(&block.qkv, None::<Tensor>)?;
+            let qkv = block.qkv.linear(&h, None)?;
             let heads = |i: i64| -> Result<Tensor, TchError> {
                 qkv.f_narrow(2, i * c.inner_dim(), c.inner_dim())?
                     .f_reshape([b, l, c.num_heads, c.d_kv])?
@@ -547,17 +610,17 @@ impl Umt5Encoder {
             )?;
             let attended = attended
                 .f_transpose(1, 2)?
-                .f_reshape([b, l, c.inner_dim()])?
-                .f_linear(&block.o, None::<Tensor>)?;
+                .f_reshape([b, l, c.inner_dim()])?;
+            let attended = block.o.linear(&attended, None)?;
             let _ = x.f_add_(&attended)?;
             // Gated feed-forward.
             let h = x
                 .f_rms_norm([c.d_model], Some(&block.ffn_norm), c.layer_norm_epsilon)?
                 .f_to_kind(self.kind)?;
-            let both = h.f_linear(&block.wi, None::<Tensor>)?;
+            let both = block.wi.linear(&h, None)?;
             let gate = both.f_narrow(2, 0, c.d_ff)?.f_gelu(self.gelu)?;
             let hidden = gate.f_mul(&both.f_narrow(2, c.d_ff, c.d_ff)?)?;
-            let _ = x.f_add_(&hidden.f_linear(&block.wo, None::<Tensor>)?)?;
+            let _ = x.f_add_(&block.wo.linear(&hidden, None)?)?;
         }
         x.f_rms_norm([c.d_model], Some(&self.final_norm), c.layer_norm_epsilon)
     }

@@ -7,29 +7,61 @@
 //! the modulation, `addcmul` for gated residuals) instead of a chain of fp32 copies: the block is
 //! memory-bound outside its matmuls.
 
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 use super::rope::Rope;
 use super::TransformerConfig;
 use crate::lora::{LoraApply, LoraTarget};
+use crate::quant::{load_weight, Fp8Mode, Weight};
 use wanlora_torch::weights::Loader;
 
-/// A dense layer `y = x Wᵀ + b`.
+/// A function that makes a tensor's copy elsewhere (host or device memory).
+pub type TensorMap<'a> = dyn FnMut(&Tensor) -> Result<Tensor, TchError> + 'a;
+
+/// A dense layer `y = x Wᵀ + b`; the weight in the compute dtype or in fp8 (crate::quant).
 pub struct Linear {
-    pub weight: Tensor,
+    pub weight: Weight,
     pub bias: Tensor,
 }
 
 impl Linear {
+    /// The weight and bias in the loader's kind.
     pub fn load(w: &Loader, name: &str, inp: i64, out: i64) -> Linear {
+        Linear::load_as(w, name, inp, out, Fp8Mode::Off)
+    }
+
+    /// The weight stored as `mode` says ([`load_weight`]); the bias in the loader's kind.
+    pub fn load_as(w: &Loader, name: &str, inp: i64, out: i64, mode: Fp8Mode) -> Linear {
         Linear {
-            weight: w.get(&format!("{name}.weight"), &[out, inp]),
+            weight: load_weight(w, &format!("{name}.weight"), [out, inp], mode),
             bias: w.get(&format!("{name}.bias"), &[out]),
         }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, Some(&self.bias))
+        self.weight
+            .linear(x, Some(&self.bias))
+            .unwrap_or_else(|e| panic!("linear layer: {e}"))
+    }
+
+    /// The same layer with every tensor passed through `f`.
+    pub fn map(&self, f: &mut TensorMap) -> Result<Linear, TchError> {
+        Ok(Linear {
+            weight: self.weight.map(f)?,
+            bias: f(&self.bias)?,
+        })
+    }
+
+    /// Re-stores the weight as `mode` (dequantising to `kind` for [`Fp8Mode::Off`]).
+    pub fn set_mode(&mut self, mode: Fp8Mode, kind: Kind) -> Result<(), TchError> {
+        self.weight = self.weight.to_mode(mode, kind)?;
+        Ok(())
+    }
+
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut t = self.weight.tensors();
+        t.push(&self.bias);
+        t
     }
 }
 
@@ -75,18 +107,44 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn load(w: &Loader, prefix: &str, cfg: &TransformerConfig) -> Attention {
+    fn load(w: &Loader, prefix: &str, cfg: &TransformerConfig, mode: Fp8Mode) -> Attention {
         let d = cfg.dim();
         Attention {
-            q: Linear::load(w, &format!("{prefix}.q"), d, d),
-            k: Linear::load(w, &format!("{prefix}.k"), d, d),
-            v: Linear::load(w, &format!("{prefix}.v"), d, d),
-            o: Linear::load(w, &format!("{prefix}.o"), d, d),
+            q: Linear::load_as(w, &format!("{prefix}.q"), d, d, mode),
+            k: Linear::load_as(w, &format!("{prefix}.k"), d, d, mode),
+            v: Linear::load_as(w, &format!("{prefix}.v"), d, d, mode),
+            o: Linear::load_as(w, &format!("{prefix}.o"), d, d, mode),
             norm_q: w.get(&format!("{prefix}.norm_q.weight"), &[d]),
             norm_k: w.get(&format!("{prefix}.norm_k.weight"), &[d]),
             heads: cfg.num_attention_heads,
             eps: cfg.eps,
         }
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 4] {
+        [&mut self.q, &mut self.k, &mut self.v, &mut self.o]
+    }
+
+    fn map(&self, f: &mut TensorMap) -> Result<Attention, TchError> {
+        Ok(Attention {
+            q: self.q.map(f)?,
+            k: self.k.map(f)?,
+            v: self.v.map(f)?,
+            o: self.o.map(f)?,
+            norm_q: f(&self.norm_q)?,
+            norm_k: f(&self.norm_k)?,
+            heads: self.heads,
+            eps: self.eps,
+        })
+    }
+
+    fn tensors(&self) -> Vec<&Tensor> {
+        let mut t: Vec<&Tensor> = [&self.q, &self.k, &self.v, &self.o]
+            .into_iter()
+            .flat_map(Linear::tensors)
+            .collect();
+        t.extend([&self.norm_q, &self.norm_k]);
+        t
     }
 
     /// `[B, L, H·d]` → `[B, L, H, d]`.
@@ -213,22 +271,82 @@ pub struct WanBlock {
 
 impl WanBlock {
     pub fn load(w: &Loader, index: usize, cfg: &TransformerConfig) -> WanBlock {
+        WanBlock::load_as(w, index, cfg, Fp8Mode::Off)
+    }
+
+    /// The block with its ten linears stored as `mode` says.
+    pub fn load_as(w: &Loader, index: usize, cfg: &TransformerConfig, mode: Fp8Mode) -> WanBlock {
         let p = format!("blocks.{index}");
         let d = cfg.dim();
         WanBlock {
             modulation: w.get_as(&format!("{p}.modulation"), &[1, 6, d], Kind::Float),
-            self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg),
-            cross_attn: Attention::load(w, &format!("{p}.cross_attn"), cfg),
+            self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg, mode),
+            cross_attn: Attention::load(w, &format!("{p}.cross_attn"), cfg, mode),
             norm3: cfg.cross_attn_norm.then(|| {
                 (
                     w.get_as(&format!("{p}.norm3.weight"), &[d], Kind::Float),
                     w.get_as(&format!("{p}.norm3.bias"), &[d], Kind::Float),
                 )
             }),
-            ffn0: Linear::load(w, &format!("{p}.ffn.0"), d, cfg.ffn_dim),
-            ffn2: Linear::load(w, &format!("{p}.ffn.2"), cfg.ffn_dim, d),
+            ffn0: Linear::load_as(w, &format!("{p}.ffn.0"), d, cfg.ffn_dim, mode),
+            ffn2: Linear::load_as(w, &format!("{p}.ffn.2"), cfg.ffn_dim, d, mode),
             eps: cfg.eps,
         }
+    }
+
+    /// The same block with every tensor passed through `f`: its copy in host or device memory.
+    pub fn map_tensors(&self, f: &mut TensorMap) -> Result<WanBlock, TchError> {
+        Ok(WanBlock {
+            modulation: f(&self.modulation)?,
+            self_attn: self.self_attn.map(f)?,
+            cross_attn: self.cross_attn.map(f)?,
+            norm3: match &self.norm3 {
+                Some((w, b)) => Some((f(w)?, f(b)?)),
+                None => None,
+            },
+            ffn0: self.ffn0.map(f)?,
+            ffn2: self.ffn2.map(f)?,
+            eps: self.eps,
+        })
+    }
+
+    /// Every tensor of the block.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut t = vec![&self.modulation];
+        t.extend(self.self_attn.tensors());
+        t.extend(self.cross_attn.tensors());
+        if let Some((w, b)) = &self.norm3 {
+            t.extend([w, b]);
+        }
+        t.extend(self.ffn0.tensors());
+        t.extend(self.ffn2.tensors());
+        t
+    }
+
+    /// Bytes of all the block's tensors.
+    pub fn bytes(&self) -> u64 {
+        self.tensors()
+            .into_iter()
+            .map(crate::quant::tensor_bytes)
+            .sum()
+    }
+
+    /// Re-stores the ten linears as `mode` (dequantising to `kind` for [`Fp8Mode::Off`]).
+    pub fn set_fp8_mode(&mut self, mode: Fp8Mode, kind: Kind) -> Result<(), TchError> {
+        let Self {
+            self_attn,
+            cross_attn,
+            ffn0,
+            ffn2,
+            ..
+        } = self;
+        let mut linears: Vec<&mut Linear> = self_attn.linears_mut().into();
+        linears.extend(cross_attn.linears_mut());
+        linears.extend([ffn0, ffn2]);
+        for linear in linears {
+            linear.set_mode(mode, kind)?;
+        }
+        Ok(())
     }
 
     /// x `[B, N, D]` (compute dtype) → x `[B, N, D]`. `e0` is the block-independent time projection

@@ -2,10 +2,13 @@
 //! (rust-stack.md §1c): the forward runs without a graph and keeps only each block's input; the
 //! backward recomputes one block at a time with a graph and backpropagates the incoming gradient
 //! through it. The last `keep_blocks` blocks keep their graphs from the forward instead.
+//!
+//! Streamed blocks (layer offloading) come from a [`BlockStreamer`] that knows this order: forward
+//! `0..n`, then the recomputed blocks `k-1..0`.
 
 use tch::{Kind, Tensor};
 
-use super::WanTransformer;
+use super::{BlockStreamer, WanTransformer};
 use crate::error::ModelError;
 use crate::lora::LoraApply;
 
@@ -27,9 +30,17 @@ pub fn forward_backward(
     policy: CheckpointPolicy,
     loss_fn: impl FnOnce(&Tensor) -> Result<Tensor, ModelError>,
 ) -> Result<Tensor, ModelError> {
+    if model.is_parked() {
+        return Err(ModelError::Input(
+            "this expert is parked in host memory (low_vram): call load_to(device) before training it"
+                .into(),
+        ));
+    }
     let grid = model.grid(hidden_states)?;
     let n = model.blocks.len();
     let first_kept = n - policy.keep_blocks.min(n);
+    let schedule = (0..n).chain((0..first_kept).rev()).collect();
+    let mut blocks = BlockStreamer::new(model, schedule)?;
 
     // Inputs of the blocks and everything shared by them: no LoRA there, so no graph.
     let (cond, mut x) = tch::no_grad(|| {
@@ -39,18 +50,19 @@ pub fn forward_backward(
         )
     });
     let mut saved = Vec::with_capacity(first_kept);
-    tch::no_grad(|| {
+    tch::no_grad(|| -> Result<(), ModelError> {
         for i in 0..first_kept {
-            let next = model.block(i, &x, &cond, Some(lora));
+            let next = model.block_with(blocks.block(i)?, i, &x, &cond, Some(lora));
             saved.push(std::mem::replace(&mut x, next));
         }
-    });
+        Ok(())
+    })?;
 
     // The kept blocks and the head run with a graph from a leaf at the boundary.
     let boundary = x.detach().set_requires_grad(true);
     let mut y = boundary.shallow_clone();
     for i in first_kept..n {
-        y = model.block(i, &y, &cond, Some(lora));
+        y = model.block_with(blocks.block(i)?, i, &y, &cond, Some(lora));
     }
     let prediction = model.head(&y, &cond);
     drop(y);
@@ -65,7 +77,7 @@ pub fn forward_backward(
     while let Some(input) = saved.pop() {
         let i = saved.len();
         let input = input.set_requires_grad(true);
-        let output = model.block(i, &input, &cond, Some(lora));
+        let output = model.block_with(blocks.block(i)?, i, &input, &cond, Some(lora));
         // d/d(output) of Σ output·grad is exactly `grad`: injects the incoming gradient.
         (output * &grad).sum(Kind::Float).f_backward()?;
         grad = input.grad();

@@ -6,18 +6,117 @@ pub mod checkpoint;
 mod config;
 pub mod naming;
 mod rope;
+pub mod stream;
 
-pub use block::{layer_norm_f32, BlockLora, Linear, WanBlock};
+pub use block::{layer_norm_f32, BlockLora, Linear, TensorMap, WanBlock};
 pub use config::TransformerConfig;
 pub use naming::TransformerWeights;
 pub use rope::{Grid, Rope};
+pub use stream::{BlockOffload, BlockStreamer, StreamStats};
 
+use std::cell::Cell;
+use std::fmt;
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
+use std::time::Instant;
+use tch::{Device, Kind, TchError, Tensor};
 
 use crate::error::ModelError;
 use crate::lora::LoraApply;
+use crate::quant::{check_fp8_matmul, tensor_bytes, Fp8Mode, Weight};
 use wanlora_torch::weights::{Loader, WeightSet, WeightSource};
+
+/// How the expert's weights are stored and where they live (README-quant.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Storage of the ten linears of every block (and how they multiply).
+    pub fp8: Fp8Mode,
+    /// Also store the text embedding and the time projection (≈ 204 M weights of A14B) in fp8.
+    pub fp8_embeddings: bool,
+    /// Blocks streamed from host memory; `None` keeps every block on the device.
+    pub offload: Option<BlockOffload>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            fp8: Fp8Mode::Off,
+            fp8_embeddings: false,
+            offload: None,
+        }
+    }
+}
+
+/// Bytes of an expert's weights by where they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WeightBytes {
+    /// On the compute device (zero while parked).
+    pub device: u64,
+    /// In host memory: streamed blocks, and everything while parked.
+    pub host: u64,
+}
+
+/// One move of an expert between host and device memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TransferReport {
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl fmt::Display for TransferReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gb = self.bytes as f64 / 1e9;
+        write!(
+            f,
+            "{gb:.2} GB in {:.2} s ({:.1} GB/s)",
+            self.seconds,
+            gb / self.seconds.max(1e-9)
+        )
+    }
+}
+
+/// The weights outside the blocks: the embeddings and the head. They stay on the compute device
+/// while the expert is loaded.
+struct OuterWeights {
+    /// Patch embedding as a dense layer on flattened patches `[D, C·pt·ph·pw]` (a stride-equal Conv3d).
+    patch_embedding: Linear,
+    text_embedding: (Linear, Linear),
+    /// Kept in fp32, as diffusers keeps `time_embedder`.
+    time_embedding: (Linear, Linear),
+    time_projection: Linear,
+    /// `[1, 2, D]` fp32: shift and scale of the head.
+    head_modulation: Tensor,
+    head: Linear,
+}
+
+impl OuterWeights {
+    fn map(&self, f: &mut TensorMap) -> Result<OuterWeights, TchError> {
+        Ok(OuterWeights {
+            patch_embedding: self.patch_embedding.map(f)?,
+            text_embedding: (self.text_embedding.0.map(f)?, self.text_embedding.1.map(f)?),
+            time_embedding: (self.time_embedding.0.map(f)?, self.time_embedding.1.map(f)?),
+            time_projection: self.time_projection.map(f)?,
+            head_modulation: f(&self.head_modulation)?,
+            head: self.head.map(f)?,
+        })
+    }
+
+    fn tensors(&self) -> Vec<&Tensor> {
+        let mut t: Vec<&Tensor> = [
+            &self.patch_embedding,
+            &self.text_embedding.0,
+            &self.text_embedding.1,
+            &self.time_embedding.0,
+            &self.time_embedding.1,
+            &self.time_projection,
+            &self.head,
+        ]
+        .into_iter()
+        .flat_map(Linear::tensors)
+        .collect();
+        t.push(&self.head_modulation);
+        t
+    }
+}
 
 /// Everything that does not change from block to block in one forward pass.
 pub struct Conditions {
@@ -35,18 +134,19 @@ pub struct Conditions {
 
 pub struct WanTransformer {
     pub config: TransformerConfig,
-    /// Patch embedding as a dense layer on flattened patches `[D, C·pt·ph·pw]` (a stride-equal Conv3d).
-    patch_embedding: Linear,
-    text_embedding: (Linear, Linear),
-    /// Kept in fp32, as diffusers keeps `time_embedder`.
-    time_embedding: (Linear, Linear),
-    time_projection: Linear,
+    outer: OuterWeights,
+    /// The blocks; streamed ones hold their weights in host memory.
     pub blocks: Vec<WanBlock>,
-    /// `[1, 2, D]` fp32: shift and scale of the head.
-    head_modulation: Tensor,
-    head: Linear,
     kind: Kind,
     device: Device,
+    fp8: Fp8Mode,
+    fp8_embeddings: bool,
+    /// Per block: whether its weights live in host memory and are streamed in.
+    streamed: Vec<bool>,
+    ring_slots: usize,
+    /// Every weight is in host memory ([`WanTransformer::offload`]).
+    parked: bool,
+    last_stream: Cell<Option<StreamStats>>,
 }
 
 impl WanTransformer {
@@ -57,6 +157,19 @@ impl WanTransformer {
         config: Option<TransformerConfig>,
         kind: Kind,
         device: Device,
+    ) -> Result<Self, ModelError> {
+        Self::load_with(source, config, kind, device, &LoadOptions::default())
+    }
+
+    /// [`WanTransformer::load`] with fp8 storage and block streaming as `options` say. Each block
+    /// is built (and quantised) on `device`, then moved to host memory if it is streamed, so
+    /// loading never holds more than one extra block on the device.
+    pub fn load_with(
+        source: &dyn WeightSource,
+        config: Option<TransformerConfig>,
+        kind: Kind,
+        device: Device,
+        options: &LoadOptions,
     ) -> Result<Self, ModelError> {
         let cfg = match config {
             Some(c) => c,
@@ -70,9 +183,27 @@ impl WanTransformer {
                 })?
             }
         };
+        if options.fp8 == Fp8Mode::Matmul {
+            check_fp8_matmul(device, kind).map_err(|reason| {
+                ModelError::Input(format!(
+                    "fp8 matmuls do not run on {device:?} ({reason}); store the weights in fp8 \
+                     without fp8 matmuls (fp8 mode `weights`) instead"
+                ))
+            })?;
+        }
+        let n = cfg.num_layers as usize;
+        let (streamed, ring_slots) = match options.offload {
+            Some(o) => (o.streamed(n), o.ring_slots.max(1)),
+            None => (vec![false; n], 0),
+        };
+        let embedding_mode = if options.fp8_embeddings {
+            options.fp8
+        } else {
+            Fp8Mode::Off
+        };
         let w = Loader::new(source, kind, device);
         let d = cfg.dim();
-        let pw = w.get(
+        let patch_weight = w.get(
             "patch_embedding.weight",
             &[
                 d,
@@ -82,50 +213,72 @@ impl WanTransformer {
                 cfg.patch_size[2],
             ],
         );
-        let patch_embedding = Linear {
-            weight: pw,
-            bias: w.get("patch_embedding.bias", &[d]),
-        };
+        let patch_bias = w.get("patch_embedding.bias", &[d]);
         let f32_linear = |name: &str, inp: i64, out: i64| Linear {
-            weight: w.get_as(&format!("{name}.weight"), &[out, inp], Kind::Float),
+            weight: Weight::Dense(w.get_as(&format!("{name}.weight"), &[out, inp], Kind::Float)),
             bias: w.get_as(&format!("{name}.bias"), &[out], Kind::Float),
         };
         let time_embedding = (
             f32_linear("time_embedding.0", cfg.freq_dim, d),
             f32_linear("time_embedding.2", d, d),
         );
-        let model = WanTransformer {
-            text_embedding: (
-                Linear::load(&w, "text_embedding.0", cfg.text_dim, d),
-                Linear::load(&w, "text_embedding.2", d, d),
-            ),
-            time_embedding,
-            time_projection: Linear::load(&w, "time_projection.1", d, 6 * d),
-            blocks: (0..cfg.num_layers as usize)
-                .map(|i| WanBlock::load(&w, i, &cfg))
-                .collect(),
-            head_modulation: w.get_as("head.modulation", &[1, 2, d], Kind::Float),
-            head: Linear::load(&w, "head.head", d, cfg.patch_out()),
-            patch_embedding,
-            config: cfg,
-            kind,
-            device,
-        };
+        let text_embedding = (
+            Linear::load_as(&w, "text_embedding.0", cfg.text_dim, d, embedding_mode),
+            Linear::load_as(&w, "text_embedding.2", d, d, embedding_mode),
+        );
+        let time_projection = Linear::load_as(&w, "time_projection.1", d, 6 * d, embedding_mode);
+        let mut blocks = Vec::with_capacity(n);
+        for (i, &to_host) in streamed.iter().enumerate() {
+            let block = WanBlock::load_as(&w, i, &cfg, options.fp8);
+            blocks.push(if to_host && device.is_cuda() {
+                stream::to_host(&block, device)?
+            } else {
+                block
+            });
+        }
+        let head_modulation = w.get_as("head.modulation", &[1, 2, d], Kind::Float);
+        let head = Linear::load(&w, "head.head", d, cfg.patch_out());
         w.finish(naming::shape_hint)?;
         // The conv weight is used as a dense layer on flattened patches.
         let patch_embedding = Linear {
-            weight: model.patch_embedding.weight.reshape([d, -1]),
-            bias: model.patch_embedding.bias.shallow_clone(),
+            weight: Weight::Dense(patch_weight.reshape([d, -1])),
+            bias: patch_bias,
         };
         Ok(WanTransformer {
-            patch_embedding,
-            ..model
+            outer: OuterWeights {
+                patch_embedding,
+                text_embedding,
+                time_embedding,
+                time_projection,
+                head_modulation,
+                head,
+            },
+            blocks,
+            config: cfg,
+            kind,
+            device,
+            fp8: options.fp8,
+            fp8_embeddings: options.fp8_embeddings,
+            streamed,
+            ring_slots,
+            parked: false,
+            last_stream: Cell::new(None),
         })
     }
 
     /// Opens a diffusers `transformer/` folder (config.json + shards) or a single original/ComfyUI
     /// file, and loads it.
     pub fn from_path(path: &Path, kind: Kind, device: Device) -> Result<Self, ModelError> {
+        Self::from_path_with(path, kind, device, &LoadOptions::default())
+    }
+
+    /// [`WanTransformer::from_path`] with fp8 storage and block streaming.
+    pub fn from_path_with(
+        path: &Path,
+        kind: Kind,
+        device: Device,
+        options: &LoadOptions,
+    ) -> Result<Self, ModelError> {
         let weights = TransformerWeights::new(WeightSet::open(path)?)?;
         let config_json = path.join("config.json");
         let cfg = if path.is_dir() && config_json.exists() {
@@ -133,15 +286,210 @@ impl WanTransformer {
         } else {
             None
         };
-        Self::load(&weights, cfg, kind, device)
+        Self::load_with(&weights, cfg, kind, device, options)
     }
 
     pub fn kind(&self) -> Kind {
         self.kind
     }
 
+    /// The compute device.
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// How the block linears are stored and multiplied.
+    pub fn fp8_mode(&self) -> Fp8Mode {
+        self.fp8
+    }
+
+    /// Re-stores the block linears (and the fp8 embeddings, if loaded so) as `mode`: quantising
+    /// dense weights, dequantising fp8 ones for [`Fp8Mode::Off`], or switching between weight-only
+    /// and fp8 matmuls. [`Fp8Mode::Matmul`] is refused where fp8 matmuls do not run.
+    pub fn set_fp8_mode(&mut self, mode: Fp8Mode) -> Result<(), ModelError> {
+        self.check_loaded()?;
+        if mode == Fp8Mode::Matmul {
+            check_fp8_matmul(self.device, self.kind).map_err(|reason| {
+                ModelError::Input(format!(
+                    "fp8 matmuls do not run on {:?} ({reason}); use fp8 weights only",
+                    self.device
+                ))
+            })?;
+        }
+        for i in 0..self.blocks.len() {
+            if self.is_streamed(i) && self.device.is_cuda() {
+                // Converted on the device, then back to page-locked host memory.
+                let mut block = self.fetch_block(i)?;
+                block.set_fp8_mode(mode, self.kind)?;
+                self.blocks[i] = stream::to_host(&block, self.device)?;
+            } else {
+                self.blocks[i].set_fp8_mode(mode, self.kind)?;
+            }
+        }
+        if self.fp8_embeddings {
+            let outer = &mut self.outer;
+            for linear in [
+                &mut outer.text_embedding.0,
+                &mut outer.text_embedding.1,
+                &mut outer.time_projection,
+            ] {
+                linear.set_mode(mode, self.kind)?;
+            }
+        }
+        self.fp8 = mode;
+        Ok(())
+    }
+
+    /// Whether block `i`'s weights live in host memory and are streamed in.
+    pub fn is_streamed(&self, i: usize) -> bool {
+        self.streamed.get(i).copied().unwrap_or(false)
+    }
+
+    /// Streamed blocks on the device at once.
+    pub fn ring_slots(&self) -> usize {
+        self.ring_slots
+    }
+
+    /// What the last pass that streamed blocks moved.
+    pub fn stream_stats(&self) -> Option<StreamStats> {
+        self.last_stream.get()
+    }
+
+    pub(crate) fn record_stream_stats(&self, stats: StreamStats) {
+        self.last_stream.set(Some(stats));
+    }
+
+    /// Where the weights are, in bytes.
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let mut bytes = WeightBytes::default();
+        let outer: u64 = self.outer.tensors().into_iter().map(tensor_bytes).sum();
+        *if self.parked {
+            &mut bytes.host
+        } else {
+            &mut bytes.device
+        } += outer;
+        for (i, block) in self.blocks.iter().enumerate() {
+            *if self.parked || self.is_streamed(i) {
+                &mut bytes.host
+            } else {
+                &mut bytes.device
+            } += block.bytes();
+        }
+        bytes
+    }
+
+    /// Whether the expert is parked in host memory ([`WanTransformer::offload`]).
+    pub fn is_parked(&self) -> bool {
+        self.parked
+    }
+
+    fn check_loaded(&self) -> Result<(), ModelError> {
+        if self.parked {
+            Err(ModelError::Input(
+                "this expert is parked in host memory (low_vram): call load_to(device) before using it"
+                    .into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Parks the whole expert in host memory (page-locked on CUDA) so that the other expert can
+    /// use the device (`low_vram`). Streamed blocks are in host memory already and stay as they
+    /// are. The time it took is logged and returned.
+    pub fn offload(&mut self) -> Result<TransferReport, ModelError> {
+        if self.parked {
+            return Ok(TransferReport::default());
+        }
+        let started = Instant::now();
+        let compute = self.device;
+        let mut bytes = 0u64;
+        // Device-to-host copies are queued without waiting, then awaited once.
+        let mut to_host = |t: &Tensor| -> Result<Tensor, TchError> {
+            bytes += tensor_bytes(t);
+            if compute.is_cuda() {
+                wanlora_torch::cuda::to_pinned_host(t, true)
+                    .map_err(|e| TchError::Torch(e.to_string()))
+            } else {
+                t.f_to_device_(Device::Cpu, t.kind(), false, true)
+            }
+        };
+        let outer = self.outer.map(&mut to_host)?;
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            blocks.push(if self.is_streamed(i) {
+                block.map_tensors(&mut |t| Ok(t.shallow_clone()))?
+            } else {
+                block.map_tensors(&mut to_host)?
+            });
+        }
+        synchronize(compute)?;
+        self.outer = outer;
+        self.blocks = blocks;
+        self.parked = true;
+        let report = TransferReport {
+            bytes,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        tracing::info!("expert parked in host memory: {report}");
+        Ok(report)
+    }
+
+    /// Brings a parked expert back onto `device` (which becomes its compute device). The time it
+    /// took is logged and returned.
+    pub fn load_to(&mut self, device: Device) -> Result<TransferReport, ModelError> {
+        if !self.parked {
+            if device == self.device {
+                return Ok(TransferReport::default());
+            }
+            return Err(ModelError::Input(format!(
+                "the expert computes on {:?}; park it with offload() before moving it to {device:?}",
+                self.device
+            )));
+        }
+        let started = Instant::now();
+        let mut bytes = 0u64;
+        // From page-locked memory the host-to-device copies run asynchronously; awaited once.
+        let mut to_device = |t: &Tensor| -> Result<Tensor, TchError> {
+            bytes += tensor_bytes(t);
+            t.f_to_device_(device, t.kind(), true, false)
+        };
+        let outer = self.outer.map(&mut to_device)?;
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            blocks.push(match (self.is_streamed(i), device == self.device) {
+                (true, true) => block.map_tensors(&mut |t| Ok(t.shallow_clone()))?,
+                // Streamed blocks of another device: host memory of the kind that device streams from.
+                (true, false) => stream::to_host(block, device)?,
+                (false, _) => block.map_tensors(&mut to_device)?,
+            });
+        }
+        synchronize(device)?;
+        self.outer = outer;
+        self.blocks = blocks;
+        self.device = device;
+        self.parked = false;
+        let report = TransferReport {
+            bytes,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        tracing::info!("expert loaded onto {device:?}: {report}");
+        Ok(report)
+    }
+
+    /// Block `i`'s weights on the compute device: a copy of a streamed block, or the resident block
+    /// itself (shared tensors).
+    pub fn fetch_block(&self, i: usize) -> Result<WanBlock, ModelError> {
+        self.check_loaded()?;
+        let block = self.blocks.get(i).ok_or_else(|| {
+            ModelError::Input(format!("block {i}: the model has {}", self.blocks.len()))
+        })?;
+        let device = self.device;
+        Ok(if self.is_streamed(i) {
+            block.map_tensors(&mut |t| t.f_to_device_(device, t.kind(), false, true))?
+        } else {
+            block.map_tensors(&mut |t| Ok(t.shallow_clone()))?
+        })
     }
 
     /// The sinusoid of `t` (float, 0…1000) with `freq_dim` channels, `[cos | sin]`, fp32.
@@ -156,13 +504,13 @@ impl WanTransformer {
     /// Time, text and position inputs shared by every block. `timestep` `[B]` in 0…1000, `context`
     /// `[B, L, text_dim]`.
     pub fn conditions(&self, timestep: &Tensor, context: &Tensor, grid: Grid) -> Conditions {
-        let (te0, te2) = &self.time_embedding;
+        let (te0, te2) = &self.outer.time_embedding;
         let s = self.timestep_sinusoid(timestep);
         let temb = te2.forward(&te0.forward(&s).silu()).to_kind(self.kind);
-        let e0 = self.time_projection.forward(&temb.silu());
+        let e0 = self.outer.time_projection.forward(&temb.silu());
         let b = e0.size()[0];
         let e0 = e0.to_kind(Kind::Float).view([b, 6, self.config.dim()]);
-        let (t0, t2) = &self.text_embedding;
+        let (t0, t2) = &self.outer.text_embedding;
         let context = t2.forward(&t0.forward(&context.to_kind(self.kind)).gelu("tanh"));
         let rope = Rope::new(
             grid,
@@ -217,15 +565,16 @@ impl WanTransformer {
             .view([b, c, grid.frames, pt, grid.height, ph, grid.width, pw].as_slice())
             .permute([0, 2, 4, 6, 1, 3, 5, 7])
             .reshape([b, grid.tokens(), c * pt * ph * pw]);
-        self.patch_embedding.forward(&patches)
+        self.outer.patch_embedding.forward(&patches)
     }
 
     /// Modulated head and unpatchify: tokens `[B, N, D]` → velocity `[B, C_out, T, H, W]` (fp32).
     pub fn head(&self, x: &Tensor, cond: &Conditions) -> Tensor {
-        let m = (&self.head_modulation + cond.temb.to_kind(Kind::Float).unsqueeze(1)).chunk(2, 1);
+        let m =
+            (&self.outer.head_modulation + cond.temb.to_kind(Kind::Float).unsqueeze(1)).chunk(2, 1);
         let (shift, scale) = (&m[0], &m[1]);
         let h = (layer_norm_f32(x, self.config.eps) * (scale + 1.0) + shift).to_kind(self.kind);
-        let out = self.head.forward(&h);
+        let out = self.outer.head.forward(&h);
         let b = out.size()[0];
         let g = cond.grid;
         let [pt, ph, pw] = self.config.patch_size;
@@ -236,7 +585,8 @@ impl WanTransformer {
             .to_kind(Kind::Float)
     }
 
-    /// Runs block `i`.
+    /// Runs block `i` (a streamed block is copied to the device for this call; passes over many
+    /// blocks use a [`BlockStreamer`] instead). Panics like a libtorch op if that copy fails.
     pub fn block(
         &self,
         i: usize,
@@ -244,7 +594,26 @@ impl WanTransformer {
         cond: &Conditions,
         lora: Option<&LoraApply>,
     ) -> Tensor {
-        self.blocks[i].forward(
+        if self.is_streamed(i) {
+            let fetched = self
+                .fetch_block(i)
+                .unwrap_or_else(|e| panic!("copying block {i} to the device: {e}"));
+            self.block_with(&fetched, i, x, cond, lora)
+        } else {
+            self.block_with(&self.blocks[i], i, x, cond, lora)
+        }
+    }
+
+    /// Runs block `i` with the given weights (from a [`BlockStreamer`] or [`Self::fetch_block`]).
+    pub fn block_with(
+        &self,
+        weights: &WanBlock,
+        i: usize,
+        x: &Tensor,
+        cond: &Conditions,
+        lora: Option<&LoraApply>,
+    ) -> Tensor {
+        weights.forward(
             x,
             &cond.e0,
             cond.shared_time,
@@ -259,7 +628,8 @@ impl WanTransformer {
 
     /// The whole forward pass: `hidden_states` `[B, 36, T, H, W]`, `timestep` `[B]` (0…1000),
     /// `context` `[B, L, text_dim]` → velocity `[B, 16, T, H, W]` in fp32. Autograd records it when
-    /// grad mode is on (use [`checkpoint`] for training).
+    /// grad mode is on (use [`checkpoint`] for training: with streamed blocks a graph over the whole
+    /// pass keeps every fetched block alive).
     pub fn forward(
         &self,
         hidden_states: &Tensor,
@@ -267,12 +637,23 @@ impl WanTransformer {
         context: &Tensor,
         lora: Option<&LoraApply>,
     ) -> Result<Tensor, ModelError> {
+        self.check_loaded()?;
         let grid = self.grid(hidden_states)?;
         let cond = self.conditions(timestep, context, grid);
         let mut x = self.patchify(hidden_states, grid);
-        for i in 0..self.blocks.len() {
-            x = self.block(i, &x, &cond, lora);
+        let n = self.blocks.len();
+        let mut blocks = BlockStreamer::new(self, (0..n).collect())?;
+        for i in 0..n {
+            x = self.block_with(blocks.block(i)?, i, &x, &cond, lora);
         }
         Ok(self.head(&x, &cond))
     }
+}
+
+/// Waits for the device's queued work (a no-op on the CPU).
+fn synchronize(device: Device) -> Result<(), ModelError> {
+    if let Device::Cuda(i) = device {
+        wanlora_torch::cuda::synchronize(i).map_err(|e| TchError::Torch(e.to_string()))?;
+    }
+    Ok(())
 }

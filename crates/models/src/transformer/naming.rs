@@ -2,7 +2,7 @@
 //! keys use); diffusers folders are read through a renaming view (wan-reference.md §2.1).
 
 use tch::{Device, Kind, Tensor};
-use wanlora_torch::weights::{WeightError, WeightSet, WeightSource};
+use wanlora_torch::weights::{Fp8Stored, WeightError, WeightSet, WeightSource};
 
 /// Prefix pairs, original → diffusers, for names outside the blocks.
 const TOP: &[(&str, &str)] = &[
@@ -186,6 +186,14 @@ impl WeightSource for TransformerWeights {
     }
     fn describe(&self) -> String {
         self.set.description().to_string()
+    }
+    fn load_fp8(
+        &self,
+        name: &str,
+        shape: &[i64],
+        device: Device,
+    ) -> Result<Option<Fp8Stored>, WeightError> {
+        WeightSource::load_fp8(&self.set, &self.stored(name), shape, device)
     }
 }
 

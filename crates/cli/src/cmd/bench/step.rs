@@ -1,12 +1,15 @@
 //! `wanlora bench step`: one expert's LoRA training step at the real A14B shapes with random weights
-//! (never zeros): seconds per step, peak GPU memory, and MFU against the step's FLOPs.
+//! (never zeros): seconds per step, peak GPU memory, and MFU against the step's FLOPs. `--fp8`,
+//! `--offload-blocks` / `--offload-percent` and `--max-memory-gib` measure the memory-saving modes
+//! (crates/models/README-quant.md).
 
 use anyhow::{bail, Result};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
+use wanlora_models::quant::Fp8Mode;
 use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
-use wanlora_models::transformer::{TransformerConfig, WanTransformer};
+use wanlora_models::transformer::{BlockOffload, LoadOptions, TransformerConfig, WanTransformer};
 use wanlora_torch::weights::RandomWeights;
 use wanlora_train::optim::{clip_grad_norm, AdamW, AdamWConfig, FlatParams};
 
@@ -35,6 +38,60 @@ pub struct StepArgs {
     /// cuda or cpu.
     #[arg(long, default_value = "cuda")]
     pub device: String,
+    /// Block linears: off (compute dtype), weights (fp8, dequantised per layer) or matmul (fp8
+    /// matmuls, sm89 or newer).
+    #[arg(long, default_value = "off", value_parser = parse_fp8)]
+    pub fp8: Fp8Mode,
+    /// Also store the text embedding and the time projection in fp8.
+    #[arg(long)]
+    pub fp8_embeddings: bool,
+    /// Blocks streamed from pinned host memory (layer offloading), spread over the depth.
+    #[arg(long, default_value_t = 0, conflicts_with = "offload_percent")]
+    pub offload_blocks: usize,
+    /// Share of the blocks streamed, in percent (layer_offloading_transformer_percent).
+    #[arg(long)]
+    pub offload_percent: Option<f64>,
+    /// Streamed blocks on the GPU at once (the one computing and those fetched ahead).
+    #[arg(long, default_value_t = 2)]
+    pub ring_slots: usize,
+    /// Caps this process's GPU memory (the caching allocator) at G GiB, e.g. 23 to stand for a
+    /// 24 GB card (the CUDA context comes on top).
+    #[arg(long)]
+    pub max_memory_gib: Option<f64>,
+    /// After the timed steps, park the expert in host memory and load it back (low_vram), timing
+    /// both moves.
+    #[arg(long)]
+    pub park: bool,
+}
+
+fn parse_fp8(s: &str) -> Result<Fp8Mode, String> {
+    Fp8Mode::from_name(s).ok_or_else(|| format!("--fp8 {s}: expected off, weights or matmul"))
+}
+
+/// Caps the CUDA caching allocator at `gib` GiB of the first GPU, before anything is allocated.
+fn cap_memory(gib: f64) -> Result<()> {
+    let gpus = wanlora_sysinfo::gpus().map_err(|e| anyhow::anyhow!("--max-memory-gib: {e}"))?;
+    let Some(gpu) = gpus.first() else {
+        bail!("--max-memory-gib: NVML lists no GPU");
+    };
+    let fraction = gib * (1u64 << 30) as f64 / gpu.memory_total_bytes as f64;
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        bail!(
+            "--max-memory-gib {gib}: the GPU has {:.1} GiB; give a positive value up to that",
+            gib_u(gpu.memory_total_bytes)
+        );
+    }
+    wanlora_torch::cuda::set_per_process_memory_fraction(fraction)?;
+    eprintln!(
+        "GPU memory capped at {gib:.1} GiB ({:.3} of {:.1} GiB)",
+        fraction,
+        gib_u(gpu.memory_total_bytes)
+    );
+    Ok(())
+}
+
+fn gib_u(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 /// FLOPs of one LoRA training step (wan-reference.md §9): linears 2× forward, attention 3×, LoRA.
@@ -98,6 +155,12 @@ pub fn run(args: StepArgs) -> Result<()> {
     if args.frames % 4 != 1 || args.height % 16 != 0 || args.width % 16 != 0 {
         bail!("frames must be 4n+1 and height/width multiples of 16");
     }
+    if let Some(gib) = args.max_memory_gib {
+        if !device.is_cuda() {
+            bail!("--max-memory-gib caps GPU memory; it needs --device cuda");
+        }
+        cap_memory(gib)?;
+    }
     let kind = if device.is_cuda() {
         Kind::BFloat16
     } else {
@@ -107,18 +170,58 @@ pub fn run(args: StepArgs) -> Result<()> {
         num_layers: args.layers,
         ..TransformerConfig::wan22_i2v_a14b()
     };
+    let layers = cfg.num_layers as usize;
+    let offload = match args.offload_percent {
+        Some(p) => Some(
+            BlockOffload::from_percent(p, layers, args.ring_slots)
+                .map_err(|e| anyhow::anyhow!("--offload-percent: {e}"))?,
+        ),
+        None if args.offload_blocks > 0 => {
+            if args.offload_blocks > layers {
+                bail!(
+                    "--offload-blocks {}: the model has {layers} blocks",
+                    args.offload_blocks
+                );
+            }
+            Some(BlockOffload {
+                blocks: args.offload_blocks,
+                ring_slots: args.ring_slots,
+            })
+        }
+        None => None,
+    };
+    let options = LoadOptions {
+        fp8: args.fp8,
+        fp8_embeddings: args.fp8_embeddings,
+        offload,
+    };
     let t0 = Instant::now();
-    let model = WanTransformer::load(
+    let mut model = WanTransformer::load_with(
         &RandomWeights { std: 0.02, seed: 1 },
         Some(cfg.clone()),
         kind,
         device,
+        &options,
     )?;
     sync(device);
+    let weights = model.weight_bytes();
+    let streamed = (0..layers).filter(|&i| model.is_streamed(i)).count();
+    let mode = format!(
+        "fp8={}{} offload={streamed}/{layers} ring={}",
+        args.fp8.name(),
+        if args.fp8_embeddings {
+            "+embeddings"
+        } else {
+            ""
+        },
+        if streamed > 0 { model.ring_slots() } else { 0 }
+    );
     eprintln!(
-        "random {}-block expert built on {device:?} in {:.1} s",
+        "random {}-block expert built on {device:?} in {:.1} s ({mode}): weights {:.2} GiB on the device, {:.2} GiB in host memory",
         cfg.num_layers,
-        t0.elapsed().as_secs_f64()
+        t0.elapsed().as_secs_f64(),
+        gib_u(weights.device),
+        gib_u(weights.host)
     );
 
     let lora0 = LoraSet::new_trainable(&cfg, args.rank, args.rank as f64, device);
@@ -170,8 +273,16 @@ pub fn run(args: StepArgs) -> Result<()> {
     };
     let flops = StepFlops::new(&cfg, tokens, 512, args.rank);
     let mfu = flops.step() / (secs * 800e12);
+    let streamed_per_step = match model.stream_stats() {
+        Some(s) => format!(
+            ", streamed {:.2} GB/step in {} copies",
+            s.bytes as f64 / 1e9,
+            s.fetches
+        ),
+        None => String::new(),
+    };
     println!(
-        "wanlora step: frames={} {}x{} tokens={tokens} rank={} keep_blocks={}: {secs:.3} s/step, peak {peak:.1} GiB, MFU {:.1}% ({:.3e} FLOP/step), loss {last:.4}",
+        "wanlora step: frames={} {}x{} tokens={tokens} rank={} keep_blocks={} {mode}: {secs:.3} s/step, peak {peak:.1} GiB, MFU {:.1}% ({:.3e} FLOP/step), loss {last:.4}{streamed_per_step}",
         args.frames,
         args.height,
         args.width,
@@ -182,6 +293,11 @@ pub fn run(args: StepArgs) -> Result<()> {
     );
     if args.breakdown {
         breakdown(&model, &lora, &x, &ctx, device)?;
+    }
+    if args.park {
+        let parked = model.offload()?;
+        let loaded = model.load_to(device)?;
+        println!("wanlora park: to host memory {parked}; back to {device:?} {loaded}");
     }
     Ok(())
 }
@@ -214,7 +330,7 @@ fn breakdown(
         set: lora,
         multiplier: Multiplier::Scalar(1.0),
     };
-    let block = &model.blocks[0];
+    let block = model.fetch_block(0)?;
     let fwd_nograd = time(&mut || {
         tch::no_grad(|| {
             let _ = model.block(0, &h, &cond, Some(&apply));
@@ -225,8 +341,8 @@ fn breakdown(
         let y = model.block(0, &inp, &cond, Some(&apply));
         y.sum(Kind::Float).backward();
     });
-    let lin =
-        |x: &Tensor, l: &wanlora_models::transformer::Linear| x.linear(&l.weight, Some(&l.bias));
+    // Each linear as the model runs it (with its fp8 dequantisation or fp8 matmul).
+    let lin = |x: &Tensor, l: &wanlora_models::transformer::Linear| l.forward(x);
     let linears_fwd = time(&mut || {
         tch::no_grad(|| {
             for l in [
