@@ -9,7 +9,7 @@ use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
 use wanlora_models::quant::Fp8Mode;
 use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
 use wanlora_models::transformer::{
-    BlockOffload, BlockStreamer, LoadOptions, TransformerConfig, WanTransformer,
+    BlockOffload, BlockStreamer, HostArena, LoadOptions, TransformerConfig, WanTransformer,
 };
 use wanlora_torch::weights::RandomWeights;
 
@@ -326,4 +326,48 @@ fn offload_and_load_round_trip() {
         let after = tch::no_grad(|| m.forward(&x, &t, &c, None)).unwrap();
         assert_eq!(max_abs_diff(&after, &before), 0.0);
     }
+}
+
+/// Host copies share chunks (libtorch's pinned allocator would round each tensor up to a power of
+/// two): small tensors are packed into one chunk at aligned offsets, a larger one gets its own.
+#[test]
+fn host_arena_packs_tensors_into_shared_chunks() {
+    single_threaded();
+    let mut arena = HostArena::with_chunk_bytes(Device::Cpu, 4096);
+    let originals = [
+        Tensor::randn([10, 10], (Kind::Float, Device::Cpu)),
+        Tensor::randn([33], (Kind::Float, Device::Cpu)).to_kind(Kind::Float8e4m3fn),
+        Tensor::randn([7], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16),
+        Tensor::from(2.5f32),
+        Tensor::from_slice(&[3i64, -1, 7]),
+        Tensor::randn([2000], (Kind::Float, Device::Cpu)),
+    ];
+    let copies: Vec<Tensor> = originals
+        .iter()
+        .map(|t| arena.copy(t, false).unwrap())
+        .collect();
+    assert_eq!(
+        arena.chunks(),
+        2,
+        "five small tensors in one chunk, the 8000-byte one alone"
+    );
+    assert_eq!(arena.reserved_bytes(), 4096 + 8000);
+    let base = copies[0].data_ptr() as usize;
+    for (original, copy) in originals.iter().zip(&copies) {
+        assert_eq!(
+            (copy.kind(), copy.size()),
+            (original.kind(), original.size())
+        );
+        let bytes = |t: &Tensor| t.reshape([-1]).view_dtype(Kind::Uint8);
+        assert!(bytes(copy).equal(&bytes(original)), "bytes differ");
+        assert_ne!(copy.data_ptr(), original.data_ptr());
+    }
+    for copy in &copies[1..5] {
+        let offset = copy.data_ptr() as usize - base;
+        assert!(offset < 4096 && offset.is_multiple_of(256), "offset {offset}");
+    }
+    // The copies own their memory: changing an original leaves them as they were.
+    let before = copies[0].copy();
+    let _ = originals[0].shallow_clone().fill_(0.0);
+    assert!(copies[0].equal(&before));
 }

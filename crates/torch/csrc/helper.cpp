@@ -163,15 +163,17 @@ int wl_set_allow_tf32(int allow) {
 
 // --- page-locked host memory and the allocator's memory cap ---------------------------------
 
-// A copy of `src` in page-locked (pinned) host memory, from which host-to-device copies run
-// asynchronously. `non_blocking` lets a device-to-host copy run on the current stream without
-// waiting; the caller synchronises before reading the data.
-int wl_to_pinned_host(const at::Tensor* src, int non_blocking, at::Tensor** out) {
+// `bytes` bytes (uint8) of uninitialised page-locked host memory.
+int wl_empty_pinned(int64_t bytes, at::Tensor** out) {
   return guarded([&] {
-    auto dst = at::empty(src->sizes(), src->options().device(at::kCPU).pinned_memory(true));
-    dst.copy_(*src, non_blocking != 0);
-    *out = new at::Tensor(std::move(dst));
+    *out = new at::Tensor(
+        at::empty({bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true)));
   });
+}
+
+// dst.copy_(src, non_blocking): tch binds copy_ only as a blocking copy.
+int wl_copy(at::Tensor* dst, const at::Tensor* src, int non_blocking) {
+  return guarded([&] { dst->copy_(*src, non_blocking != 0); });
 }
 
 // Caps the CUDA caching allocator of this process at `fraction` of each device's memory (beyond

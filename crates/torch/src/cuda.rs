@@ -30,11 +30,8 @@ mod ffi {
         pub fn wl_tensor_record_stream(tensor: *const c_void, device: i64, stream: i64) -> i32;
         pub fn wl_sdp_enable(flash: i32, mem_efficient: i32, math: i32, cudnn: i32) -> i32;
         pub fn wl_set_allow_tf32(allow: i32) -> i32;
-        pub fn wl_to_pinned_host(
-            src: *const c_void,
-            non_blocking: i32,
-            out: *mut *mut c_void,
-        ) -> i32;
+        pub fn wl_empty_pinned(bytes: i64, out: *mut *mut c_void) -> i32;
+        pub fn wl_copy(dst: *mut c_void, src: *const c_void, non_blocking: i32) -> i32;
         pub fn wl_set_memory_fraction(fraction: f64) -> i32;
         pub fn wl_fp8_quantize_rows(
             x: *const c_void,
@@ -288,19 +285,32 @@ unsafe fn owned_tensor(ptr: *mut std::ffi::c_void) -> tch::Tensor {
     tch::Tensor::from_ptr(ptr as *mut torch_sys::C_tensor)
 }
 
-/// A copy of `tensor` in page-locked (pinned) host memory, the source of asynchronous
-/// host-to-device copies. Needs CUDA. With `non_blocking` a device-to-host copy is only queued on
-/// the current stream: synchronise before reading it.
-pub fn to_pinned_host(
-    tensor: &tch::Tensor,
-    non_blocking: bool,
-) -> Result<tch::Tensor, HelperError> {
+/// `bytes` bytes (uint8) of uninitialised page-locked host memory. Needs CUDA. libtorch's pinned
+/// allocator rounds every request up to a power of two: callers that hold many tensors pack them
+/// into buffers of a power-of-two size.
+pub fn empty_pinned(bytes: i64) -> Result<tch::Tensor, HelperError> {
     let mut out = std::ptr::null_mut();
-    check("to_pinned_host", unsafe {
-        ffi::wl_to_pinned_host(tensor.as_ptr() as *const _, non_blocking as i32, &mut out)
+    check("empty_pinned", unsafe {
+        ffi::wl_empty_pinned(bytes, &mut out)
     })?;
     // SAFETY: the call succeeded, so `out` holds a fresh tensor.
     Ok(unsafe { owned_tensor(out) })
+}
+
+/// `dst.copy_(src)`, queued on the current stream without waiting when `non_blocking` (between
+/// pinned host memory and a GPU); synchronise before reading a device-to-host result.
+pub fn copy_into(
+    dst: &mut tch::Tensor,
+    src: &tch::Tensor,
+    non_blocking: bool,
+) -> Result<(), HelperError> {
+    check("copy", unsafe {
+        ffi::wl_copy(
+            dst.as_mut_ptr() as *mut _,
+            src.as_ptr() as *const _,
+            non_blocking as i32,
+        )
+    })
 }
 
 /// Caps this process's CUDA caching allocator at `fraction` (0 < fraction ≤ 1) of each GPU's

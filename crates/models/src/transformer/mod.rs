@@ -12,7 +12,7 @@ pub use block::{layer_norm_f32, BlockLora, Linear, TensorMap, WanBlock};
 pub use config::TransformerConfig;
 pub use naming::TransformerWeights;
 pub use rope::{Grid, Rope};
-pub use stream::{BlockOffload, BlockStreamer, StreamStats};
+pub use stream::{BlockOffload, BlockStreamer, HostArena, StreamStats};
 
 use std::cell::Cell;
 use std::fmt;
@@ -228,10 +228,13 @@ impl WanTransformer {
         );
         let time_projection = Linear::load_as(&w, "time_projection.1", d, 6 * d, embedding_mode);
         let mut blocks = Vec::with_capacity(n);
+        let mut host = HostArena::new(device);
         for (i, &to_host) in streamed.iter().enumerate() {
             let block = WanBlock::load_as(&w, i, &cfg, options.fp8);
-            blocks.push(if to_host && device.is_cuda() {
-                stream::to_host(&block, device)?
+            // A block that failed to load holds placeholders; the loader reports it below.
+            let complete = block.tensors().iter().all(|t| t.numel() > 0);
+            blocks.push(if to_host && complete {
+                stream::to_host(&block, &mut host)?
             } else {
                 block
             });
@@ -316,12 +319,13 @@ impl WanTransformer {
                 ))
             })?;
         }
+        let mut host = HostArena::new(self.device);
         for i in 0..self.blocks.len() {
-            if self.is_streamed(i) && self.device.is_cuda() {
-                // Converted on the device, then back to page-locked host memory.
+            if self.is_streamed(i) {
+                // Converted on the device, then back to (page-locked) host memory.
                 let mut block = self.fetch_block(i)?;
                 block.set_fp8_mode(mode, self.kind)?;
-                self.blocks[i] = stream::to_host(&block, self.device)?;
+                self.blocks[i] = stream::to_host(&block, &mut host)?;
             } else {
                 self.blocks[i].set_fp8_mode(mode, self.kind)?;
             }
@@ -404,15 +408,11 @@ impl WanTransformer {
         let started = Instant::now();
         let compute = self.device;
         let mut bytes = 0u64;
+        let mut host = HostArena::new(compute);
         // Device-to-host copies are queued without waiting, then awaited once.
         let mut to_host = |t: &Tensor| -> Result<Tensor, TchError> {
             bytes += tensor_bytes(t);
-            if compute.is_cuda() {
-                wanlora_torch::cuda::to_pinned_host(t, true)
-                    .map_err(|e| TchError::Torch(e.to_string()))
-            } else {
-                t.f_to_device_(Device::Cpu, t.kind(), false, true)
-            }
+            host.copy(t, compute.is_cuda())
         };
         let outer = self.outer.map(&mut to_host)?;
         let mut blocks = Vec::with_capacity(self.blocks.len());
@@ -449,6 +449,7 @@ impl WanTransformer {
         }
         let started = Instant::now();
         let mut bytes = 0u64;
+        let mut host = HostArena::new(device);
         // From page-locked memory the host-to-device copies run asynchronously; awaited once.
         let mut to_device = |t: &Tensor| -> Result<Tensor, TchError> {
             bytes += tensor_bytes(t);
@@ -460,7 +461,7 @@ impl WanTransformer {
             blocks.push(match (self.is_streamed(i), device == self.device) {
                 (true, true) => block.map_tensors(&mut |t| Ok(t.shallow_clone()))?,
                 // Streamed blocks of another device: host memory of the kind that device streams from.
-                (true, false) => stream::to_host(block, device)?,
+                (true, false) => stream::to_host(block, &mut host)?,
                 (false, _) => block.map_tensors(&mut to_device)?,
             });
         }

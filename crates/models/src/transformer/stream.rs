@@ -312,19 +312,93 @@ impl Drop for BlockStreamer<'_> {
     }
 }
 
-/// Copies of `block` in host memory: page-locked when the model computes on CUDA (so that the
-/// copies to the device run asynchronously), plain copies on the CPU.
-pub(crate) fn to_host(block: &WanBlock, compute: Device) -> Result<WanBlock, ModelError> {
-    Ok(block.map_tensors(&mut |t| host_copy(t, compute))?)
+/// Host memory for many tensors, carved out of chunks of one power-of-two size: page-locked when
+/// the model computes on CUDA (so that copies to the device run asynchronously), plain memory on the
+/// CPU. libtorch's pinned allocator rounds every allocation up to a power of two — a 70.8 MB fp8 FFN
+/// weight would take 128 MiB, a streamed A14B expert 21 GB instead of 14 — so tensors share chunks.
+/// Each tensor is a view of its chunk, which lives as long as any of its tensors.
+pub struct HostArena {
+    compute: Device,
+    chunk_bytes: i64,
+    chunks: Vec<Chunk>,
 }
 
-/// One tensor's host copy (see [`to_host`]).
-pub(crate) fn host_copy(t: &Tensor, compute: Device) -> Result<Tensor, TchError> {
-    if compute.is_cuda() {
-        wanlora_torch::cuda::to_pinned_host(t, false).map_err(|e| TchError::Torch(e.to_string()))
-    } else {
-        t.f_to_device_(Device::Cpu, t.kind(), false, true)
+struct Chunk {
+    bytes: Tensor,
+    used: i64,
+}
+
+/// Tensors start at multiples of this many bytes within a chunk.
+const ALIGNMENT: i64 = 256;
+
+impl HostArena {
+    /// 512 MiB chunks: every tensor of the A14B transformer fits in one.
+    pub const CHUNK_BYTES: i64 = 512 << 20;
+
+    pub fn new(compute: Device) -> HostArena {
+        HostArena::with_chunk_bytes(compute, Self::CHUNK_BYTES)
     }
+
+    pub fn with_chunk_bytes(compute: Device, chunk_bytes: i64) -> HostArena {
+        HostArena {
+            compute,
+            chunk_bytes,
+            chunks: Vec::new(),
+        }
+    }
+
+    /// A copy of `t` in the arena. With `non_blocking` a device-to-host copy is only queued on the
+    /// current stream: synchronise before reading it.
+    pub fn copy(&mut self, t: &Tensor, non_blocking: bool) -> Result<Tensor, TchError> {
+        let kind = t.kind();
+        let bytes = (t.numel() * kind.elt_size_in_bytes()) as i64;
+        let chunk = match self
+            .chunks
+            .iter()
+            .position(|c| c.bytes.numel() as i64 - c.used >= bytes)
+        {
+            Some(k) => k,
+            None => {
+                let size = bytes.max(self.chunk_bytes);
+                let memory = if self.compute.is_cuda() {
+                    wanlora_torch::cuda::empty_pinned(size)
+                        .map_err(|e| TchError::Torch(e.to_string()))?
+                } else {
+                    Tensor::f_empty([size], (tch::Kind::Uint8, Device::Cpu))?
+                };
+                self.chunks.push(Chunk {
+                    bytes: memory,
+                    used: 0,
+                });
+                self.chunks.len() - 1
+            }
+        };
+        let chunk = &mut self.chunks[chunk];
+        let mut view = chunk
+            .bytes
+            .f_narrow(0, chunk.used, bytes)?
+            .f_view_dtype(kind)?
+            .f_view(t.size().as_slice())?;
+        chunk.used = (chunk.used + bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+        wanlora_torch::cuda::copy_into(&mut view, t, non_blocking)
+            .map_err(|e| TchError::Torch(e.to_string()))?;
+        Ok(view)
+    }
+
+    /// Bytes of all chunks.
+    pub fn reserved_bytes(&self) -> i64 {
+        self.chunks.iter().map(|c| c.bytes.numel() as i64).sum()
+    }
+
+    /// Chunks allocated so far.
+    pub fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// A copy of `block` in host memory from `arena` (see [`HostArena`]).
+pub(crate) fn to_host(block: &WanBlock, arena: &mut HostArena) -> Result<WanBlock, ModelError> {
+    Ok(block.map_tensors(&mut |t| arena.copy(t, false))?)
 }
 
 fn helper_error(e: HelperError) -> ModelError {
