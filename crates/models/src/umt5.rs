@@ -393,7 +393,11 @@ impl Umt5Encoder {
         let l = Loader::new(&named, kind, device);
         let stack = |parts: Vec<Weight>| {
             let placeholder = || Weight::Dense(Tensor::empty([0], (kind, Device::Cpu)));
-            if parts.iter().any(|w| w.size()[0] == 0) {
+            if parts
+                .iter()
+                .flat_map(Weight::tensors)
+                .any(|t| t.numel() == 0)
+            {
                 placeholder() // a reported load problem; never run
             } else {
                 Weight::cat(parts).unwrap_or_else(|e| {

@@ -62,6 +62,12 @@ fn tiny_config() -> TransformerConfig {
 }
 
 fn random_model(mode: Fp8Mode) -> WanTransformer {
+    random_model_with(mode, false)
+}
+
+/// The tiny model with its block linears (and, with `fp8_embeddings`, the text embedding and time
+/// projection) stored as `mode` says.
+fn random_model_with(mode: Fp8Mode, fp8_embeddings: bool) -> WanTransformer {
     // RandomWeights seeds the generator per tensor.
     seeded(0, || {
         WanTransformer::load_with(
@@ -71,7 +77,8 @@ fn random_model(mode: Fp8Mode) -> WanTransformer {
             Device::Cpu,
             &LoadOptions {
                 fp8: mode,
-                ..LoadOptions::default()
+                fp8_embeddings,
+                offload: None,
             },
         )
         .unwrap()
@@ -226,6 +233,17 @@ fn weight_only_forward_equals_the_dequantised_dense_model_exactly() {
             "relative error to fp32 weights {err}"
         );
     }
+    // The text embedding and time projection in fp8 too: again exactly their dequantised model,
+    // and different from the model with dense embeddings.
+    let fp8_all = random_model_with(Fp8Mode::WeightOnly, true);
+    let mut dequantised_all = random_model_with(Fp8Mode::WeightOnly, true);
+    dequantised_all.set_fp8_mode(Fp8Mode::Off).unwrap();
+    let out = tch::no_grad(|| fp8_all.forward(&x, &t, &c, None)).unwrap();
+    let reference = tch::no_grad(|| dequantised_all.forward(&x, &t, &c, None)).unwrap();
+    assert_eq!(max_abs_diff(&out, &reference), 0.0);
+    let blocks_only = tch::no_grad(|| fp8.forward(&x, &t, &c, None)).unwrap();
+    assert!(max_abs_diff(&out, &blocks_only) > 0.0);
+    assert!(fp8_all.weight_bytes().device < fp8.weight_bytes().device);
 }
 
 #[test]
@@ -295,7 +313,12 @@ fn fp8_matmul_forward_and_custom_backward_match_their_references() {
     assert!(rel_err(&(&y2 + &bias), &reference) < 1e-6);
     y2.sum(Kind::Float).backward();
     let ones = Tensor::ones([2, 5, 48], (Kind::Float, Device::Cpu));
-    assert!(rel_err(&x2.grad(), &ones.matmul(&w.dequantize(Kind::Float).unwrap())) < 1e-6);
+    assert!(
+        rel_err(
+            &x2.grad(),
+            &ones.matmul(&w.dequantize(Kind::Float).unwrap())
+        ) < 1e-6
+    );
     // The input really is quantised: the fp8 matmul differs from the weight-only result.
     let weight_only = x
         .detach()
@@ -459,4 +482,73 @@ fn umt5_with_fp8_matrices() {
     assert_eq!(max_abs_diff(&encode(&kept), &encode(&dense)), 0.0);
     let err = rel_err(&encode(&kept), &reference);
     assert!(err > 1e-3 && err < 0.15, "relative error {err}");
+}
+
+/// A tensor missing from the file is named in the load error in fp8 mode too (the loader's
+/// placeholders are never quantised, stacked or streamed).
+#[test]
+fn missing_weights_are_reported_in_fp8_mode() {
+    single_threaded();
+    let dir = tempfile::tempdir().unwrap();
+    let without = |source: &Path, dest: &Path, missing: &str| {
+        let set = WeightSet::open(source).unwrap();
+        let kept: Vec<(String, Tensor)> = set
+            .raw_names()
+            .into_iter()
+            .filter(|n| !n.ends_with(missing))
+            .map(|n| {
+                (
+                    n.to_string(),
+                    set.load(n, Kind::Float, Device::Cpu).unwrap(),
+                )
+            })
+            .collect();
+        save_safetensors(dest, &kept, &BTreeMap::new()).unwrap();
+    };
+
+    let umt5 = dir.path().join("umt5.safetensors");
+    let missing = "encoder.block.1.layer.0.SelfAttention.k.weight";
+    without(
+        &fixtures().join("umt5/umt5_comfy_fp16.safetensors"),
+        &umt5,
+        missing,
+    );
+    let err = Umt5Encoder::from_path_with(&umt5, Kind::Float, Device::Cpu, true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains(&format!("missing {missing}")), "{err}");
+
+    let wan = dir.path().join("wan.safetensors");
+    without(
+        &fixtures().join("transformer/comfy.safetensors"),
+        &wan,
+        "blocks.1.ffn.0.weight",
+    );
+    let cfg =
+        TransformerConfig::from_json_file(&fixtures().join("transformer/diffusers/config.json"))
+            .unwrap();
+    for fp8 in [Fp8Mode::WeightOnly, Fp8Mode::Matmul] {
+        let err = WanTransformer::load_with(
+            &TransformerWeights::new(WeightSet::open(&wan).unwrap()).unwrap(),
+            Some(cfg.clone()),
+            Kind::Float,
+            Device::Cpu,
+            &LoadOptions {
+                fp8,
+                fp8_embeddings: true,
+                offload: Some(wanlora_models::transformer::BlockOffload {
+                    blocks: 2,
+                    ring_slots: 2,
+                }),
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("missing blocks.1.ffn.0.weight"),
+            "{fp8:?}: {err}"
+        );
+    }
 }

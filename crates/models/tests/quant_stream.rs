@@ -364,7 +364,10 @@ fn host_arena_packs_tensors_into_shared_chunks() {
     }
     for copy in &copies[1..5] {
         let offset = copy.data_ptr() as usize - base;
-        assert!(offset < 4096 && offset.is_multiple_of(256), "offset {offset}");
+        assert!(
+            offset < 4096 && offset.is_multiple_of(256),
+            "offset {offset}"
+        );
     }
     // The copies own their memory: changing an original leaves them as they were.
     let before = copies[0].copy();
