@@ -552,3 +552,16 @@ fn missing_weights_are_reported_in_fp8_mode() {
         );
     }
 }
+
+/// `bench step --max-memory-gib` goes through this: out-of-range fractions are refused with the
+/// range in the message (valid ones need CUDA, whose allocator reads the setting).
+#[test]
+fn memory_cap_refuses_fractions_outside_zero_to_one() {
+    for bad in [0.0, -0.5, 1.5] {
+        let err = wanlora_torch::cuda::set_per_process_memory_fraction(bad)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("(0, 1]"), "{bad}: {err}");
+    }
+}
