@@ -37,6 +37,8 @@ enum Command {
     Validate(cmd::validate::ValidateArgs),
     /// What a job's model files are, where they come from, what is missing; `models fetch` downloads them.
     Models(cmd::models::ModelsArgs),
+    /// One image-to-video sample by Wan's official recipe, with optional LoRAs per expert.
+    Sample(Box<cmd::sample::SampleArgs>),
 }
 
 fn main() {
@@ -66,6 +68,7 @@ fn main() {
         Command::Bench(c) => cmd::bench::run(c),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Models(args) => cmd::models::run(args),
+        Command::Sample(args) => cmd::sample::run(*args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

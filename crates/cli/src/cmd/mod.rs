@@ -6,6 +6,7 @@ pub mod debug;
 pub mod demo;
 pub mod doctor;
 pub mod models;
+pub mod sample;
 pub mod train;
 pub mod ui;
 pub mod validate;

@@ -3,6 +3,7 @@
 //! run them in the same call as the reference script (../shared/peers/diffusers_wan_components.py) so both use
 //! the same card.
 
+pub mod sample;
 pub mod step;
 pub mod text;
 pub mod vae;
@@ -19,6 +20,8 @@ pub enum BenchCommand {
     Vae(vae::VaeBenchArgs),
     /// umT5-XXL encoder on one prompt (random weights, real shapes).
     Text(text::TextBenchArgs),
+    /// An I2V sample with both experts resident: s/step with CFG, denoising, decode, peak memory.
+    Sample(sample::SampleBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -26,6 +29,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Step(a) => step::run(a),
         BenchCommand::Vae(a) => vae::run(a),
         BenchCommand::Text(a) => text::run(a),
+        BenchCommand::Sample(a) => sample::run(a),
     }
 }
 

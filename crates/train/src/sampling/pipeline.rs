@@ -1,0 +1,442 @@
+//! The Wan 2.2 I2V denoising loop (diffusers' `WanImageToVideoPipeline.__call__`, Wan's `image2video.generate`):
+//!
+//! ```text
+//! x ← noise(seed)                                   [1, z, T, h, w] float32
+//! for each step i:  expert = high if t_i ≥ boundary·1000 else low
+//!     input = cat(x, y)                             y = the first-frame condition, [1, 4 + z, T, h, w]
+//!     v_c, v_u = expert(input, t_i, prompt), expert(input, t_i, negative prompt)   (LoRA unmerged, strength m)
+//!     v = v_u + g_expert·(v_c − v_u)                g_high = guidance_scale, g_low = guidance_scale_2
+//!     x ← sampler.step(v, x)
+//! ```
+//!
+//! Timesteps decrease, so routing is monotonic: all high-noise steps come first, then all low-noise steps. A
+//! [`SampleRun`] therefore runs in two phases, and the caller hands over each expert when its phase starts
+//! ([`SampleRun::denoise_phase`]): the trainer keeps only the expert(s) it trains and loads the other one just for
+//! its phase, and a small GPU never holds both. The conditional and unconditional passes run as one batch of 2
+//! (one forward pass; the experts' shared-modulation path applies since both samples have the same timestep) when
+//! memory allows ([`CfgBatching`]).
+//!
+//! Randomness: the only random numbers are the initial noise, drawn by [`super::noise`] from the request's seed
+//! without touching libtorch's generators. Sampling in the middle of training therefore leaves the training run's
+//! random stream exactly as it was (tch offers no way to save and restore the global generator, so sampling never
+//! uses it).
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+use wanlora_models::conditioning::{first_frame_condition, MASK_CHANNELS};
+use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
+use wanlora_models::transformer::WanTransformer;
+use wanlora_models::vae::Vae;
+
+use super::noise::torch_randn;
+use super::request::{CfgBatching, SampleRequest};
+use super::schedule::Schedule;
+use super::scheduler::Scheduler;
+use super::start_image::{image_tensor, load_start_image};
+use super::SamplingError;
+use crate::experts::Expert;
+
+/// What the progress callback hears after every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInfo {
+    /// 0-based index of the step just taken.
+    pub step: usize,
+    pub steps: usize,
+    pub expert: Expert,
+    /// The timestep the expert saw.
+    pub timestep: f64,
+    /// Wall-clock seconds of the step (the GPU synchronised at its end).
+    pub seconds: f64,
+    /// Whether the two guidance passes ran as one batch.
+    pub batched: bool,
+}
+
+/// A sample being denoised.
+pub struct SampleRun {
+    schedule: Schedule,
+    scheduler: Scheduler,
+    /// x, float32 `[1, z, T, h, w]`.
+    latents: Tensor,
+    /// y = cat(mask, image latent), float32 `[1, 4 + z, T, h, w]`.
+    condition: Tensor,
+    /// `[1, L, D]` each.
+    text_cond: Tensor,
+    text_uncond: Tensor,
+    guidance_high: f64,
+    guidance_low: f64,
+    boundary_ratio: f64,
+    lora_multiplier_high: f64,
+    lora_multiplier_low: f64,
+    cfg_batching: CfgBatching,
+    /// Set after an out-of-memory error in a batched pass: two passes from then on.
+    batch_failed: bool,
+    step: usize,
+    device: Device,
+}
+
+impl SampleRun {
+    /// A run with the request's schedule (Wan's official one unless it asks for diffusers') and seeded noise. `condition` is the first-frame condition
+    /// `[1, 4 + z, T, H/8, W/8]` ([`first_frame_condition`]); `text_cond` and `text_uncond` are umT5 embeddings of
+    /// the prompt and the negative prompt, `[1, L, D]` or `[L, D]`. Everything moves to `device`.
+    pub fn new(
+        request: &SampleRequest,
+        text_cond: &Tensor,
+        text_uncond: &Tensor,
+        condition: &Tensor,
+        device: Device,
+    ) -> Result<SampleRun, SamplingError> {
+        request.validate()?;
+        let schedule = Schedule::new(
+            request.schedule,
+            request.sampler,
+            request.steps as usize,
+            request.shift,
+        )?;
+        let latent_channels = condition.size().get(1).copied().unwrap_or(0) - MASK_CHANNELS;
+        let [t, h, w] = request.latent_grid();
+        let noise = torch_randn(request.seed, &[1, latent_channels.max(0), t, h, w], device)?;
+        Self::from_parts(request, schedule, noise, text_cond, text_uncond, condition)
+    }
+
+    /// A run over a given schedule from given initial latents `[1, z, T, h, w]` (e.g. diffusers' grid and noise, for
+    /// parity tests); the request's schedule settings and seed are not used. Runs on `noise`'s device.
+    pub fn from_parts(
+        request: &SampleRequest,
+        schedule: Schedule,
+        noise: Tensor,
+        text_cond: &Tensor,
+        text_uncond: &Tensor,
+        condition: &Tensor,
+    ) -> Result<SampleRun, SamplingError> {
+        request.validate()?;
+        let device = noise.device();
+        let [t, h, w] = request.latent_grid();
+        let size = noise.size();
+        if size.len() != 5 || size[0] != 1 || size[2..] != [t, h, w] {
+            return Err(SamplingError::Input(format!(
+                "initial latents have shape {size:?}; a {}-frame {}×{} sample needs [1, z, {t}, {h}, {w}]",
+                request.num_frames, request.width, request.height
+            )));
+        }
+        let expected_condition = [1, MASK_CHANNELS + size[1], t, h, w];
+        if condition.size() != expected_condition {
+            return Err(SamplingError::Input(format!(
+                "the first-frame condition has shape {:?}; expected {expected_condition:?} (mask and image latent)",
+                condition.size()
+            )));
+        }
+        let text = |embedding: &Tensor, what: &str| -> Result<Tensor, SamplingError> {
+            let e = match embedding.dim() {
+                2 => embedding.f_unsqueeze(0)?,
+                3 if embedding.size()[0] == 1 => embedding.shallow_clone(),
+                _ => {
+                    return Err(SamplingError::Input(format!(
+                        "the {what} embedding has shape {:?}; expected [1, L, D] or [L, D]",
+                        embedding.size()
+                    )))
+                }
+            };
+            Ok(e.f_to_device(device)?)
+        };
+        let text_cond = text(text_cond, "prompt")?;
+        let text_uncond = text(text_uncond, "negative prompt")?;
+        if text_cond.size() != text_uncond.size() {
+            return Err(SamplingError::Input(format!(
+                "prompt and negative prompt embeddings differ in shape: {:?} and {:?}",
+                text_cond.size(),
+                text_uncond.size()
+            )));
+        }
+        let scheduler = Scheduler::new(request.sampler, &schedule.sigmas)?;
+        Ok(SampleRun {
+            schedule,
+            scheduler,
+            latents: noise.f_to_kind(Kind::Float)?,
+            condition: condition.f_to_device(device)?.f_to_kind(Kind::Float)?,
+            text_cond,
+            text_uncond,
+            guidance_high: request.guidance_high,
+            guidance_low: request.guidance_low,
+            boundary_ratio: request.boundary_ratio,
+            lora_multiplier_high: request.lora_multiplier_high,
+            lora_multiplier_low: request.lora_multiplier_low,
+            cfg_batching: request.cfg_batching,
+            batch_failed: false,
+            step: 0,
+            device,
+        })
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step >= self.schedule.steps()
+    }
+
+    /// The steps of `expert`'s phase (high noise: the first ones).
+    pub fn phase(&self, expert: Expert) -> std::ops::Range<usize> {
+        let high = self.schedule.high_noise_steps(self.boundary_ratio);
+        match expert {
+            Expert::High => 0..high,
+            Expert::Low => high..self.schedule.steps(),
+        }
+    }
+
+    /// Steps `expert` still has to take: 0 means its phase needs no model (skip loading it).
+    pub fn remaining(&self, expert: Expert) -> usize {
+        let phase = self.phase(expert);
+        phase.end.saturating_sub(self.step.max(phase.start))
+    }
+
+    /// The current latents x (float32 `[1, z, T, h, w]`); the final ones once [`SampleRun::is_done`].
+    pub fn latents(&self) -> &Tensor {
+        &self.latents
+    }
+
+    /// Runs every remaining step of `expert`'s phase with `model`, applying `lora` (unmerged) at the request's
+    /// strength for that expert. Calling the low-noise phase while high-noise steps remain is an error; a phase with nothing left
+    /// returns at once. `progress` hears about each step.
+    pub fn denoise_phase(
+        &mut self,
+        expert: Expert,
+        model: &WanTransformer,
+        lora: Option<&LoraSet>,
+        progress: &mut dyn FnMut(&StepInfo),
+    ) -> Result<(), SamplingError> {
+        let phase = self.phase(expert);
+        if expert == Expert::Low && self.step < phase.start {
+            return Err(SamplingError::Phase(format!(
+                "{} high-noise steps remain; run the high-noise phase before the low-noise one",
+                phase.start - self.step
+            )));
+        }
+        if model.device() != self.device {
+            return Err(SamplingError::Input(format!(
+                "the {expert:?} expert is on {:?} but the sample is on {:?}",
+                model.device(),
+                self.device
+            )));
+        }
+        let (guidance, strength) = match expert {
+            Expert::High => (self.guidance_high, self.lora_multiplier_high),
+            Expert::Low => (self.guidance_low, self.lora_multiplier_low),
+        };
+        let apply = lora.filter(|_| strength != 0.0).map(|set| LoraApply {
+            set,
+            multiplier: Multiplier::Scalar(strength),
+        });
+        let _no_grad = tch::no_grad_guard();
+        while self.step < phase.end {
+            let start = Instant::now();
+            let timestep = self.schedule.timesteps[self.step];
+            let (velocity, batched) =
+                self.guided_velocity(model, apply.as_ref(), timestep, guidance)?;
+            self.latents = self.scheduler.step(&velocity, &self.latents)?;
+            if let Device::Cuda(i) = self.device {
+                wanlora_torch::cuda::synchronize(i)?;
+            }
+            progress(&StepInfo {
+                step: self.step,
+                steps: self.schedule.steps(),
+                expert,
+                timestep,
+                seconds: start.elapsed().as_secs_f64(),
+                batched,
+            });
+            self.step += 1;
+        }
+        Ok(())
+    }
+
+    /// `v_u + g·(v_c − v_u)` at the current latents, and whether the passes ran as one batch. A scale of 1 needs
+    /// only the conditional pass.
+    fn guided_velocity(
+        &mut self,
+        model: &WanTransformer,
+        lora: Option<&LoraApply>,
+        timestep: f64,
+        guidance: f64,
+    ) -> Result<(Tensor, bool), SamplingError> {
+        let input = Tensor::f_cat(&[&self.latents, &self.condition], 1)?;
+        let t1 = Tensor::f_from_slice(&[timestep as f32])?.f_to_device(self.device)?;
+        if guidance == 1.0 {
+            return Ok((model.forward(&input, &t1, &self.text_cond, lora)?, false));
+        }
+        if self.batch_cfg(model) {
+            if let Some(both) = self.batched_pass(model, lora, &input, timestep)? {
+                let cond = both.f_narrow(0, 0, 1)?;
+                let uncond = both.f_narrow(0, 1, 1)?;
+                return Ok((guide(&cond, &uncond, guidance)?, true));
+            }
+        }
+        let cond = model.forward(&input, &t1, &self.text_cond, lora)?;
+        let uncond = model.forward(&input, &t1, &self.text_uncond, lora)?;
+        Ok((guide(&cond, &uncond, guidance)?, false))
+    }
+
+    /// Both passes as one batch of 2; `None` (and two passes from now on) when the GPU runs out of memory.
+    fn batched_pass(
+        &mut self,
+        model: &WanTransformer,
+        lora: Option<&LoraApply>,
+        input: &Tensor,
+        timestep: f64,
+    ) -> Result<Option<Tensor>, SamplingError> {
+        let input2 = input.f_repeat([2, 1, 1, 1, 1])?;
+        let t2 =
+            Tensor::f_from_slice(&[timestep as f32, timestep as f32])?.f_to_device(self.device)?;
+        let context = Tensor::f_cat(&[&self.text_cond, &self.text_uncond], 0)?;
+        // tch reports libtorch errors of its non-`f_` operations as panics; an out-of-memory one is caught here
+        // (and only that one) to fall back to two passes.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            model.forward(&input2, &t2, &context, lora)
+        }));
+        let message = match outcome {
+            Ok(Ok(both)) => return Ok(Some(both)),
+            Ok(Err(e)) if is_out_of_memory(&e.to_string()) => e.to_string(),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(panic) => match panic_text(panic.as_ref()) {
+                Some(text) if is_out_of_memory(&text) => text,
+                _ => std::panic::resume_unwind(panic),
+            },
+        };
+        if self.cfg_batching == CfgBatching::Batched {
+            return Err(SamplingError::Phase(format!(
+                "the batched guidance pass ran out of GPU memory ({}); use two passes (CfgBatching::Separate / \
+                 --cfg-batch separate) or a smaller sample",
+                first_line(&message)
+            )));
+        }
+        tracing::warn!(
+            "sampling: the batched guidance pass ran out of GPU memory; running the two passes one after the other"
+        );
+        self.batch_failed = true;
+        if self.device.is_cuda() {
+            wanlora_torch::cuda::empty_cache()?;
+        }
+        Ok(None)
+    }
+
+    /// Whether to run the guidance passes as one batch now.
+    fn batch_cfg(&self, model: &WanTransformer) -> bool {
+        match self.cfg_batching {
+            CfgBatching::Batched => true,
+            CfgBatching::Separate => false,
+            CfgBatching::Auto => !self.batch_failed && self.batch_fits(model),
+        }
+    }
+
+    /// On CUDA: whether the memory free for tensors holds the activations of a second sample, estimated per
+    /// token from the largest transients of a block (the feed-forward hidden layer, q/k/v/attention output, the
+    /// float32 residual stream). Always true on the CPU.
+    fn batch_fits(&self, model: &WanTransformer) -> bool {
+        let Device::Cuda(i) = self.device else {
+            return true;
+        };
+        let cfg = &model.config;
+        let element = match model.kind() {
+            Kind::Float => 4,
+            _ => 2,
+        };
+        let size = self.latents.size();
+        let patch: i64 = cfg.patch_size.iter().product();
+        let tokens = size[2..].iter().product::<i64>() / patch;
+        let per_token = (2 * cfg.ffn_dim + 8 * cfg.dim()) * element + 2 * cfg.dim() * 4;
+        let one_sample = tokens * per_token;
+        let available = match (
+            wanlora_torch::cuda::memory_info(i),
+            wanlora_torch::cuda::memory_stats(i),
+        ) {
+            (Ok((free, _)), Ok(stats)) => free + (stats.reserved - stats.allocated),
+            _ => return true,
+        };
+        available > 2 * one_sample + (512 << 20)
+    }
+}
+
+/// Classifier-free guidance: `v_u + g·(v_c − v_u)`.
+fn guide(cond: &Tensor, uncond: &Tensor, guidance: f64) -> Result<Tensor, SamplingError> {
+    Ok(uncond.f_add(&cond.f_sub(uncond)?.f_mul_scalar(guidance)?)?)
+}
+
+fn is_out_of_memory(message: &str) -> bool {
+    message.contains("out of memory")
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// The first-frame condition `y` `[1, 4 + z, T, H/8, W/8]` of the request's start image: loaded, fitted to the
+/// sample size (crop or stretch), encoded by `vae` with the zero frames after it.
+pub fn start_condition(request: &SampleRequest, vae: &Vae) -> Result<Tensor, SamplingError> {
+    request.validate()?;
+    let start = load_start_image(
+        &request.start_image,
+        request.width,
+        request.height,
+        request.resize,
+    )?;
+    let image = image_tensor(&start, vae.device())?;
+    Ok(first_frame_condition(
+        vae,
+        &image,
+        request.num_frames as i64,
+    )?)
+}
+
+/// An expert ready for its phase: the model and, optionally, its LoRA.
+pub struct LoadedExpert {
+    pub model: WanTransformer,
+    pub lora: Option<LoraSet>,
+}
+
+/// A finished sample: the final latents and the decoded video.
+pub struct Generated {
+    /// float32 `[1, z, T, h, w]`.
+    pub latents: Tensor,
+    /// float32 `[1, 3, F, H, W]` in [−1, 1].
+    pub video: Tensor,
+}
+
+/// The whole sample for a standalone run: start image → first-frame condition (with `vae`) → both phases, each
+/// expert obtained from `load_expert` when its phase starts and dropped after it (so one expert is resident at a
+/// time; an expert whose phase is empty is never loaded) → decode. Runs on the VAE's device.
+pub fn generate(
+    request: &SampleRequest,
+    text_cond: &Tensor,
+    text_uncond: &Tensor,
+    vae: &Vae,
+    load_expert: &mut dyn FnMut(Expert) -> Result<LoadedExpert, SamplingError>,
+    progress: &mut dyn FnMut(&StepInfo),
+) -> Result<Generated, SamplingError> {
+    let device = vae.device();
+    let condition = start_condition(request, vae)?;
+    let mut run = SampleRun::new(request, text_cond, text_uncond, &condition, device)?;
+    for expert in [Expert::High, Expert::Low] {
+        if run.remaining(expert) == 0 {
+            continue;
+        }
+        let loaded = load_expert(expert)?;
+        run.denoise_phase(expert, &loaded.model, loaded.lora.as_ref(), progress)?;
+    }
+    let latents = run.latents().shallow_clone();
+    let video = vae.decode(&latents)?;
+    Ok(Generated { latents, video })
+}
