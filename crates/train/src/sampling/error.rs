@@ -16,6 +16,9 @@ pub enum SamplingError {
     /// The caller could not provide an expert for its phase (`generate`'s loader).
     #[error("{0}")]
     ExpertLoad(String),
+    /// The GPU ran out of memory where no fallback was allowed; the message says what to change.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// The phases were run out of order.
     #[error("{0}")]
     Phase(String),

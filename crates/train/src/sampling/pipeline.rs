@@ -310,7 +310,7 @@ impl SampleRun {
             },
         };
         if self.cfg_batching == CfgBatching::Batched {
-            return Err(SamplingError::Phase(format!(
+            return Err(SamplingError::OutOfMemory(format!(
                 "the batched guidance pass ran out of GPU memory ({}); use two passes (CfgBatching::Separate / \
                  --cfg-batch separate) or a smaller sample",
                 first_line(&message)
