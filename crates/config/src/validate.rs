@@ -293,6 +293,23 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
             "use 0.9, the official Wan 2.2 I2V boundary",
         );
     }
+    if !(0.0..=1.0).contains(&model.layer_offloading_transformer_percent) {
+        ctx.error_at(
+            &format!("{m}.layer_offloading_transformer_percent"),
+            format!(
+                "layer_offloading_transformer_percent {} must be between 0 and 1",
+                model.layer_offloading_transformer_percent
+            ),
+            "use 1.0 to stream every block, or e.g. 0.5 to keep half of them on the GPU",
+        );
+    }
+    if model.fp8_matmul && !model.quantize {
+        ctx.error_at(
+            &format!("{m}.fp8_matmul"),
+            "fp8_matmul needs fp8 weights",
+            "set quantize: true with qtype: float8, or remove fp8_matmul",
+        );
+    }
     if !model.model_kwargs.train_high_noise && !model.model_kwargs.train_low_noise {
         ctx.error_at(
             &format!("{m}.model_kwargs"),

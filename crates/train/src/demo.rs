@@ -97,10 +97,11 @@ config:
         save_every: {save}
         max_step_saves_to_keep: 2
       datasets:
-        - folder_path: dataset
+        - folder_path: {dataset}
           caption_ext: txt
           num_frames: 9
-          resolution: [64]
+          # The clips are 64×64 and buckets never upscale: they train at 64×64.
+          resolution: [256]
           cache_latents_to_disk: true
       train:
         batch_size: 1
@@ -114,7 +115,7 @@ config:
         max_grad_norm: 1.0
         disable_sampling: true
       model:
-        name_or_path: model
+        name_or_path: {model}
         arch: wan22_14b_i2v
         model_kwargs:
           train_high_noise: true
@@ -128,7 +129,7 @@ config:
         sample_steps: 8
         samples:
           - prompt: zkw a red square slides to the right on a black background
-            ctrl_img: start_frame.png
+            ctrl_img: {start}
       logging:
         log_every: 10
 meta:
@@ -136,7 +137,10 @@ meta:
   version: "1.0"
 "#,
         save = (steps / 2).max(1),
-        folder = serde_json::to_string(&dir.display().to_string()).unwrap_or_default()
+        folder = serde_json::to_string(&dir.display().to_string()).unwrap_or_default(),
+        model = serde_json::to_string(&dir.join("model").display().to_string()).unwrap_or_default(),
+        dataset = serde_json::to_string(&dir.join("dataset").display().to_string()).unwrap_or_default(),
+        start = serde_json::to_string(&dir.join("start_frame.png").display().to_string()).unwrap_or_default()
     )
 }
 

@@ -9,7 +9,9 @@ use crate::experts::Expert;
 use crate::TrainError;
 use wanlora_hub::{CheckOptions, Component, HubConfig, ModelSpec, ResolvedModel, Stage};
 use wanlora_models::tokenizer::Tokenizer;
-use wanlora_models::transformer::{TransformerConfig, TransformerWeights, WanTransformer};
+use wanlora_models::transformer::{
+    LoadOptions, TransformerConfig, TransformerWeights, WanTransformer,
+};
 use wanlora_models::umt5::{Umt5Config, Umt5Encoder};
 use wanlora_models::vae::{Vae, VaeConfig};
 use wanlora_torch::weights::{RandomWeights, WeightSet};
@@ -103,9 +105,10 @@ impl ModelSource {
         expert: Expert,
         kind: Kind,
         device: Device,
+        options: &LoadOptions,
     ) -> Result<WanTransformer, TrainError> {
         match self {
-            ModelSource::Random { seed, .. } => Ok(WanTransformer::load(
+            ModelSource::Random { seed, .. } => Ok(WanTransformer::load_with(
                 &RandomWeights {
                     std: 0.02,
                     seed: *seed + expert as i64,
@@ -113,6 +116,7 @@ impl ModelSource {
                 Some(TransformerConfig::wan22_i2v_a14b()),
                 kind,
                 device,
+                options,
             )?),
             ModelSource::Files(_) => {
                 let component = match expert {
@@ -125,7 +129,9 @@ impl ModelSource {
                     None => None,
                 };
                 let weights = TransformerWeights::new(WeightSet::open(&path)?)?;
-                Ok(WanTransformer::load(&weights, cfg, kind, device)?)
+                Ok(WanTransformer::load_with(
+                    &weights, cfg, kind, device, options,
+                )?)
             }
         }
     }
@@ -152,9 +158,14 @@ impl ModelSource {
         }
     }
 
-    pub fn text_encoder(&self, kind: Kind, device: Device) -> Result<Umt5Encoder, TrainError> {
+    pub fn text_encoder(
+        &self,
+        kind: Kind,
+        device: Device,
+        fp8: bool,
+    ) -> Result<Umt5Encoder, TrainError> {
         match self {
-            ModelSource::Random { seed, .. } => Ok(Umt5Encoder::load(
+            ModelSource::Random { seed, .. } => Ok(Umt5Encoder::load_with(
                 &RandomWeights {
                     std: 0.02,
                     seed: *seed + 20,
@@ -162,6 +173,7 @@ impl ModelSource {
                 Some(Umt5Config::default()),
                 kind,
                 device,
+                fp8,
             )?),
             ModelSource::Files(_) => {
                 let path = self.path(Component::TextEncoder)?;
@@ -169,11 +181,12 @@ impl ModelSource {
                     Some(c) => Some(Umt5Config::from_json_file(&c)?),
                     None => None,
                 };
-                Ok(Umt5Encoder::load(
+                Ok(Umt5Encoder::load_with(
                     &WeightSet::open(&path)?,
                     cfg,
                     kind,
                     device,
+                    fp8,
                 )?)
             }
         }

@@ -24,8 +24,9 @@ use wanlora_data::rng::{derive_seed, SplitMix64};
 use wanlora_data::{BatchSampler, Catalog, DataItem};
 use wanlora_hub::{Component, HubConfig};
 use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
+use wanlora_models::quant::Fp8Mode;
 use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
-use wanlora_models::transformer::WanTransformer;
+use wanlora_models::transformer::{BlockOffload, LoadOptions, WanTransformer};
 use wanlora_models::vae::Vae;
 
 /// How a run is driven (the CLI and tests set these).
@@ -146,9 +147,39 @@ impl Trainer {
     /// Sets up a run: output folder, dataset scan, text and latent caching, the trained experts, and
     /// the state of an earlier run in the same folder if there is one.
     pub fn new(job: LoadedJob, opts: RunOptions) -> Result<Trainer, TrainError> {
+        let folder = JobFolder::create(&job::output_folder(&job.job))?;
+        let total = job.job.process().train.steps as u64;
+        Self::setup(
+            job,
+            opts,
+            JobFolder {
+                root: folder.root.clone(),
+            },
+        )
+        .map_err(|e| {
+            // A run that cannot start still tells the UI and the user why, in the job folder.
+            let status = Status {
+                state: "failed",
+                step: 0,
+                total_steps: total,
+                expert: None,
+                seconds_per_step: None,
+                eta_seconds: None,
+                message: "Failed before training started".into(),
+                pid: std::process::id(),
+                updated: output::now_rfc3339(),
+                error: Some(e.to_string()),
+            };
+            let _ = folder.write_status(&status);
+            folder.log(&format!("failed: {e}"));
+            folder.remove_pid();
+            e
+        })
+    }
+
+    fn setup(job: LoadedJob, opts: RunOptions, folder: JobFolder) -> Result<Trainer, TrainError> {
         let process = job.job.process().clone();
         let train = &process.train;
-        let folder = JobFolder::create(&job::output_folder(&job.job))?;
         folder.write_pid()?;
         wanlora_torch::weights::write_atomic(
             &folder.path("config.yaml"),
@@ -213,6 +244,7 @@ impl Trainer {
                     Kind::Float
                 },
                 device,
+                process.model.quantizes_text_encoder(),
             )?;
             let tokenizer = sources.tokenizer()?;
             let mut te = Umt5TextEncoder {
@@ -305,6 +337,7 @@ impl Trainer {
             eps: train.optimizer_params.eps,
             weight_decay: train.optimizer_params.weight_decay,
         };
+        let load = transformer_load_options(&process.model)?;
         let mut experts = Vec::new();
         for &expert in &schedule.trained {
             folder.write_status(&status(
@@ -312,12 +345,20 @@ impl Trainer {
                 &format!("Loading the {} expert", expert.name()),
             ))?;
             let t0 = Instant::now();
-            let model = sources.transformer(expert, kind, device)?;
+            let mut model = sources.transformer(expert, kind, device, &load)?;
             folder.log(&format!(
                 "{} expert loaded in {:.1} s",
                 expert.name(),
                 t0.elapsed().as_secs_f64()
             ));
+            if process.model.low_vram && expert != schedule.expert_at(0) {
+                // Loaded one at a time: the idle expert waits in pinned host memory.
+                let report = model.offload()?;
+                folder.log(&format!(
+                    "{} expert parked in host memory ({report})",
+                    expert.name()
+                ));
+            }
             tch::manual_seed(derive_seed(&[seed, 0xA0 + expert as u64]) as i64);
             let fresh = LoraSet::new_trainable(&model.config, rank, alpha, device);
             let flat = FlatParams::new(&fresh.parameters(), device);
@@ -560,6 +601,7 @@ impl Trainer {
     fn train_step(&mut self) -> Result<StepOutcome, TrainError> {
         let step = self.step;
         let expert = self.schedule.expert_at(step);
+        self.activate(expert)?;
         let train = self.job.job.process().train.clone();
         let accum = train.gradient_accumulation.max(1) as u64;
         let policy = CheckpointPolicy {
@@ -664,6 +706,37 @@ impl Trainer {
             timestep: t_sum / accum as f64,
             lr,
         })
+    }
+
+    /// With `low_vram`, parks every other expert in pinned host memory and brings `expert` to the GPU.
+    fn activate(&mut self, expert: Expert) -> Result<(), TrainError> {
+        if !self.job.job.process().model.low_vram {
+            return Ok(());
+        }
+        for e in self
+            .experts
+            .iter_mut()
+            .filter(|e| e.expert != expert && !e.model.is_parked())
+        {
+            let report = e.model.offload()?;
+            self.folder.log(&format!(
+                "{} expert parked in host memory ({report})",
+                e.expert.name()
+            ));
+        }
+        if let Some(e) = self
+            .experts
+            .iter_mut()
+            .find(|e| e.expert == expert && e.model.is_parked())
+        {
+            let report = e.model.load_to(self.device)?;
+            self.folder.log(&format!(
+                "{} expert back on {:?} ({report})",
+                expert.name(),
+                self.device
+            ));
+        }
+        Ok(())
     }
 
     /// Trains one optimizer step (the expert whose turn it is) and moves the step counter on.
@@ -977,6 +1050,39 @@ impl Trainer {
             self.folder.log(&format!("loss plot: {e}"));
         }
     }
+}
+
+/// How the experts are stored: fp8 weights (and fp8 matmuls) and streamed blocks, from the job.
+fn transformer_load_options(
+    model: &wanlora_config::ModelConfig,
+) -> Result<LoadOptions, TrainError> {
+    let fp8 = match (model.quantize, model.fp8_matmul) {
+        (false, _) => Fp8Mode::Off,
+        (true, false) => Fp8Mode::WeightOnly,
+        (true, true) => Fp8Mode::Matmul,
+    };
+    let offload = if model.layer_offloading {
+        // The share is of A14B's 40 blocks; smaller models stream at most all of theirs.
+        let blocks =
+            wanlora_models::transformer::TransformerConfig::wan22_i2v_a14b().num_layers as usize;
+        Some(
+            BlockOffload::from_percent(
+                100.0 * model.layer_offloading_transformer_percent,
+                blocks,
+                2,
+            )
+            .map_err(|e| {
+                TrainError::Setup(format!("model.layer_offloading_transformer_percent: {e}"))
+            })?,
+        )
+    } else {
+        None
+    };
+    Ok(LoadOptions {
+        fp8,
+        fp8_embeddings: false,
+        offload,
+    })
 }
 
 /// Runs a whole job: `wanlora train JOB.yaml`.
