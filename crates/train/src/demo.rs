@@ -113,7 +113,7 @@ config:
         switch_boundary_every: 5
         cache_text_embeddings: true
         max_grad_norm: 1.0
-        disable_sampling: true
+        skip_first_sample: true
       model:
         name_or_path: {model}
         arch: wan22_14b_i2v
@@ -139,8 +139,10 @@ meta:
         save = (steps / 2).max(1),
         folder = serde_json::to_string(&dir.display().to_string()).unwrap_or_default(),
         model = serde_json::to_string(&dir.join("model").display().to_string()).unwrap_or_default(),
-        dataset = serde_json::to_string(&dir.join("dataset").display().to_string()).unwrap_or_default(),
-        start = serde_json::to_string(&dir.join("start_frame.png").display().to_string()).unwrap_or_default()
+        dataset =
+            serde_json::to_string(&dir.join("dataset").display().to_string()).unwrap_or_default(),
+        start = serde_json::to_string(&dir.join("start_frame.png").display().to_string())
+            .unwrap_or_default()
     )
 }
 

@@ -14,6 +14,10 @@ use crate::job;
 use crate::loss::{self, LossType};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, FlatParams};
 use crate::output::{self, Control, JobFolder, Metrics, Status};
+use crate::sampling::{
+    sample_stem, start_condition, video_frames, write_sample, SampleFiles, SampleRequest,
+    SampleRun, SamplingError,
+};
 use crate::schedule::LrSchedule;
 use crate::sources::ModelSource;
 use crate::timesteps::{self, Bias, TimestepType};
@@ -141,6 +145,12 @@ pub struct Trainer {
     experts: Vec<ExpertRun>,
     step: u64,
     sources: ModelSource,
+    /// How the experts are stored (also for the untrained one that previews load).
+    load: LoadOptions,
+    /// The job's previews, resolved once.
+    samples: Vec<SampleRequest>,
+    /// The expert that is not trained, loaded only when previews first need it.
+    untrained: Option<(Expert, WanTransformer)>,
 }
 
 impl Trainer {
@@ -233,6 +243,17 @@ impl Trainer {
         let cache_root = folder.root.join("cache");
         let mut cache = Cache::open(&cache_root)?;
 
+        let samples: Vec<SampleRequest> = if process.train.disable_sampling {
+            Vec::new()
+        } else {
+            (0..process.sample.samples.len())
+                .filter_map(|i| {
+                    SampleRequest::from_job(&process.sample, i, process.model.boundary_ratio)
+                        .transpose()
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| TrainError::Setup(format!("sample: {e}")))?
+        };
         // Text: every caption (with dropout and DOP variants), the blank prompt and the sample
         // prompts are encoded once; then the encoder is freed.
         folder.write_status(&status("caching", "Encoding captions"))?;
@@ -263,9 +284,9 @@ impl Trainer {
                 catalog.caption_texts()
             };
             wanted.push(String::new());
-            for s in &process.sample.samples {
-                wanted.push(s.prompt.clone());
-                wanted.push(s.neg.clone().unwrap_or_else(|| process.sample.neg.clone()));
+            for r in &samples {
+                wanted.push(r.prompt.clone());
+                wanted.push(r.negative_prompt.clone());
             }
             wanted.sort();
             wanted.dedup();
@@ -402,6 +423,9 @@ impl Trainer {
             experts,
             step: 0,
             sources,
+            load,
+            samples,
+            untrained: None,
         };
         if let Some((run, dir)) = previous {
             trainer.resume(&run, &dir)?;
@@ -708,6 +732,116 @@ impl Trainer {
         })
     }
 
+    /// Makes every preview of the job at `step` (files `samples/<step:09>_<i>.*`). A failed preview is
+    /// reported and skipped: previews never stop a run.
+    fn sample_all(&mut self, step: u64) -> Result<(), TrainError> {
+        let n = self.samples.len();
+        for i in 0..n {
+            let msg = format!("Generating sample {}/{n}", i + 1);
+            self.folder
+                .write_status(&self.status("sampling", &msg, None, None))?;
+            match self.sample_one(step, i) {
+                Ok(files) => self.folder.log(&format!(
+                    "sample {i} at step {step}: {}",
+                    files.media[0].display()
+                )),
+                Err(e) => {
+                    let msg = format!("sample {i} at step {step} failed and was skipped: {e}");
+                    eprintln!("warning: {msg}");
+                    self.folder.log(&msg);
+                }
+            }
+        }
+        // The trained expert of the next step goes back to the GPU in `train_step`.
+        if self.job.job.process().model.low_vram {
+            if let Some((_, m)) = &mut self.untrained {
+                if !m.is_parked() {
+                    m.offload()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One preview: the start frame's condition, both experts' phases (the untrained expert is loaded
+    /// the first time it is needed), decoding, and the files.
+    fn sample_one(&mut self, step: u64, index: usize) -> Result<SampleFiles, TrainError> {
+        let request = self.samples[index].clone();
+        let sampling = |e: SamplingError| TrainError::Setup(e.to_string());
+        let condition = tch::no_grad(|| start_condition(&request, &self.vae)).map_err(sampling)?;
+        let cond = self
+            .context(&request.prompt)?
+            .to_kind(self.kind)
+            .unsqueeze(0);
+        let uncond = self
+            .context(&request.negative_prompt)?
+            .to_kind(self.kind)
+            .unsqueeze(0);
+        let mut run =
+            SampleRun::new(&request, &cond, &uncond, &condition, self.device).map_err(sampling)?;
+        for expert in [Expert::High, Expert::Low] {
+            if run.remaining(expert) == 0 {
+                continue;
+            }
+            if self.experts.iter().any(|e| e.expert == expert) {
+                self.activate(expert)?;
+                let er = self
+                    .experts
+                    .iter()
+                    .find(|e| e.expert == expert)
+                    .expect("trained expert");
+                tch::no_grad(|| run.denoise_phase(expert, &er.model, Some(&er.lora), &mut |_| {}))
+                    .map_err(sampling)?;
+            } else {
+                self.prepare_untrained(expert)?;
+                let (_, model) = self.untrained.as_ref().expect("loaded above");
+                tch::no_grad(|| run.denoise_phase(expert, model, None, &mut |_| {}))
+                    .map_err(sampling)?;
+            }
+        }
+        let video = tch::no_grad(|| self.vae.decode(run.latents()))?;
+        let frames = video_frames(&video).map_err(sampling)?;
+        write_sample(
+            &frames,
+            request.fps,
+            &[request.format],
+            &self.folder.path("samples"),
+            &sample_stem(step, index),
+        )
+        .map_err(sampling)
+    }
+
+    /// Loads the expert that is not trained (fetching its files if needed) or brings it back from host
+    /// memory; with `low_vram` the trained experts are parked first.
+    fn prepare_untrained(&mut self, expert: Expert) -> Result<(), TrainError> {
+        let low_vram = self.job.job.process().model.low_vram;
+        if low_vram {
+            for e in self.experts.iter_mut().filter(|e| !e.model.is_parked()) {
+                e.model.offload()?;
+            }
+        }
+        match &mut self.untrained {
+            Some((_, m)) if m.is_parked() => {
+                m.load_to(self.device)?;
+            }
+            Some(_) => {}
+            None => {
+                self.sources.prepare_samples()?;
+                let t0 = Instant::now();
+                let model = self
+                    .sources
+                    .transformer(expert, self.kind, self.device, &self.load)?;
+                self.folder.log(&format!(
+                    "{} expert (not trained) loaded for previews in {:.1} s",
+                    expert.name(),
+                    t0.elapsed().as_secs_f64()
+                ));
+                self.untrained = Some((expert, model));
+            }
+        }
+        Ok(())
+    }
+
     /// With `low_vram`, parks every other expert in pinned host memory and brings `expert` to the GPU.
     fn activate(&mut self, expert: Expert) -> Result<(), TrainError> {
         if !self.job.job.process().model.low_vram {
@@ -899,6 +1033,12 @@ impl Trainer {
         let mut stopped = false;
         let mut files = Vec::new();
         let mut done_this_run = 0u64;
+        let resumed = self.step > 0;
+        if !self.samples.is_empty()
+            && ((!resumed && !p.train.skip_first_sample) || (resumed && p.train.force_first_sample))
+        {
+            self.sample_all(self.step)?;
+        }
         while self.step < total {
             let t0 = Instant::now();
             let outcome = match self.advance() {
@@ -969,6 +1109,16 @@ impl Trainer {
                     .write_status(&self.status("saving", "Saving", Some(expert), sps))?;
                 files = self.save(false)?;
             }
+            let sample_due = p.sample.sample_every > 0
+                && self.step >= p.sample.sample_start_step as u64
+                && self.step.is_multiple_of(p.sample.sample_every as u64)
+                && self.step < total;
+            if !self.samples.is_empty()
+                && (sample_due || self.folder.take_control(Control::SampleNow))
+                && !stop_requested
+            {
+                self.sample_all(self.step)?;
+            }
             if stop_requested {
                 stopped = true;
                 break;
@@ -980,6 +1130,9 @@ impl Trainer {
         }
         if !stopped {
             files = self.save(true)?;
+            if !self.samples.is_empty() {
+                self.sample_all(self.step)?;
+            }
         }
         if let Some(b) = &bar {
             b.finish();

@@ -73,5 +73,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
         println!("  {}", f.display());
     }
     println!("  {}", summary.output.join("loss.png").display());
+    let samples = summary.output.join("samples");
+    if let Ok(entries) = std::fs::read_dir(&samples) {
+        let mut previews: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "mp4" || x == "webp"))
+            .collect();
+        previews.sort();
+        for p in previews {
+            println!("  {} (preview sample)", p.display());
+        }
+    }
     Ok(())
 }
