@@ -36,6 +36,10 @@ pub enum TrainError {
         detail: String,
         advice: String,
     },
+    /// libtorch raised an error inside an operation that reports errors by panicking (tch's
+    /// non-fallible methods); the message is libtorch's.
+    #[error("{0}")]
+    Libtorch(String),
     /// Several steps in a row produced a NaN or infinite loss.
     #[error("{count} steps in a row gave a non-finite loss (last at step {step}); stopped, the last good checkpoint is kept. Lower the learning rate or check the data.")]
     Diverged { count: u32, step: u64 },
@@ -46,6 +50,22 @@ impl TrainError {
         TrainError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+/// Runs `f`, turning a panic raised by tch for a libtorch error (e.g. CUDA out of memory) into an
+/// error, so the run can save, report and exit cleanly.
+pub fn catch_libtorch<T>(f: impl FnOnce() -> Result<T, TrainError>) -> Result<T, TrainError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(TrainError::Libtorch(msg))
         }
     }
 }

@@ -159,14 +159,8 @@ impl Trainer {
     pub fn new(job: LoadedJob, opts: RunOptions) -> Result<Trainer, TrainError> {
         let folder = JobFolder::create(&job::output_folder(&job.job))?;
         let total = job.job.process().train.steps as u64;
-        Self::setup(
-            job,
-            opts,
-            JobFolder {
-                root: folder.root.clone(),
-            },
-        )
-        .map_err(|e| {
+        let root = folder.root.clone();
+        crate::error::catch_libtorch(|| Self::setup(job, opts, JobFolder { root })).map_err(|e| {
             // A run that cannot start still tells the UI and the user why, in the job folder.
             let status = Status {
                 state: "failed",
@@ -740,7 +734,7 @@ impl Trainer {
             let msg = format!("Generating sample {}/{n}", i + 1);
             self.folder
                 .write_status(&self.status("sampling", &msg, None, None))?;
-            match self.sample_one(step, i) {
+            match crate::error::catch_libtorch(|| self.sample_one(step, i)) {
                 Ok(files) => self.folder.log(&format!(
                     "sample {i} at step {step}: {}",
                     files.media[0].display()
@@ -876,8 +870,7 @@ impl Trainer {
     /// Trains one optimizer step (the expert whose turn it is) and moves the step counter on.
     pub fn advance(&mut self) -> Result<StepOutcome, TrainError> {
         let step = self.step;
-        let outcome = self
-            .train_step()
+        let outcome = crate::error::catch_libtorch(|| self.train_step())
             .map_err(|e| crate::error::classify_torch_error(e, step))?;
         self.step += 1;
         Ok(outcome)

@@ -179,7 +179,9 @@ pub fn checks(args: &DoctorArgs) -> Vec<Check> {
     out
 }
 
-/// Which SDPA kernel libtorch picks for a Wan-shaped bf16 self-attention (41 frames at 512²).
+/// Which SDPA kernel libtorch picks for a Wan-shaped bf16 self-attention (41 frames at 512²), and on
+/// a GPU whether the flash kernel is usable when asked for alone. On Hopper libtorch 2.11 prefers
+/// cuDNN's fused attention; flash is the fallback. Both are fused kernels with a fused backward.
 fn sdpa_check(device: Device) -> Check {
     let kind = if device.is_cuda() {
         Kind::BFloat16
@@ -189,29 +191,43 @@ fn sdpa_check(device: Device) -> Check {
     // 1 sample, 40 heads, 11 264 tokens (41 frames 512×512), head dim 128 on GPU; smaller on CPU.
     let tokens = if device.is_cuda() { 11_264 } else { 256 };
     let q = Tensor::randn([1, 40, tokens, 128], (kind, device));
-    match wanlora_torch::cuda::sdp_choice(&q, &q, &q) {
-        Ok(choice) => {
-            let found = format!(
-                "{} for {:?} [1, 40, {tokens}, 128] on {:?}",
-                choice.name(),
-                kind,
-                device
-            );
-            if device.is_cuda() && choice != wanlora_torch::cuda::SdpBackend::Flash {
-                Check::missing(
-                    "attention kernel",
-                    found,
-                    "flash attention needs an Ampere or newer GPU (Hopper expected) and PyTorch 2.11 with CUDA",
-                )
-            } else {
-                Check::ok("attention kernel", found)
-            }
+    let picked = match wanlora_torch::cuda::sdp_choice(&q, &q, &q) {
+        Ok(c) => c,
+        Err(e) => {
+            return Check::missing(
+                "attention kernel",
+                e.to_string(),
+                "libtorch could not choose an SDPA kernel",
+            )
         }
-        Err(e) => Check::missing(
+    };
+    let mut found = format!(
+        "{} for {kind:?} [1, 40, {tokens}, 128] on {device:?}",
+        picked.name()
+    );
+    if !device.is_cuda() {
+        return Check::ok("attention kernel", found);
+    }
+    // Ask for flash alone, then restore every back-end.
+    let flash = wanlora_torch::cuda::sdp_enable(true, false, false, false)
+        .ok()
+        .and_then(|_| wanlora_torch::cuda::sdp_choice(&q, &q, &q).ok());
+    let _ = wanlora_torch::cuda::sdp_enable(true, true, true, true);
+    let flash_ok = flash == Some(wanlora_torch::cuda::SdpBackend::Flash);
+    found.push_str(if flash_ok {
+        "; flash available"
+    } else {
+        "; flash NOT available"
+    });
+    use wanlora_torch::cuda::SdpBackend::{Cudnn, Flash};
+    if matches!(picked, Flash | Cudnn) && flash_ok {
+        Check::ok("attention kernel", found)
+    } else {
+        Check::missing(
             "attention kernel",
-            e.to_string(),
-            "libtorch could not choose an SDPA kernel",
-        ),
+            found,
+            "fused attention needs an Ampere or newer GPU (Hopper expected) and PyTorch 2.11 with CUDA",
+        )
     }
 }
 
