@@ -236,3 +236,35 @@ fn shared_timestep_path_matches_reference() {
         assert!(rel_err(&both.narrow(0, i, 1), &alone) < 1e-6);
     }
 }
+
+/// The bf16 path (what the GPU runs) stays within bf16 rounding of the f32 reference.
+#[test]
+fn bf16_forward_is_close_to_the_reference() {
+    let model =
+        WanTransformer::from_path(&fixtures().join("diffusers"), Kind::BFloat16, Device::Cpu)
+            .unwrap();
+    let (x, t, c) = inputs();
+    let (lora, _) = LoraSet::load(
+        &fixtures().join("lora_comfy.safetensors"),
+        &model.config,
+        Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let apply = LoraApply {
+        set: &lora,
+        multiplier: Multiplier::Scalar(1.0),
+    };
+    let out = tch::no_grad(|| {
+        model.forward(
+            &x.to_kind(Kind::BFloat16),
+            &t,
+            &c.to_kind(Kind::BFloat16),
+            Some(&apply),
+        )
+    })
+    .unwrap();
+    assert_eq!(out.kind(), Kind::Float);
+    let err = rel_err(&out, &tensor("reference.safetensors", "output_lora"));
+    assert!(err < 3e-2, "bf16 relative error {err}");
+}

@@ -231,24 +231,20 @@ pub fn layer_norm_f32(x: &Tensor, eps: f64) -> Tensor {
         .layer_norm([d], None::<Tensor>, None::<Tensor>, eps, true)
 }
 
-/// `LN(x)·(1 + scale) + shift` for `x` `[B, N, D]` and fp32 `scale`, `shift` `[B, 1, D]`, rounded
-/// once to `x`'s dtype. When the modulation is the same for every sample (one sample, or one
-/// timestep for the batch) it is the LayerNorm's own fp32 affine: a single kernel.
-pub fn modulated_norm(
-    x: &Tensor,
-    scale: &Tensor,
-    shift: &Tensor,
-    eps: f64,
-    shared: bool,
-) -> Tensor {
+/// `LN(x)·gain + bias` for `x` `[B, N, D]` and fp32 `gain`, `bias` (`[B, 1, D]` or `[D]`), rounded once
+/// to `x`'s dtype. The LayerNorm reads `x` in its own dtype (statistics in fp32) and the affine step
+/// runs in fp32 (`addcmul` with fp32 operands), so only the normalised value is rounded before the
+/// modulation, where diffusers rounds after it. libtorch's CUDA LayerNorm takes no fp32 parameters
+/// with bf16 input, hence the two kernels.
+pub fn affine_norm(x: &Tensor, gain: &Tensor, bias: &Tensor, eps: f64) -> Tensor {
     let d = *x.size().last().expect("rank ≥ 1");
-    if shared {
-        let gamma = scale.select(0, 0).view([d]) + 1.0;
-        let beta = shift.select(0, 0).view([d]);
-        x.layer_norm([d], Some(&gamma), Some(&beta), eps, true)
-    } else {
-        (layer_norm_f32(x, eps) * (scale + 1.0) + shift).to_kind(x.kind())
-    }
+    let normalised = x.layer_norm([d], None::<Tensor>, None::<Tensor>, eps, true);
+    bias.addcmul(&normalised, gain).to_kind(x.kind())
+}
+
+/// `LN(x)·(1 + scale) + shift`: the modulated LayerNorm in front of attention and the MLP.
+pub fn modulated_norm(x: &Tensor, scale: &Tensor, shift: &Tensor, eps: f64) -> Tensor {
+    affine_norm(x, &(scale + 1.0), shift, eps)
 }
 
 /// `x + y·gate` with the product and sum in fp32 registers, rounded once (`gate` fp32 `[B, 1, D]`).
@@ -350,13 +346,12 @@ impl WanBlock {
     }
 
     /// x `[B, N, D]` (compute dtype) → x `[B, N, D]`. `e0` is the block-independent time projection
-    /// `[B, 6, D]` (fp32), `shared_time` says every sample has the same one, `context` is the
+    /// `[B, 6, D]` (fp32), `context` is the
     /// embedded text `[B, L, D]`.
     pub fn forward(
         &self,
         x: &Tensor,
         e0: &Tensor,
-        shared_time: bool,
         context: &Tensor,
         rope: &Rope,
         lora: BlockLora,
@@ -365,15 +360,12 @@ impl WanBlock {
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
 
-        let h = modulated_norm(x, scale_msa, shift_msa, self.eps, shared_time);
+        let h = modulated_norm(x, scale_msa, shift_msa, self.eps);
         let a = self.self_attn.forward_self(&h, rope, lora, SELF_TARGETS);
         let x = gated_add(x, &a, gate_msa);
 
         let h = match &self.norm3 {
-            Some((w, b)) => {
-                let d = *x.size().last().expect("rank ≥ 1");
-                x.layer_norm([d], Some(w), Some(b), self.eps, true)
-            }
+            Some((w, b)) => affine_norm(&x, w, b, self.eps),
             None => x.shallow_clone(),
         };
         let x = &x
@@ -381,7 +373,7 @@ impl WanBlock {
                 .cross_attn
                 .forward_cross(&h, context, lora, CROSS_TARGETS);
 
-        let h = modulated_norm(&x, scale_mlp, shift_mlp, self.eps, shared_time);
+        let h = modulated_norm(&x, scale_mlp, shift_mlp, self.eps);
         let f = lora.linear(LoraTarget::Ffn0, &self.ffn0, &h).gelu("tanh");
         let f = lora.linear(LoraTarget::Ffn2, &self.ffn2, &f);
         gated_add(&x, &f, gate_mlp)

@@ -128,8 +128,6 @@ pub struct Conditions {
     pub context: Tensor,
     pub rope: Rope,
     pub grid: Grid,
-    /// Every sample has the same timestep (one sample, or a CFG batch): the modulation is shared.
-    pub shared_time: bool,
 }
 
 pub struct WanTransformer {
@@ -519,17 +517,12 @@ impl WanTransformer {
             self.config.rope_axes(),
             self.device,
         );
-        let shared_time = b == 1 || {
-            let t = timestep.to_kind(Kind::Float);
-            t.eq_tensor(&t.select(0, 0)).all().int64_value(&[]) == 1
-        };
         Conditions {
             temb,
             e0,
             context,
             rope,
             grid,
-            shared_time,
         }
     }
 
@@ -617,7 +610,6 @@ impl WanTransformer {
         weights.forward(
             x,
             &cond.e0,
-            cond.shared_time,
             &cond.context,
             &cond.rope,
             BlockLora {

@@ -3,6 +3,7 @@
 //! run them in the same call as the reference script (../shared/peers/diffusers_wan_components.py) so both use
 //! the same card.
 
+pub mod load;
 pub mod sample;
 pub mod step;
 pub mod text;
@@ -22,6 +23,8 @@ pub enum BenchCommand {
     Text(text::TextBenchArgs),
     /// An I2V sample with both experts resident: s/step with CFG, denoising, decode, peak memory.
     Sample(sample::SampleBenchArgs),
+    /// Loading one expert from disk onto the GPU: seconds and GB/s.
+    Load(load::LoadArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -30,6 +33,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Vae(a) => vae::run(a),
         BenchCommand::Text(a) => text::run(a),
         BenchCommand::Sample(a) => sample::run(a),
+        BenchCommand::Load(a) => load::run(a),
     }
 }
 
