@@ -6,7 +6,7 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 # The release binary travels xz-compressed (the working tree that travels is limited to 64 MiB).
-if [ -f .gpu/wanlora.xz ] && [ ! -x /tmp/wanlora ]; then xz -dc .gpu/wanlora.xz > /tmp/wanlora && chmod +x /tmp/wanlora; fi
+if [ -f .gpu/wanlora.xz ]; then xz -dc .gpu/wanlora.xz > /tmp/wanlora && chmod +x /tmp/wanlora; fi
 WANLORA=${WANLORA:-/tmp/wanlora}
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

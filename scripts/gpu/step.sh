@@ -19,9 +19,10 @@ a = load_file('/tmp/cuda_out.safetensors')['output']; r = load_file('$F/referenc
 print(f'cuda f32 parity (tiny model + LoRA): rel err {((a - r).norm() / r.norm()).item():.2e}')" | tee -a "$OUT/summary.txt"
     run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5 --breakdown
     run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5 --keep-blocks 18
-    run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5 --fp8 matmul
-    run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5 --fp8 matmul --keep-blocks 18
+    run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5 --fp8 matmul --keep-blocks 26
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 3 --fp8 matmul --max-memory-gib 24
+    unset PYTORCH_CUDA_ALLOC_CONF
     run python3 .gpu/peers/diffusers_wan_lora_step.py 41 512 512 16 5
     ;;
   81)

@@ -231,15 +231,17 @@ pub fn layer_norm_f32(x: &Tensor, eps: f64) -> Tensor {
         .layer_norm([d], None::<Tensor>, None::<Tensor>, eps, true)
 }
 
-/// `LN(x)·gain + bias` for `x` `[B, N, D]` and fp32 `gain`, `bias` (`[B, 1, D]` or `[D]`), rounded once
-/// to `x`'s dtype. The LayerNorm reads `x` in its own dtype (statistics in fp32) and the affine step
-/// runs in fp32 (`addcmul` with fp32 operands), so only the normalised value is rounded before the
-/// modulation, where diffusers rounds after it. libtorch's CUDA LayerNorm takes no fp32 parameters
-/// with bf16 input, hence the two kernels.
+/// `LN(x)·gain + bias` for `x` `[B, N, D]` and fp32 `gain`, `bias` (`[B, 1, D]` or `[D]`), in `x`'s
+/// dtype: the LayerNorm reads `x` in its own dtype (statistics in fp32), then one `addcmul` applies
+/// the affine with the parameters in that dtype (arithmetic in fp32 registers). In bf16 the
+/// normalised value and the parameters are rounded before the product, where diffusers rounds once
+/// after it — two memory passes instead of five. (libtorch's CUDA LayerNorm takes no fp32
+/// parameters with bf16 input, so the affine cannot go into the LayerNorm kernel.)
 pub fn affine_norm(x: &Tensor, gain: &Tensor, bias: &Tensor, eps: f64) -> Tensor {
     let d = *x.size().last().expect("rank ≥ 1");
+    let kind = x.kind();
     let normalised = x.layer_norm([d], None::<Tensor>, None::<Tensor>, eps, true);
-    bias.addcmul(&normalised, gain).to_kind(x.kind())
+    bias.to_kind(kind).addcmul(&normalised, &gain.to_kind(kind))
 }
 
 /// `LN(x)·(1 + scale) + shift`: the modulated LayerNorm in front of attention and the MLP.

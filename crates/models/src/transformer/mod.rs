@@ -516,7 +516,8 @@ impl WanTransformer {
             self.config.attention_head_dim,
             self.config.rope_axes(),
             self.device,
-        );
+        )
+        .in_kind(self.kind);
         Conditions {
             temb,
             e0,

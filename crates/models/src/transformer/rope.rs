@@ -63,18 +63,27 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` `[B, N, H, head_dim]` pairwise with fp32 tables, returning `x`'s kind:
-    /// `(x₀, x₁) → (x₀cos − x₁sin, x₁cos + x₀sin)`, as `x·cos + swap(x)·sin±`.
+    /// Rotates `x` `[B, N, H, head_dim]` pairwise, `(x₀, x₁) → (x₀cos − x₁sin, x₁cos + x₀sin)`, as
+    /// `x·cos + swap(x)·sin±` in `x`'s dtype (the tables are made in that dtype by [`Rope::in_kind`]):
+    /// three memory-bound passes, the arithmetic of each in fp32 registers.
     pub fn apply(&self, x: &Tensor) -> Tensor {
-        let kind = x.kind();
         let size = x.size();
         let mut pairs = size.clone();
         let d = pairs.pop().expect("rank ≥ 1");
         pairs.extend([d / 2, 2]);
         let swapped = x.view(pairs.as_slice()).flip([-1]).view(size.as_slice());
-        // x (compute dtype) · cos (fp32) promotes to fp32; the second product accumulates in place.
         let mut out = x * &self.cos;
         let _ = out.addcmul_(&swapped, &self.sin_signed);
-        out.to_kind(kind)
+        out
+    }
+
+    /// The tables in `kind` (the angles are computed in float64 and rounded once). In bf16 the
+    /// rotation coefficients carry bf16's 2⁻⁹ relative rounding, the same as the rotated values
+    /// themselves; diffusers keeps fp32 tables and rounds after the product.
+    pub fn in_kind(self, kind: Kind) -> Rope {
+        Rope {
+            cos: self.cos.to_kind(kind),
+            sin_signed: self.sin_signed.to_kind(kind),
+        }
     }
 }
