@@ -63,7 +63,7 @@ pub fn samples_run(job: &Job) -> bool {
 /// The job's model keys as the hub crate's spec, paths relative to the job file's folder.
 pub fn model_spec(loaded: &LoadedJob) -> ModelSpec {
     let model = &loaded.job.process().model;
-    ModelSpec {
+    let spec = ModelSpec {
         name_or_path: model.name_or_path.clone(),
         extras_name_or_path: model.extras_name_or_path.clone(),
         te_name_or_path: model.te_name_or_path.clone(),
@@ -74,8 +74,14 @@ pub fn model_spec(loaded: &LoadedJob) -> ModelSpec {
         train_high_noise: model.model_kwargs.train_high_noise,
         train_low_noise: model.model_kwargs.train_low_noise,
         need_untrained_expert_for_samples: samples_run(&loaded.job),
+    };
+    let random = spec.name_or_path.as_deref() == Some(crate::sources::RANDOM_A14B);
+    let mut spec = spec.relative_to(&loaded.base_dir);
+    if random {
+        // Not a path: random weights made in place (benchmarks).
+        spec.name_or_path = Some(crate::sources::RANDOM_A14B.to_string());
     }
-    .relative_to(&loaded.base_dir)
+    spec
 }
 
 pub fn timestep_type(t: cfg::TimestepType) -> TimestepType {
