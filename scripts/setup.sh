@@ -80,8 +80,14 @@ if [ "$WANT_PYTHON" = 1 ]; then
     say "creating $VENV"
     python3 -m venv "$VENV"
   fi
-  if ! "$VENV/bin/python" -c 'import huggingface_hub, safetensors, numpy' 2>/dev/null; then
-    say "installing the Python test tools (huggingface_hub, safetensors, numpy)"
-    "$VENV/bin/pip" install -q "huggingface_hub>=1,<2" safetensors numpy
+  if ! "$VENV/bin/python" -c 'import huggingface_hub, sys; sys.exit(int(huggingface_hub.__version__.split(".")[0]) != 1)' 2>/dev/null; then
+    say "installing huggingface_hub 1.x (the hub-cache interop tests read our cache with it)"
+    "$VENV/bin/pip" install -q "huggingface_hub>=1,<2"
   fi
+fi
+
+# --- browser end-to-end tests: Debian's Chromium driven by playwright-core ----------------------
+if [ "$WANT_BROWSER" = 1 ] && [ ! -d "$ROOT/tests/e2e/node_modules/playwright-core" ]; then
+  say "installing playwright-core for the browser tests (no browser download: Debian's chromium is used)"
+  (cd "$ROOT/tests/e2e" && npm ci --no-audit --no-fund --silent)
 fi
