@@ -32,7 +32,11 @@ pub fn run(args: LoadArgs) -> Result<()> {
         std::fs::metadata(&args.weights)?.len()
     };
     let options = LoadOptions {
-        fp8: if args.fp8 { Fp8Mode::WeightOnly } else { Fp8Mode::Off },
+        fp8: if args.fp8 {
+            Fp8Mode::WeightOnly
+        } else {
+            Fp8Mode::Off
+        },
         ..LoadOptions::default()
     };
     let t0 = Instant::now();
@@ -40,7 +44,9 @@ pub fn run(args: LoadArgs) -> Result<()> {
     super::step::sync(device);
     let secs = t0.elapsed().as_secs_f64();
     let peak = match device {
-        tch::Device::Cuda(i) => super::step::gib(wanlora_torch::cuda::memory_stats(i)?.peak_allocated),
+        tch::Device::Cuda(i) => {
+            super::step::gib(wanlora_torch::cuda::memory_stats(i)?.peak_allocated)
+        }
         _ => 0.0,
     };
     println!(
