@@ -48,7 +48,7 @@ impl ModelSource {
             )?;
             return Ok(ModelSource::Random { seed: 1, tokenizer });
         }
-        let exact_sizes = !is_tiny(&spec);
+        let exact_sizes = !is_tiny(&spec, &hub);
         let resolved =
             wanlora_hub::fetch(&spec, &hub, Stage::Training, &CheckOptions { exact_sizes })?;
         let checks =
@@ -124,7 +124,12 @@ impl ModelSource {
                     Expert::Low => Component::LowNoiseExpert,
                 };
                 let path = self.path(component)?;
-                let cfg = match self.config_file(component) {
+                // A diffusers folder has its config.json; a single file may have one beside it.
+                let beside = path
+                    .parent()
+                    .map(|d| d.join("config.json"))
+                    .filter(|c| path.is_file() && c.exists());
+                let cfg = match self.config_file(component).or(beside) {
                     Some(c) => Some(TransformerConfig::from_json_file(&c)?),
                     None => None,
                 };
@@ -235,10 +240,29 @@ impl ModelSource {
     }
 }
 
-/// The demo's tiny models are recognised by their config: the hub's size checks are relaxed for them.
-fn is_tiny(spec: &ModelSpec) -> bool {
-    spec.name_or_path
+/// The demo's tiny models carry a marker file at their root (or next to their single files); the hub's
+/// A14B size checks are relaxed for them. Looked up where the components resolve to, so a tiny model
+/// in the Hugging Face cache or as single files is recognised too.
+fn is_tiny(spec: &ModelSpec, hub: &HubConfig) -> bool {
+    let marked = |p: &Path| {
+        p.ancestors()
+            .take(3)
+            .any(|a| a.join(crate::tiny::MARKER).exists())
+    };
+    if spec
+        .name_or_path
         .as_deref()
         .map(Path::new)
-        .is_some_and(|p| p.join(crate::tiny::MARKER).exists())
+        .is_some_and(marked)
+    {
+        return true;
+    }
+    let Ok(resolved) = wanlora_hub::resolve(spec, hub) else {
+        return false;
+    };
+    let found = [Component::HighNoiseExpert, Component::LowNoiseExpert]
+        .iter()
+        .filter_map(|&c| resolved.component(c).and_then(|c| c.weights_path()))
+        .collect::<Vec<_>>();
+    !found.is_empty() && found.iter().all(|p| marked(p))
 }
