@@ -134,3 +134,62 @@ fn sigkill_then_resume_reproduces_every_loss() {
         }
     }
 }
+
+/// Ctrl+C (SIGINT) finishes the step in flight, saves, reports `stopped`, exits cleanly; running the
+/// job again continues from the saved step to the end.
+#[test]
+fn sigint_saves_and_exits_cleanly_then_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = prepare(dir.path());
+    let folder = dir.path().join("demo");
+    let mut child = wanlora()
+        .args(["train", "--no-progress"])
+        .arg(&job)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !folder.join("metrics.jsonl").exists() || losses(&folder).len() < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was interrupted"
+        );
+        assert!(started.elapsed() < Duration::from_secs(300));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status after SIGINT: {status}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("status.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["state"], "stopped");
+    let stopped_at = report["step"].as_u64().unwrap();
+    assert!(stopped_at >= 3 && stopped_at < STEPS as u64);
+    let step_file = folder.join(format!("demo_{stopped_at:09}_high_noise.safetensors"));
+    assert!(
+        step_file.exists(),
+        "no checkpoint at the stop ({})",
+        step_file.display()
+    );
+
+    let out = wanlora()
+        .args(["train", "--no-progress"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("resuming at step {stopped_at}"))
+    );
+    assert_eq!(losses(&folder).len(), STEPS as usize);
+}
