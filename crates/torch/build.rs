@@ -18,6 +18,8 @@ fn main() {
         .flag_if_supported("-Wno-deprecated-declarations")
         .warnings(false)
         .compile("wanlora_helper");
+    // dlopen for the driver and NVRTC (the fused kernels).
+    println!("cargo:rustc-link-lib=dl");
     println!("cargo:rerun-if-changed=csrc/helper.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!(

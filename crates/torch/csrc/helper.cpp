@@ -9,6 +9,7 @@
 #include <c10/core/Stream.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <c10/core/AllocatorConfig.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
@@ -335,6 +336,517 @@ int wl_fp8_linear(const at::Tensor* x, const at::Tensor* codes, const at::Tensor
     }
     *out = new at::Tensor(std::move(y));
   });
+}
+
+}  // extern "C"
+
+// --- recorded self-attention ------------------------------------------------------------------
+//
+// Block-level checkpointing recomputes each block's forward to rebuild its graph. Attention is
+// the one part of that forward whose result can be kept cheaply: its output is one activation-
+// sized tensor and its softmax statistics (log-sum-exp) are tiny. A "recorded" attention runs the
+// fused kernel once, without a graph, and keeps (out, lse); the "replay" during the recompute
+// returns that output and, in the backward, calls the same kernel family's backward with the
+// recomputed q, k, v — so the recompute skips attention's forward, the largest single kernel of
+// the block at long sequence lengths.
+namespace {
+
+// ATen's sdp::SDPBackend numbering, as at::_fused_sdp_choice returns it.
+enum Backend : int64_t { kMath = 0, kFlash = 1, kEfficient = 2, kCudnn = 3 };
+
+struct RecordedAttention {
+  int64_t backend;
+  at::Tensor out, lse, philox_seed, philox_offset, cum_seq_q, cum_seq_k;
+  int64_t max_q = 0, max_k = 0;
+
+  // The CUDA kernels' results, in the order both cuDNN's and flash's forward return them.
+  template <typename Results>
+  void keep(const Results& r) {
+    out = std::get<0>(r);
+    lse = std::get<1>(r);
+    cum_seq_q = std::get<2>(r);
+    cum_seq_k = std::get<3>(r);
+    max_q = std::get<4>(r).expect_int();
+    max_k = std::get<5>(r).expect_int();
+    philox_seed = std::get<6>(r);
+    philox_offset = std::get<7>(r);
+  }
+};
+
+// The incoming gradient laid out like the recorded output. cuDNN's backward reads both with the
+// output's strides: measured on an H100 with libtorch 2.11, a gradient with other strides (a
+// contiguous [B, H, L, d] one against the output's [B, L, H, d] layout) gives wrong gradients —
+// through libtorch's own autograd too. In the transformer the gradient arrives in the output's
+// layout (the heads are merged by a transpose), so this copies nothing there.
+at::Tensor backward_layout(const at::Tensor& grad, const at::Tensor& out) {
+  if (grad.strides() == out.strides()) return grad;
+  auto g = at::empty_strided(out.sizes(), out.strides(), out.options());
+  g.copy_(grad);
+  return g;
+}
+
+struct ReplayedAttention : public torch::autograd::Function<ReplayedAttention> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q,
+                            const at::Tensor& k, const at::Tensor& v, int64_t record_address) {
+    const auto* rec = reinterpret_cast<const RecordedAttention*>(record_address);
+    ctx->save_for_backward({q, k, v, rec->out, rec->lse});
+    ctx->saved_data["backend"] = rec->backend;
+    ctx->saved_data["philox_seed"] = rec->philox_seed;
+    ctx->saved_data["philox_offset"] = rec->philox_offset;
+    ctx->saved_data["cum_seq_q"] = rec->cum_seq_q;
+    ctx->saved_data["cum_seq_k"] = rec->cum_seq_k;
+    ctx->saved_data["max_q"] = rec->max_q;
+    ctx->saved_data["max_k"] = rec->max_k;
+    // A new tensor object over the recorded output's storage: autograd attaches this function
+    // to it, and the record itself stays untouched.
+    return rec->out.detach();
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
+    const auto grad = backward_layout(grad_outputs[0], out);
+    const auto tensor = [&](const char* key) { return ctx->saved_data[key].toTensor(); };
+    const auto integer = [&](const char* key) { return ctx->saved_data[key].toInt(); };
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> g;
+    switch (integer("backend")) {
+      case kCudnn:
+        g = at::_scaled_dot_product_cudnn_attention_backward(
+            grad, q, k, v, out, lse, tensor("philox_seed"), tensor("philox_offset"), at::Tensor(),
+            tensor("cum_seq_q"), tensor("cum_seq_k"), integer("max_q"), integer("max_k"), 0.0,
+            false);
+        break;
+      case kFlash:
+        if (q.is_cuda()) {
+          g = at::_scaled_dot_product_flash_attention_backward(
+              grad, q, k, v, out, lse, tensor("cum_seq_q"), tensor("cum_seq_k"), integer("max_q"),
+              integer("max_k"), 0.0, false, tensor("philox_seed"), tensor("philox_offset"));
+        } else {
+          g = at::_scaled_dot_product_flash_attention_for_cpu_backward(grad, q, k, v, out, lse,
+                                                                       0.0, false);
+        }
+        break;
+      default:
+        TORCH_CHECK(false, "recorded attention: no backward for back-end ", integer("backend"));
+    }
+    return {std::get<0>(g), std::get<1>(g), std::get<2>(g), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+// softmax(q kᵀ/√d) v for q, k, v [B, H, L, d] (no mask, no dropout). When libtorch's choice for
+// these inputs is a fused kernel with a usable backward (cuDNN, flash, CPU flash), `*record`
+// receives what a later replay needs; otherwise it is null and the output comes from
+// scaled_dot_product_attention.
+int wl_attention_record(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v,
+                        void** record, at::Tensor** out) {
+  return guarded([&] {
+    *record = nullptr;
+    const int64_t backend =
+        at::_fused_sdp_choice(*q, *k, *v, std::nullopt, 0.0, false, std::nullopt, false);
+    auto rec = std::make_unique<RecordedAttention>();
+    rec->backend = backend;
+    if (backend == kCudnn) {
+      rec->keep(at::_scaled_dot_product_cudnn_attention(*q, *k, *v, std::nullopt,
+                                                        /*compute_log_sumexp=*/true));
+    } else if (backend == kFlash && q->is_cuda()) {
+      rec->keep(at::_scaled_dot_product_flash_attention(*q, *k, *v));
+    } else if (backend == kFlash) {
+      auto r = at::_scaled_dot_product_flash_attention_for_cpu(*q, *k, *v);
+      rec->out = std::get<0>(r);
+      rec->lse = std::get<1>(r);
+    } else {
+      *out = new at::Tensor(at::scaled_dot_product_attention(*q, *k, *v));
+      return;
+    }
+    *out = new at::Tensor(rec->out);
+    *record = rec.release();
+  });
+}
+
+void wl_attention_free(void* record) { delete static_cast<RecordedAttention*>(record); }
+
+// The recorded output again, as a function of the (recomputed) q, k, v for autograd: its backward
+// is the fused kernel's backward with the recorded output and log-sum-exp.
+int wl_attention_replay(const void* record, const at::Tensor* q, const at::Tensor* k,
+                        const at::Tensor* v, at::Tensor** out) {
+  return guarded([&] {
+    const auto* rec = static_cast<const RecordedAttention*>(record);
+    TORCH_CHECK(rec->out.sizes() == q->sizes(), "recorded attention: output ", rec->out.sizes(),
+                " does not match the query ", q->sizes());
+    *out = new at::Tensor(
+        ReplayedAttention::apply(*q, *k, *v, reinterpret_cast<int64_t>(rec)));
+  });
+}
+
+}  // extern "C"
+
+// --- fused kernels compiled at run time (NVRTC) -------------------------------------------------
+//
+// A few memory-bound steps of the transformer block take several libtorch kernels each (RoPE: a
+// flip, a multiply and an addcmul, three passes over q and k). Their fused versions are CUDA C
+// compiled once per process by NVRTC, which every CUDA build of PyTorch ships, and launched
+// through the driver API on libtorch's current stream. Both libraries are opened with dlopen, so
+// nothing here is needed to build or to run on a CPU machine; when either is missing, the callers
+// keep the libtorch path.
+#include <dlfcn.h>
+
+#include <mutex>
+#include <vector>
+
+namespace {
+
+// The driver and NVRTC entry points used here, with opaque handle types.
+using CUresult = int;
+using CUdevice = int;
+using CUcontext = void*;
+using CUmodule = void*;
+using CUfunction = void*;
+using CUstream = void*;
+using nvrtcResult = int;
+using nvrtcProgram = void*;
+
+struct Rtc {
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuCtxGetCurrent)(CUcontext*);
+  CUresult (*cuCtxSetCurrent)(CUcontext);
+  CUresult (*cuDeviceGet)(CUdevice*, int);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice);
+  CUresult (*cuDeviceGetAttribute)(int*, int, CUdevice);
+  CUresult (*cuModuleLoadData)(CUmodule*, const void*);
+  CUresult (*cuModuleGetFunction)(CUfunction*, CUmodule, const char*);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, CUstream, void**, void**);
+  nvrtcResult (*nvrtcCreateProgram)(nvrtcProgram*, const char*, const char*, int,
+                                    const char* const*, const char* const*);
+  nvrtcResult (*nvrtcCompileProgram)(nvrtcProgram, int, const char* const*);
+  nvrtcResult (*nvrtcGetPTXSize)(nvrtcProgram, size_t*);
+  nvrtcResult (*nvrtcGetPTX)(nvrtcProgram, char*);
+  nvrtcResult (*nvrtcGetProgramLogSize)(nvrtcProgram, size_t*);
+  nvrtcResult (*nvrtcGetProgramLog)(nvrtcProgram, char*);
+  nvrtcResult (*nvrtcDestroyProgram)(nvrtcProgram*);
+  CUfunction rope_bf16 = nullptr;
+  CUfunction gated_add_bf16 = nullptr;
+  std::string error;  // why the fused kernels are unavailable; empty when they are
+};
+
+// bf16 is handled as its bit pattern: no CUDA headers are needed at run time.
+constexpr const char* kKernelSource = R"CUDA(
+typedef unsigned int u32;
+__device__ __forceinline__ float lo(u32 v) { return __uint_as_float(v << 16); }
+__device__ __forceinline__ float hi(u32 v) { return __uint_as_float(v & 0xffff0000u); }
+// Round to nearest even, as libtorch rounds fp32 to bf16 (NaN stays NaN).
+__device__ __forceinline__ u32 bf16_bits(float f) {
+  u32 u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+__device__ __forceinline__ u32 pack(float a, float b) { return bf16_bits(a) | (bf16_bits(b) << 16); }
+
+// x [rows = B·N·H, D] bf16, tables [N, D]: cos repeated per pair, sin signed (−sin, +sin).
+// out = x·cos + swap(x)·sin·sign, 8 elements (4 pairs) per thread; sign −1 is the transpose (the
+// backward).
+extern "C" __global__ void rope_bf16(const uint4* __restrict__ x, const uint4* __restrict__ cosv,
+                                     const uint4* __restrict__ sinv, uint4* __restrict__ out,
+                                     long long vecs, int heads, long long tokens, int row_vecs,
+                                     float sign) {
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= vecs) return;
+  long long row = i / row_vecs;
+  long long t = (long long)(i - row * row_vecs) + ((row / heads) % tokens) * row_vecs;
+  uint4 xv = x[i], cv = cosv[t], sv = sinv[t];
+  u32 xs[4] = {xv.x, xv.y, xv.z, xv.w}, cs[4] = {cv.x, cv.y, cv.z, cv.w},
+      ss[4] = {sv.x, sv.y, sv.z, sv.w}, os[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    float x0 = lo(xs[k]), x1 = hi(xs[k]);
+    os[k] = pack(x0 * lo(cs[k]) + sign * x1 * lo(ss[k]), x1 * hi(cs[k]) + sign * x0 * hi(ss[k]));
+  }
+  out[i] = make_uint4(os[0], os[1], os[2], os[3]);
+}
+
+// out = x + y·gate for x, y [rows, D] bf16 and gate [gate_rows, D] bf16 (gate_rows 1, or one row
+// per `rows_per_gate` rows: one per sample), 8 elements per thread; with x null, out = y·gate.
+extern "C" __global__ void gated_add_bf16(const uint4* __restrict__ x, const uint4* __restrict__ y,
+                                          const uint4* __restrict__ gate, uint4* __restrict__ out,
+                                          long long vecs, int row_vecs, long long rows_per_gate,
+                                          int gate_rows) {
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= vecs) return;
+  long long row = i / row_vecs;
+  long long col = i - row * row_vecs;
+  long long g_row = gate_rows == 1 ? 0 : row / rows_per_gate;
+  uint4 yv = y[i], gv = gate[g_row * row_vecs + col];
+  uint4 xv = x ? x[i] : make_uint4(0u, 0u, 0u, 0u);
+  u32 xs[4] = {xv.x, xv.y, xv.z, xv.w}, ys[4] = {yv.x, yv.y, yv.z, yv.w},
+      gs[4] = {gv.x, gv.y, gv.z, gv.w}, os[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    os[k] = pack(lo(xs[k]) + lo(ys[k]) * lo(gs[k]), hi(xs[k]) + hi(ys[k]) * hi(gs[k]));
+  }
+  out[i] = make_uint4(os[0], os[1], os[2], os[3]);
+}
+)CUDA";
+
+template <typename T>
+bool bind(void* lib, const char* name, T& slot) {
+  slot = reinterpret_cast<T>(dlsym(lib, name));
+  return slot != nullptr;
+}
+
+// NVRTC next to libtorch (PyTorch's wheels keep it in site-packages/nvidia/cu13/lib) or anywhere
+// the loader finds it.
+void* open_nvrtc() {
+  for (const char* name : {"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"}) {
+    if (void* h = dlopen(name, RTLD_NOW | RTLD_GLOBAL)) return h;
+  }
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&at::globalContext), &info) != 0 && info.dli_fname != nullptr) {
+    std::string dir(info.dli_fname);
+    dir = dir.substr(0, dir.rfind('/'));
+    for (const char* rel : {"/../../nvidia/cu13/lib/libnvrtc.so.13",
+                            "/../../nvidia/cuda_nvrtc/lib/libnvrtc.so.12"}) {
+      if (void* h = dlopen((dir + rel).c_str(), RTLD_NOW | RTLD_GLOBAL)) return h;
+    }
+  }
+  return nullptr;
+}
+
+void load_rtc(Rtc& r, int device) {
+  void* cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+  if (cuda == nullptr) { r.error = "libcuda.so.1 not found"; return; }
+  void* nvrtc = open_nvrtc();
+  if (nvrtc == nullptr) { r.error = "NVRTC (libnvrtc.so) not found"; return; }
+  bool ok = bind(cuda, "cuInit", r.cuInit) && bind(cuda, "cuCtxGetCurrent", r.cuCtxGetCurrent) &&
+            bind(cuda, "cuCtxSetCurrent", r.cuCtxSetCurrent) &&
+            bind(cuda, "cuDeviceGet", r.cuDeviceGet) &&
+            bind(cuda, "cuDevicePrimaryCtxRetain", r.cuDevicePrimaryCtxRetain) &&
+            bind(cuda, "cuDeviceGetAttribute", r.cuDeviceGetAttribute) &&
+            bind(cuda, "cuModuleLoadData", r.cuModuleLoadData) &&
+            bind(cuda, "cuModuleGetFunction", r.cuModuleGetFunction) &&
+            bind(cuda, "cuLaunchKernel", r.cuLaunchKernel) &&
+            bind(nvrtc, "nvrtcCreateProgram", r.nvrtcCreateProgram) &&
+            bind(nvrtc, "nvrtcCompileProgram", r.nvrtcCompileProgram) &&
+            bind(nvrtc, "nvrtcGetPTXSize", r.nvrtcGetPTXSize) &&
+            bind(nvrtc, "nvrtcGetPTX", r.nvrtcGetPTX) &&
+            bind(nvrtc, "nvrtcGetProgramLogSize", r.nvrtcGetProgramLogSize) &&
+            bind(nvrtc, "nvrtcGetProgramLog", r.nvrtcGetProgramLog) &&
+            bind(nvrtc, "nvrtcDestroyProgram", r.nvrtcDestroyProgram);
+  if (!ok) { r.error = "a driver or NVRTC entry point is missing"; return; }
+  CUdevice dev = 0;
+  CUcontext ctx = nullptr;
+  if (r.cuInit(0) != 0 || r.cuDeviceGet(&dev, device) != 0 ||
+      r.cuDevicePrimaryCtxRetain(&ctx, dev) != 0 || r.cuCtxSetCurrent(ctx) != 0) {
+    r.error = "the CUDA driver did not give the device's context";
+    return;
+  }
+  int major = 0, minor = 0;
+  r.cuDeviceGetAttribute(&major, 75, dev);  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+  r.cuDeviceGetAttribute(&minor, 76, dev);  // ..._MINOR
+  const std::string arch = "--gpu-architecture=compute_" + std::to_string(major * 10 + minor);
+  const char* options[] = {arch.c_str(), "--use_fast_math"};
+  nvrtcProgram prog = nullptr;
+  if (r.nvrtcCreateProgram(&prog, kKernelSource, "wanlora_fused.cu", 0, nullptr, nullptr) != 0) {
+    r.error = "nvrtcCreateProgram failed";
+    return;
+  }
+  if (r.nvrtcCompileProgram(prog, 2, options) != 0) {
+    size_t n = 0;
+    r.nvrtcGetProgramLogSize(prog, &n);
+    std::string log(n, '\0');
+    r.nvrtcGetProgramLog(prog, log.data());
+    r.error = "NVRTC could not compile the fused kernels (" + arch + "): " + log;
+    r.nvrtcDestroyProgram(&prog);
+    return;
+  }
+  size_t size = 0;
+  r.nvrtcGetPTXSize(prog, &size);
+  std::vector<char> ptx(size);
+  r.nvrtcGetPTX(prog, ptx.data());
+  r.nvrtcDestroyProgram(&prog);
+  CUmodule module = nullptr;
+  if (r.cuModuleLoadData(&module, ptx.data()) != 0 ||
+      r.cuModuleGetFunction(&r.rope_bf16, module, "rope_bf16") != 0 ||
+      r.cuModuleGetFunction(&r.gated_add_bf16, module, "gated_add_bf16") != 0) {
+    r.error = "the driver could not load the fused kernels";
+    r.rope_bf16 = nullptr;
+    r.gated_add_bf16 = nullptr;
+  }
+}
+
+// The compiled kernels, made on first use (for the device of that first use).
+Rtc& rtc(int device) {
+  static Rtc r;
+  static std::once_flag once;
+  std::call_once(once, [&] { load_rtc(r, device); });
+  return r;
+}
+
+// The compiled kernels, with the device's context current on this thread (autograd's worker
+// threads may not have made it current yet).
+Rtc& ready_rtc(const at::Tensor& x) {
+  auto& r = rtc(x.get_device());
+  TORCH_CHECK(r.rope_bf16 != nullptr, "fused kernels unavailable: ", r.error);
+  CUcontext ctx = nullptr;
+  if (r.cuCtxGetCurrent(&ctx) == 0 && ctx == nullptr) {
+    CUdevice dev = 0;
+    r.cuDeviceGet(&dev, x.get_device());
+    r.cuDevicePrimaryCtxRetain(&ctx, dev);
+    r.cuCtxSetCurrent(ctx);
+  }
+  return r;
+}
+
+void* current_stream(const at::Tensor& t) {
+  c10::impl::VirtualGuardImpl guard(c10::DeviceType::CUDA);
+  return guard.getStream(t.device()).native_handle();
+}
+
+// x [B, N, H, D] bf16 (contiguous), tables [.., N, .., D] bf16 (contiguous): the rotated copy.
+at::Tensor launch_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                       float sign) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kBFloat16 && x.is_cuda(),
+              "fused RoPE: x must be a [B, N, H, D] bf16 CUDA tensor");
+  const int64_t tokens = x.size(1), heads = x.size(2), dim = x.size(3);
+  TORCH_CHECK(dim % 8 == 0 && cos.numel() == tokens * dim && sin.numel() == tokens * dim &&
+                  cos.scalar_type() == at::kBFloat16 && sin.scalar_type() == at::kBFloat16,
+              "fused RoPE: tables must be [N, D] bf16 with D a multiple of 8");
+  auto& r = ready_rtc(x);
+  auto xc = x.contiguous();
+  auto cc = cos.contiguous(), sc = sin.contiguous();
+  auto out = at::empty_like(xc);
+  const void* xp = xc.data_ptr();
+  const void* cp = cc.data_ptr();
+  const void* sp = sc.data_ptr();
+  void* op = out.data_ptr();
+  long long vecs = xc.numel() / 8, tok = tokens;
+  int h = static_cast<int>(heads), row_vecs = static_cast<int>(dim / 8);
+  void* args[] = {&xp, &cp, &sp, &op, &vecs, &h, &tok, &row_vecs, &sign};
+  const unsigned threads = 256;
+  const unsigned blocks = static_cast<unsigned>((vecs + threads - 1) / threads);
+  if (vecs > 0) {
+    TORCH_CHECK(r.cuLaunchKernel(r.rope_bf16, blocks, 1, 1, threads, 1, 1, 0, current_stream(x),
+                                 args, nullptr) == 0,
+                "fused RoPE: kernel launch failed");
+  }
+  return out;
+}
+
+// x + y·gate (x may be undefined: y·gate) for x, y [B, N, D] bf16 CUDA and gate [B or 1, 1, D].
+at::Tensor launch_gated_add(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) {
+  TORCH_CHECK(y.dim() == 3 && y.scalar_type() == at::kBFloat16 && y.is_cuda() &&
+                  y.size(2) % 8 == 0,
+              "fused gated add: y must be [B, N, D] bf16 on CUDA with D a multiple of 8");
+  TORCH_CHECK(!x.defined() || x.sizes() == y.sizes(), "fused gated add: x and y differ in shape");
+  const int64_t batch = y.size(0), tokens = y.size(1), dim = y.size(2);
+  const int64_t gate_rows = gate.numel() / dim;
+  TORCH_CHECK(gate.numel() % dim == 0 && (gate_rows == 1 || gate_rows == batch),
+              "fused gated add: gate must be [1 or B, 1, D]");
+  auto& r = ready_rtc(y);
+  auto yc = y.contiguous();
+  auto xc = x.defined() ? x.contiguous() : at::Tensor();
+  auto gc = gate.to(at::kBFloat16).contiguous();
+  auto out = at::empty_like(yc);
+  const void* xp = xc.defined() ? xc.data_ptr() : nullptr;
+  const void* yp = yc.data_ptr();
+  const void* gp = gc.data_ptr();
+  void* op = out.data_ptr();
+  long long vecs = yc.numel() / 8, rows_per_gate = tokens;
+  int row_vecs = static_cast<int>(dim / 8), g_rows = static_cast<int>(gate_rows);
+  void* args[] = {&xp, &yp, &gp, &op, &vecs, &row_vecs, &rows_per_gate, &g_rows};
+  const unsigned threads = 256;
+  const unsigned blocks = static_cast<unsigned>((vecs + threads - 1) / threads);
+  if (vecs > 0) {
+    TORCH_CHECK(r.cuLaunchKernel(r.gated_add_bf16, blocks, 1, 1, threads, 1, 1, 0,
+                                 current_stream(y), args, nullptr) == 0,
+                "fused gated add: kernel launch failed");
+  }
+  return out;
+}
+
+// The gate is a constant here (frozen modulation and time embedding): gradients for x and y only.
+struct FusedGatedAdd : public torch::autograd::Function<FusedGatedAdd> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& y, const at::Tensor& gate) {
+    ctx->save_for_backward({gate});
+    return launch_gated_add(x, y, gate);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto gate = ctx->get_saved_variables()[0];
+    const auto& grad = grad_outputs[0];
+    return {grad, launch_gated_add(at::Tensor(), grad, gate), at::Tensor()};
+  }
+};
+
+struct FusedRope : public torch::autograd::Function<FusedRope> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& cos, const at::Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return launch_rope(x, cos, sin, 1.0f);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    return {launch_rope(grad_outputs[0], saved[0], saved[1], -1.0f), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+// Whether the fused kernels compiled for `device` (1) or not (0, with the reason as last error).
+int wl_fused_available(int64_t device) {
+  auto& r = rtc(static_cast<int>(device));
+  if (r.rope_bf16 != nullptr) return 1;
+  last_error = r.error;
+  return 0;
+}
+
+// RoPE on x [B, N, H, D] bf16 CUDA with [N, D] tables (see the kernel): one memory pass forward
+// and one backward.
+int wl_fused_rope(const at::Tensor* x, const at::Tensor* cos, const at::Tensor* sin,
+                  at::Tensor** out) {
+  return guarded([&] {
+    at::Tensor y;
+    if (at::GradMode::is_enabled() && x->requires_grad()) {
+      y = FusedRope::apply(*x, *cos, *sin);
+    } else {
+      y = launch_rope(*x, *cos, *sin, 1.0f);
+    }
+    *out = new at::Tensor(std::move(y));
+  });
+}
+
+}  // extern "C"
+
+extern "C" {
+
+// x + y·gate on bf16 CUDA tensors x, y [B, N, D] with a constant gate [1 or B, 1, D], rounded once.
+int wl_fused_gated_add(const at::Tensor* x, const at::Tensor* y, const at::Tensor* gate,
+                       at::Tensor** out) {
+  return guarded([&] {
+    TORCH_CHECK(!gate->requires_grad(), "fused gated add: the gate must not require grad");
+    at::Tensor r;
+    if (at::GradMode::is_enabled() && (x->requires_grad() || y->requires_grad())) {
+      r = FusedGatedAdd::apply(*x, *y, *gate);
+    } else {
+      r = launch_gated_add(*x, *y, *gate);
+    }
+    *out = new at::Tensor(std::move(r));
+  });
+}
+
+// Backpropagates `grad` from `output` (autograd::backward with an explicit output gradient).
+int wl_backward_with_grad(const at::Tensor* output, const at::Tensor* grad) {
+  return guarded([&] { torch::autograd::backward({*output}, {*grad}); });
 }
 
 }  // extern "C"

@@ -45,6 +45,35 @@ mod ffi {
             bias: *const c_void,
             out: *mut *mut c_void,
         ) -> i32;
+        pub fn wl_attention_record(
+            q: *const c_void,
+            k: *const c_void,
+            v: *const c_void,
+            record: *mut *mut c_void,
+            out: *mut *mut c_void,
+        ) -> i32;
+        pub fn wl_attention_free(record: *mut c_void);
+        pub fn wl_fused_available(device: i64) -> i32;
+        pub fn wl_fused_gated_add(
+            x: *const c_void,
+            y: *const c_void,
+            gate: *const c_void,
+            out: *mut *mut c_void,
+        ) -> i32;
+        pub fn wl_backward_with_grad(output: *const c_void, grad: *const c_void) -> i32;
+        pub fn wl_fused_rope(
+            x: *const c_void,
+            cos: *const c_void,
+            sin: *const c_void,
+            out: *mut *mut c_void,
+        ) -> i32;
+        pub fn wl_attention_replay(
+            record: *const c_void,
+            q: *const c_void,
+            k: *const c_void,
+            v: *const c_void,
+            out: *mut *mut c_void,
+        ) -> i32;
     }
 }
 
@@ -359,4 +388,123 @@ pub fn fp8_linear(
     })?;
     // SAFETY: the call succeeded, so `out` holds a fresh tensor.
     Ok(unsafe { owned_tensor(out) })
+}
+
+/// What a replay of one attention call needs: its output and softmax statistics, and the fused
+/// kernel family that made them (see [`attention_record`]).
+pub struct RecordedAttention(std::ptr::NonNull<std::ffi::c_void>);
+
+// SAFETY: the record owns libtorch tensors, which may move between threads like `tch::Tensor`.
+unsafe impl Send for RecordedAttention {}
+
+impl Drop for RecordedAttention {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from wl_attention_record and is freed once, here.
+        unsafe { ffi::wl_attention_free(self.0.as_ptr()) }
+    }
+}
+
+/// softmax(q kᵀ/√d) v for `q`, `k`, `v` `[B, H, L, d]` (no mask), without a graph, keeping what a
+/// later [`attention_replay`] needs when libtorch picks a fused kernel with a backward (cuDNN or
+/// flash on CUDA, flash on the CPU); `None` otherwise.
+pub fn attention_record(
+    q: &tch::Tensor,
+    k: &tch::Tensor,
+    v: &tch::Tensor,
+) -> Result<(tch::Tensor, Option<RecordedAttention>), HelperError> {
+    let (mut record, mut out) = (std::ptr::null_mut(), std::ptr::null_mut());
+    check("attention_record", unsafe {
+        ffi::wl_attention_record(
+            q.as_ptr() as *const _,
+            k.as_ptr() as *const _,
+            v.as_ptr() as *const _,
+            &mut record,
+            &mut out,
+        )
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor and `record` is null or owned.
+    let out = unsafe { owned_tensor(out) };
+    Ok((out, std::ptr::NonNull::new(record).map(RecordedAttention)))
+}
+
+/// The recorded attention output as a function of `q`, `k`, `v` (the same values, recomputed):
+/// no attention forward runs; the backward is the fused kernel's, from the recorded output and
+/// log-sum-exp.
+pub fn attention_replay(
+    record: &RecordedAttention,
+    q: &tch::Tensor,
+    k: &tch::Tensor,
+    v: &tch::Tensor,
+) -> Result<tch::Tensor, HelperError> {
+    let mut out = std::ptr::null_mut();
+    check("attention_replay", unsafe {
+        ffi::wl_attention_replay(
+            record.0.as_ptr(),
+            q.as_ptr() as *const _,
+            k.as_ptr() as *const _,
+            v.as_ptr() as *const _,
+            &mut out,
+        )
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor.
+    Ok(unsafe { owned_tensor(out) })
+}
+
+/// Whether the fused kernels (CUDA C compiled at run time by NVRTC, launched through the driver)
+/// work on CUDA device `device`; the error says why not (no NVRTC, no driver, a compile error).
+/// The first call compiles them; later calls are answered from that result.
+pub fn fused_kernels(device: i64) -> Result<(), HelperError> {
+    match unsafe { ffi::wl_fused_available(device) } {
+        1 => Ok(()),
+        _ => check("fused_kernels", -1),
+    }
+}
+
+/// Rotary embedding in one pass: `x` `[B, N, H, D]` bf16 on CUDA, `cos` and `sin_signed` `[N, D]`
+/// (any shape of that many elements) bf16, as in the model's `Rope` tables:
+/// `x·cos + swap_pairs(x)·sin_signed`, rounded once. Its backward is the inverse rotation, also
+/// one pass. Needs [`fused_kernels`].
+pub fn fused_rope(
+    x: &tch::Tensor,
+    cos: &tch::Tensor,
+    sin_signed: &tch::Tensor,
+) -> Result<tch::Tensor, HelperError> {
+    let mut out = std::ptr::null_mut();
+    check("fused_rope", unsafe {
+        ffi::wl_fused_rope(
+            x.as_ptr() as *const _,
+            cos.as_ptr() as *const _,
+            sin_signed.as_ptr() as *const _,
+            &mut out,
+        )
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor.
+    Ok(unsafe { owned_tensor(out) })
+}
+
+/// `x + y·gate` in one pass for bf16 CUDA `x`, `y` `[B, N, D]` and a constant `gate` `[1 or B, 1, D]`
+/// (any float dtype; used in bf16), rounded once. Needs [`fused_kernels`].
+pub fn fused_gated_add(
+    x: &tch::Tensor,
+    y: &tch::Tensor,
+    gate: &tch::Tensor,
+) -> Result<tch::Tensor, HelperError> {
+    let mut out = std::ptr::null_mut();
+    check("fused_gated_add", unsafe {
+        ffi::wl_fused_gated_add(
+            x.as_ptr() as *const _,
+            y.as_ptr() as *const _,
+            gate.as_ptr() as *const _,
+            &mut out,
+        )
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor.
+    Ok(unsafe { owned_tensor(out) })
+}
+
+/// Backpropagates `grad` (shaped like `output`) through `output`'s graph into the leaves' `.grad`.
+pub fn backward_with_grad(output: &tch::Tensor, grad: &tch::Tensor) -> Result<(), HelperError> {
+    check("backward_with_grad", unsafe {
+        ffi::wl_backward_with_grad(output.as_ptr() as *const _, grad.as_ptr() as *const _)
+    })
 }
