@@ -41,6 +41,27 @@ enum Command {
     Sample(Box<cmd::sample::SampleArgs>),
 }
 
+/// `WANLORA_SDPA=flash|cudnn|efficient|math` restricts libtorch's attention to one kernel family (to
+/// compare them, or to step around a kernel problem on some driver); unset, libtorch chooses.
+fn restrict_attention_kernels() -> anyhow::Result<()> {
+    let Ok(choice) = std::env::var("WANLORA_SDPA") else {
+        return Ok(());
+    };
+    let (flash, efficient, math, cudnn) = match choice.as_str() {
+        "" | "auto" => return Ok(()),
+        "flash" => (true, false, false, false),
+        "cudnn" => (false, false, false, true),
+        "efficient" => (false, true, false, false),
+        "math" => (false, false, true, false),
+        other => anyhow::bail!(
+            "WANLORA_SDPA={other:?} is not a kernel family: use flash, cudnn, efficient, math or auto"
+        ),
+    };
+    wanlora_torch::cuda::sdp_enable(flash, efficient, math, cudnn)?;
+    tracing::info!("attention kernels restricted to {choice} (WANLORA_SDPA)");
+    Ok(())
+}
+
 fn main() {
     // Before any tensor work: register libtorch's CUDA back-end when it is on the library path.
     wanlora_torch::init();
@@ -58,6 +79,10 @@ fn main() {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
+    if let Err(err) = restrict_attention_kernels() {
+        eprintln!("error: {err:#}");
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Train(args) => cmd::train::run(args),

@@ -250,6 +250,16 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
             format!("use 0 to {TRANSFORMER_BLOCKS}"),
         );
     }
+    if train.keep_attention > TRANSFORMER_BLOCKS {
+        ctx.error_at(
+            &format!("{t}.keep_attention"),
+            format!(
+                "keep_attention {} is more than the {TRANSFORMER_BLOCKS} transformer blocks",
+                train.keep_attention
+            ),
+            format!("use 0 to {TRANSFORMER_BLOCKS}"),
+        );
+    }
     if train.ema_config.use_ema
         && !(train.ema_config.ema_decay > 0.0 && train.ema_config.ema_decay < 1.0)
     {

@@ -139,6 +139,7 @@ fn our_keys_have_their_documented_defaults() {
     assert_eq!(p.sample.format_for(41), SampleFormat::Mp4);
     assert_eq!(p.sample.format_for(1), SampleFormat::Jpg);
     assert_eq!(p.train.keep_blocks, 0);
+    assert_eq!(p.train.keep_attention, 0);
     assert_eq!(p.train.lr_warmup_steps, 0);
     assert_eq!(p.training_folder, "output");
     assert_eq!(p.device, "cuda");
@@ -605,6 +606,7 @@ fn known_keys_cover_every_serialized_key_and_mark_ours() {
         "config.process[0].sample.ctrl_img_resize",
         "config.process[0].sample.format",
         "config.process[0].train.keep_blocks",
+        "config.process[0].train.keep_attention",
         "config.process[0].train.lr_warmup_steps",
     ] {
         assert!(ours.contains(&key), "{key} is not marked as wanlora's own");

@@ -140,7 +140,10 @@ fn lora_grads(
         t,
         c,
         &apply,
-        CheckpointPolicy { keep_blocks },
+        CheckpointPolicy {
+            keep_blocks,
+            keep_attention: 0,
+        },
         |pred| Ok((pred - target).square().mean(Kind::Float)),
     )
     .unwrap();

@@ -108,7 +108,10 @@ fn step(model: &WanTransformer, reference: &LoraSet, keep_blocks: usize) -> (f64
         &t,
         &c,
         &apply,
-        CheckpointPolicy { keep_blocks },
+        CheckpointPolicy {
+            keep_blocks,
+            keep_attention: 0,
+        },
         |pred| Ok((pred - &target).square().mean(Kind::Float)),
     )
     .unwrap();

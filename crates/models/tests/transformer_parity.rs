@@ -167,7 +167,8 @@ fn checkpointed_backward_equals_plain_autograd() {
             .map(|p| p.grad().copy())
             .collect::<Vec<_>>()
     };
-    for keep in [0usize, 1, 2] {
+    // Every policy: all blocks recomputed, some kept, and the recorded self-attention replayed.
+    for (keep, keep_attention) in [(0, 0), (1, 0), (2, 0), (0, 2), (0, 1), (1, 1)] {
         let lora = reference.detached_copy();
         let params: Vec<Tensor> = lora
             .parameters()
@@ -185,7 +186,10 @@ fn checkpointed_backward_equals_plain_autograd() {
             &t,
             &c,
             &apply,
-            CheckpointPolicy { keep_blocks: keep },
+            CheckpointPolicy {
+                keep_blocks: keep,
+                keep_attention,
+            },
             |pred| Ok((pred - &target).square().mean(Kind::Float)),
         )
         .unwrap();
@@ -194,7 +198,7 @@ fn checkpointed_backward_equals_plain_autograd() {
             let err = rel_err(&p.grad(), g);
             assert!(
                 err < 1e-5,
-                "keep_blocks {keep}, parameter {i}: relative error {err}"
+                "keep_blocks {keep}, keep_attention {keep_attention}, parameter {i}: relative error {err}"
             );
         }
     }
@@ -235,6 +239,10 @@ fn shared_timestep_path_matches_reference() {
         .unwrap();
         assert!(rel_err(&both.narrow(0, i, 1), &alone) < 1e-6);
     }
+    // One timestep for the whole batch (what CFG sampling passes) is broadcast to every sample.
+    let one = tch::no_grad(|| model.forward(&x, &t_same.narrow(0, 0, 1), &c, None)).unwrap();
+    assert_eq!(one.size(), both.size());
+    assert!(rel_err(&one, &both) < 1e-6);
 }
 
 /// The bf16 path (what the GPU runs) stays within bf16 rounding of the f32 reference.
@@ -267,4 +275,77 @@ fn bf16_forward_is_close_to_the_reference() {
     assert_eq!(out.kind(), Kind::Float);
     let err = rel_err(&out, &tensor("reference.safetensors", "output_lora"));
     assert!(err < 3e-2, "bf16 relative error {err}");
+}
+
+/// On a CUDA machine (scripts/gpu/step.sh): in bf16 with the GPU's kernels (cuDNN attention and
+/// its recorded replay, the NVRTC RoPE and gated residual), every checkpointing policy gives the
+/// LoRA gradients of plain fp32 autograd within bf16's error. Without CUDA the test says so.
+#[test]
+fn cuda_checkpointed_backward_in_bf16_is_close_to_fp32_autograd() {
+    wanlora_torch::init();
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: the GPU variant is checked by scripts/gpu/step.sh");
+        return;
+    }
+    let dev = Device::Cuda(0);
+    let (x, t, c) = inputs();
+    let (x, t, c) = (x.to_device(dev), t.to_device(dev), c.to_device(dev));
+    let target = Tensor::randn([2, 16, 3, 4, 6], (Kind::Float, dev));
+    let mult = [1.0, 0.7];
+    tch::manual_seed(3);
+    let grads = |kind: Kind, policy: Option<CheckpointPolicy>| -> Vec<Tensor> {
+        let model = WanTransformer::from_path(&fixtures().join("diffusers"), kind, dev).unwrap();
+        tch::manual_seed(11);
+        let lora = LoraSet::new_trainable(&model.config, 4, 8.0, dev);
+        tch::no_grad(|| {
+            for p in lora.parameters() {
+                let _ = p.shallow_clone().uniform_(-0.2, 0.2);
+            }
+        });
+        let apply = LoraApply {
+            set: &lora,
+            multiplier: Multiplier::per_sample(&mult, dev),
+        };
+        let loss = |pred: &Tensor| (pred - &target).square().mean(Kind::Float);
+        match policy {
+            None => loss(&model.forward(&x, &t, &c, Some(&apply)).unwrap()).backward(),
+            Some(p) => {
+                let loss = forward_backward(&model, &x, &t, &c, &apply, p, |pred| Ok(loss(pred)));
+                assert!(loss.unwrap().double_value(&[]) > 0.0);
+            }
+        }
+        lora.parameters().iter().map(|p| p.grad().copy()).collect()
+    };
+    let reference = grads(Kind::Float, None);
+    let total_err = |g: &[Tensor]| {
+        let num: f64 = g
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| {
+                (a.to_kind(Kind::Float) - b)
+                    .square()
+                    .sum(Kind::Double)
+                    .double_value(&[])
+            })
+            .sum();
+        let den: f64 = reference
+            .iter()
+            .map(|b| b.square().sum(Kind::Double).double_value(&[]))
+            .sum();
+        (num / den).sqrt()
+    };
+    let plain = total_err(&grads(Kind::BFloat16, None));
+    eprintln!("bf16 plain autograd vs fp32: relative error {plain:.2e}");
+    for (keep_blocks, keep_attention) in [(0, 0), (0, 2), (0, 1), (1, 0), (1, 1)] {
+        let policy = CheckpointPolicy {
+            keep_blocks,
+            keep_attention,
+        };
+        let err = total_err(&grads(Kind::BFloat16, Some(policy)));
+        eprintln!("bf16 {policy:?} vs fp32: relative error {err:.2e}");
+        assert!(
+            err < 2.0 * plain + 1e-2,
+            "{policy:?}: relative error {err} (plain bf16 autograd: {plain})"
+        );
+    }
 }

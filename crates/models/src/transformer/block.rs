@@ -13,7 +13,18 @@ use super::rope::Rope;
 use super::TransformerConfig;
 use crate::lora::{LoraApply, LoraTarget};
 use crate::quant::{load_weight, Fp8Mode, Weight};
+use wanlora_torch::cuda::{attention_record, attention_replay, RecordedAttention};
 use wanlora_torch::weights::Loader;
+
+/// What self-attention does with its softmax. Checkpointed training records it in the forward
+/// without a graph and replays it in the recompute, which then skips attention's forward.
+pub enum AttentionMemo<'a> {
+    Compute,
+    /// Compute and keep the output and softmax statistics here (`None` when libtorch's kernel for
+    /// these inputs has no usable backward: the replay then computes).
+    Record(&'a mut Option<RecordedAttention>),
+    Replay(&'a RecordedAttention),
+}
 
 /// A function that makes a tensor's copy elsewhere (host or device memory).
 pub type TensorMap<'a> = dyn FnMut(&Tensor) -> Result<Tensor, TchError> + 'a;
@@ -154,17 +165,28 @@ impl Attention {
     }
 
     /// softmax(q kᵀ/√d) v per head, on `[B, L, H, d]` inputs, returning `[B, Lq, H·d]`.
-    fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
-        let out = Tensor::scaled_dot_product_attention(
-            &q.transpose(1, 2),
-            &k.transpose(1, 2),
-            &v.transpose(1, 2),
-            None::<Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
+    fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, memo: AttentionMemo) -> Tensor {
+        let (q, k, v) = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
+        let out = match memo {
+            AttentionMemo::Compute => Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                false,
+                None,
+                false,
+            ),
+            AttentionMemo::Record(slot) => {
+                let (out, record) = attention_record(&q, &k, &v).unwrap_or_else(|e| panic!("{e}"));
+                *slot = record;
+                out
+            }
+            AttentionMemo::Replay(record) => {
+                attention_replay(record, &q, &k, &v).unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
         let s = out.size();
         out.transpose(1, 2).reshape([s[0], s[2], s[1] * s[3]])
     }
@@ -181,13 +203,14 @@ impl Attention {
         rope: &Rope,
         lora: BlockLora,
         targets: [LoraTarget; 4],
+        memo: AttentionMemo,
     ) -> Tensor {
         let q = self.rms(&lora.linear(targets[0], &self.q, x), &self.norm_q);
         let k = self.rms(&lora.linear(targets[1], &self.k, x), &self.norm_k);
         let v = lora.linear(targets[2], &self.v, x);
         let q = rope.apply(&self.split_heads(&q));
         let k = rope.apply(&self.split_heads(&k));
-        let a = Self::sdpa(&q, &k, &self.split_heads(&v));
+        let a = Self::sdpa(&q, &k, &self.split_heads(&v), memo);
         lora.linear(targets[3], &self.o, &a)
     }
 
@@ -206,6 +229,7 @@ impl Attention {
             &self.split_heads(&q),
             &self.split_heads(&k),
             &self.split_heads(&v),
+            AttentionMemo::Compute,
         );
         lora.linear(targets[3], &self.o, &a)
     }
@@ -232,14 +256,21 @@ pub fn layer_norm_f32(x: &Tensor, eps: f64) -> Tensor {
 }
 
 /// `LN(x)·gain + bias` for `x` `[B, N, D]` and fp32 `gain`, `bias` (`[B, 1, D]` or `[D]`), in `x`'s
-/// dtype: the LayerNorm reads `x` in its own dtype (statistics in fp32), then one `addcmul` applies
-/// the affine with the parameters in that dtype (arithmetic in fp32 registers). In bf16 the
-/// normalised value and the parameters are rounded before the product, where diffusers rounds once
-/// after it — two memory passes instead of five. (libtorch's CUDA LayerNorm takes no fp32
-/// parameters with bf16 input, so the affine cannot go into the LayerNorm kernel.)
+/// dtype, with the LayerNorm's statistics and affine arithmetic in fp32 registers. libtorch's
+/// LayerNorm takes parameters only in the input's dtype and only one set for all rows: when the
+/// parameters are the same for every sample (`[D]`, or a batch of one — training, and sampling
+/// where both CFG halves share the timestep) they go into the LayerNorm kernel rounded to `x`'s
+/// dtype, one memory pass; per-sample parameters need a second pass (`addcmul`) that also rounds
+/// the normalised value first. diffusers rounds once, after an fp32 product.
 pub fn affine_norm(x: &Tensor, gain: &Tensor, bias: &Tensor, eps: f64) -> Tensor {
     let d = *x.size().last().expect("rank ≥ 1");
     let kind = x.kind();
+    let shared = |p: &Tensor| p.numel() as i64 == d;
+    if shared(gain) && shared(bias) {
+        let gain = gain.reshape([d]).to_kind(kind);
+        let bias = bias.reshape([d]).to_kind(kind);
+        return x.layer_norm([d], Some(&gain), Some(&bias), eps, true);
+    }
     let normalised = x.layer_norm([d], None::<Tensor>, None::<Tensor>, eps, true);
     bias.to_kind(kind).addcmul(&normalised, &gain.to_kind(kind))
 }
@@ -249,8 +280,13 @@ pub fn modulated_norm(x: &Tensor, scale: &Tensor, shift: &Tensor, eps: f64) -> T
     affine_norm(x, &(scale + 1.0), shift, eps)
 }
 
-/// `x + y·gate` with the product and sum in fp32 registers, rounded once (`gate` fp32 `[B, 1, D]`).
-fn gated_add(x: &Tensor, y: &Tensor, gate: &Tensor) -> Tensor {
+/// `x + y·gate` with the product and sum in fp32 registers, rounded once (`gate` fp32 `[B, 1, D]`,
+/// a constant). With `fused`, bf16 CUDA tensors take the one-pass kernel (libtorch's `addcmul`
+/// with a broadcast operand runs its slower strided loop).
+fn gated_add(x: &Tensor, y: &Tensor, gate: &Tensor, fused: bool) -> Tensor {
+    if fused && x.kind() == Kind::BFloat16 && !gate.requires_grad() {
+        return wanlora_torch::cuda::fused_gated_add(x, y, gate).unwrap_or_else(|e| panic!("{e}"));
+    }
     x.addcmul(y, &gate.to_kind(x.kind()))
 }
 
@@ -357,14 +393,17 @@ impl WanBlock {
         context: &Tensor,
         rope: &Rope,
         lora: BlockLora,
+        memo: AttentionMemo,
     ) -> Tensor {
         let m = (&self.modulation + e0).chunk(6, 1);
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
 
         let h = modulated_norm(x, scale_msa, shift_msa, self.eps);
-        let a = self.self_attn.forward_self(&h, rope, lora, SELF_TARGETS);
-        let x = gated_add(x, &a, gate_msa);
+        let a = self
+            .self_attn
+            .forward_self(&h, rope, lora, SELF_TARGETS, memo);
+        let x = gated_add(x, &a, gate_msa, rope.fused);
 
         let h = match &self.norm3 {
             Some((w, b)) => affine_norm(&x, w, b, self.eps),
@@ -378,6 +417,6 @@ impl WanBlock {
         let h = modulated_norm(&x, scale_mlp, shift_mlp, self.eps);
         let f = lora.linear(LoraTarget::Ffn0, &self.ffn0, &h).gelu("tanh");
         let f = lora.linear(LoraTarget::Ffn2, &self.ffn2, &f);
-        gated_add(&x, &f, gate_mlp)
+        gated_add(&x, &f, gate_mlp, rope.fused)
     }
 }

@@ -1,14 +1,17 @@
 //! Training forward and backward with block-level gradient checkpointing written by hand
 //! (rust-stack.md §1c): the forward runs without a graph and keeps only each block's input; the
 //! backward recomputes one block at a time with a graph and backpropagates the incoming gradient
-//! through it. The last `keep_blocks` blocks keep their graphs from the forward instead.
+//! through it. The last `keep_blocks` blocks keep their graphs from the forward instead. Up to
+//! `keep_attention` of the recomputed blocks also keep their self-attention output and softmax
+//! statistics from the forward (one activation-sized tensor per block), so their recompute skips
+//! attention's forward: the largest kernel of a block at long sequence lengths.
 //!
 //! Streamed blocks (layer offloading) come from a [`BlockStreamer`] that knows this order: forward
 //! `0..n`, then the recomputed blocks `k-1..0`.
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-use super::{BlockStreamer, WanTransformer};
+use super::{AttentionMemo, BlockStreamer, WanTransformer};
 use crate::error::ModelError;
 use crate::lora::LoraApply;
 
@@ -16,6 +19,9 @@ use crate::lora::LoraApply;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CheckpointPolicy {
     pub keep_blocks: usize,
+    /// How many of the recomputed blocks keep their self-attention output (each costs `B·N·D`
+    /// compute-dtype elements): the last ones before the kept blocks, whose recompute comes first.
+    pub keep_attention: usize,
 }
 
 /// One training forward and backward. `loss_fn` receives the prediction (fp32, part of the graph)
@@ -50,10 +56,18 @@ pub fn forward_backward(
         )
     });
     let mut saved = Vec::with_capacity(first_kept);
+    let mut attention = Vec::with_capacity(first_kept);
+    let first_recorded = first_kept - policy.keep_attention.min(first_kept);
     tch::no_grad(|| -> Result<(), ModelError> {
         for i in 0..first_kept {
-            let next = model.block_with(blocks.block(i)?, i, &x, &cond, Some(lora));
+            let mut record = None;
+            let memo = match i >= first_recorded {
+                true => AttentionMemo::Record(&mut record),
+                false => AttentionMemo::Compute,
+            };
+            let next = model.block_with_memo(blocks.block(i)?, i, &x, &cond, Some(lora), memo);
             saved.push(std::mem::replace(&mut x, next));
+            attention.push(record);
         }
         Ok(())
     })?;
@@ -77,9 +91,15 @@ pub fn forward_backward(
     while let Some(input) = saved.pop() {
         let i = saved.len();
         let input = input.set_requires_grad(true);
-        let output = model.block_with(blocks.block(i)?, i, &input, &cond, Some(lora));
-        // d/d(output) of Σ output·grad is exactly `grad`: injects the incoming gradient.
-        (output * &grad).sum(Kind::Float).f_backward()?;
+        let record = attention.pop().flatten();
+        let memo = match &record {
+            Some(r) => AttentionMemo::Replay(r),
+            None => AttentionMemo::Compute,
+        };
+        let output = model.block_with_memo(blocks.block(i)?, i, &input, &cond, Some(lora), memo);
+        drop(record);
+        wanlora_torch::cuda::backward_with_grad(&output, &grad)
+            .map_err(|e| tch::TchError::Torch(e.to_string()))?;
         grad = input.grad();
     }
     Ok(loss.detach())

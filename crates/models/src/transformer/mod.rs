@@ -8,7 +8,7 @@ pub mod naming;
 mod rope;
 pub mod stream;
 
-pub use block::{layer_norm_f32, BlockLora, Linear, TensorMap, WanBlock};
+pub use block::{layer_norm_f32, AttentionMemo, BlockLora, Linear, TensorMap, WanBlock};
 pub use config::TransformerConfig;
 pub use naming::TransformerWeights;
 pub use rope::{Grid, Rope};
@@ -608,6 +608,19 @@ impl WanTransformer {
         cond: &Conditions,
         lora: Option<&LoraApply>,
     ) -> Tensor {
+        self.block_with_memo(weights, i, x, cond, lora, AttentionMemo::Compute)
+    }
+
+    /// [`Self::block_with`], recording or replaying the self-attention (checkpointed training).
+    pub fn block_with_memo(
+        &self,
+        weights: &WanBlock,
+        i: usize,
+        x: &Tensor,
+        cond: &Conditions,
+        lora: Option<&LoraApply>,
+        memo: AttentionMemo,
+    ) -> Tensor {
         weights.forward(
             x,
             &cond.e0,
@@ -617,10 +630,12 @@ impl WanTransformer {
                 block: i,
                 apply: lora,
             },
+            memo,
         )
     }
 
-    /// The whole forward pass: `hidden_states` `[B, 36, T, H, W]`, `timestep` `[B]` (0…1000),
+    /// The whole forward pass: `hidden_states` `[B, 36, T, H, W]`, `timestep` `[B]` or `[1]` for the
+    /// whole batch (0…1000),
     /// `context` `[B, L, text_dim]` → velocity `[B, 16, T, H, W]` in fp32. Autograd records it when
     /// grad mode is on (use [`checkpoint`] for training: with streamed blocks a graph over the whole
     /// pass keeps every fetched block alive).

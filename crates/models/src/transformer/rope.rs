@@ -22,6 +22,27 @@ impl Grid {
 pub struct Rope {
     pub cos: Tensor,
     pub sin_signed: Tensor,
+    /// Rotate bf16 CUDA tensors with the one-pass fused kernel (when NVRTC compiled it and
+    /// `WANLORA_FUSED` is not `0`).
+    pub fused: bool,
+}
+
+/// Whether the fused kernels can serve tensors on `device` (compiled once per process by the
+/// helper). `WANLORA_FUSED=0` turns them off, to compare or to rule them out.
+fn fused_kernels_for(device: Device) -> bool {
+    let Device::Cuda(i) = device else {
+        return false;
+    };
+    if std::env::var("WANLORA_FUSED").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    match wanlora_torch::cuda::fused_kernels(i as i64) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("fused kernels unavailable, using libtorch's ops: {e}");
+            false
+        }
+    }
 }
 
 /// Angles `pos · θ^(−2j/dim)` for one axis, `[len, dim/2]`, computed in float64 like the reference.
@@ -60,6 +81,7 @@ impl Rope {
             sin_signed: sin_signed
                 .to_kind(Kind::Float)
                 .view([1, f * h * w, 1, head_dim]),
+            fused: fused_kernels_for(device),
         }
     }
 
@@ -67,6 +89,10 @@ impl Rope {
     /// `x·cos + swap(x)·sin±` in `x`'s dtype (the tables are made in that dtype by [`Rope::in_kind`]):
     /// three memory-bound passes, the arithmetic of each in fp32 registers.
     pub fn apply(&self, x: &Tensor) -> Tensor {
+        if self.fused && x.kind() == Kind::BFloat16 && self.cos.kind() == Kind::BFloat16 {
+            return wanlora_torch::cuda::fused_rope(x, &self.cos, &self.sin_signed)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         let size = x.size();
         let mut pairs = size.clone();
         let d = pairs.pop().expect("rank ≥ 1");
@@ -84,6 +110,7 @@ impl Rope {
         Rope {
             cos: self.cos.to_kind(kind),
             sin_signed: self.sin_signed.to_kind(kind),
+            fused: self.fused,
         }
     }
 }

@@ -13,8 +13,8 @@
 //! [`SampleRun`] therefore runs in two phases, and the caller hands over each expert when its phase starts
 //! ([`SampleRun::denoise_phase`]): the trainer keeps only the expert(s) it trains and loads the other one just for
 //! its phase, and a small GPU never holds both. The conditional and unconditional passes run as one batch of 2
-//! (one forward pass; the experts' shared-modulation path applies since both samples have the same timestep) when
-//! memory allows ([`CfgBatching`]).
+//! (one forward pass with one timestep for both, so the modulation is shared and goes into the LayerNorm kernels)
+//! when memory allows ([`CfgBatching`]).
 //!
 //! Randomness: the only random numbers are the initial noise, drawn by [`super::noise`] from the request's seed
 //! without touching libtorch's generators. Sampling in the middle of training therefore leaves the training run's
@@ -292,8 +292,9 @@ impl SampleRun {
         timestep: f64,
     ) -> Result<Option<Tensor>, SamplingError> {
         let input2 = input.f_repeat([2, 1, 1, 1, 1])?;
-        let t2 =
-            Tensor::f_from_slice(&[timestep as f32, timestep as f32])?.f_to_device(self.device)?;
+        // One timestep for the batch: the transformer broadcasts it, and its modulated norms then
+        // take the shared modulation inside the LayerNorm kernel (one memory pass fewer each).
+        let t2 = Tensor::f_from_slice(&[timestep as f32])?.f_to_device(self.device)?;
         let context = Tensor::f_cat(&[&self.text_cond, &self.text_uncond], 0)?;
         // tch reports libtorch errors of its non-`f_` operations as panics; an out-of-memory one is caught here
         // (and only that one) to fall back to two passes.

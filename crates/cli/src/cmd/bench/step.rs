@@ -29,6 +29,10 @@ pub struct StepArgs {
     /// Blocks that keep their activations instead of being recomputed.
     #[arg(long, default_value_t = 0)]
     pub keep_blocks: usize,
+    /// How many recomputed blocks keep their self-attention output (train.keep_attention; a bare
+    /// flag means all).
+    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "40")]
+    pub keep_attention: usize,
     /// Transformer blocks (40 for A14B; fewer for quick CPU checks).
     #[arg(long, default_value_t = 40)]
     pub layers: i64,
@@ -240,6 +244,7 @@ pub fn run(args: StepArgs) -> Result<()> {
     };
     let policy = CheckpointPolicy {
         keep_blocks: args.keep_blocks,
+        keep_attention: args.keep_attention,
     };
 
     let mut step = || -> Result<f64> {
@@ -282,12 +287,16 @@ pub fn run(args: StepArgs) -> Result<()> {
         None => String::new(),
     };
     println!(
-        "wanlora step: frames={} {}x{} tokens={tokens} rank={} keep_blocks={} {mode}: {secs:.3} s/step, peak {peak:.1} GiB, MFU {:.1}% ({:.3e} FLOP/step), loss {last:.4}{streamed_per_step}",
+        "wanlora step: frames={} {}x{} tokens={tokens} rank={} keep_blocks={}{} {mode}: {secs:.3} s/step, peak {peak:.1} GiB, MFU {:.1}% ({:.3e} FLOP/step), loss {last:.4}{streamed_per_step}",
         args.frames,
         args.height,
         args.width,
         args.rank,
         args.keep_blocks,
+        match args.keep_attention {
+            0 => String::new(),
+            n => format!(" keep_attention={n}"),
+        },
         100.0 * mfu,
         flops.step()
     );
