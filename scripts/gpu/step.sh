@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # The transformer training step on the GPU machine, side by side with the peer (diffusers + peft).
-# Usage (device tool): bash scripts/gpu/step.sh 41|81|quick
+# Usage (device tool): bash scripts/gpu/step.sh 41|81|sample|tests
 set -uo pipefail
 source scripts/gpu/env.sh
 log() { echo "$@" | tee -a "$OUT/summary.txt"; }
 run() { log "\$ $*"; "$@" 2>&1 | tee -a "$OUT/step_log.txt" | grep -E '^(wanlora|peer|breakdown|  )' | tee -a "$OUT/summary.txt"; }
+# The GPU halves of the Rust tests (recorded attention through cuDNN, the NVRTC kernels, the
+# checkpointed backward in bf16): debug test binaries carried xz-compressed in .gpu/tests/.
+gpu_tests() {
+  for t in .gpu/tests/*.xz; do
+    [ -f "$t" ] || continue
+    log "\$ $(basename "$t" .xz) (CUDA tests)"
+    xz -dc "$t" > /tmp/t && chmod +x /tmp/t
+    /tmp/t cuda_ --test-threads 1 --nocapture 2>&1 | tee -a "$OUT/tests_log.txt" | grep -E "relative error|test result|panicked" | tee -a "$OUT/summary.txt"
+  done
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
 case "${1:-41}" in
   41)
@@ -17,18 +27,36 @@ case "${1:-41}" in
 from safetensors.torch import load_file
 a = load_file('/tmp/cuda_out.safetensors')['output']; r = load_file('$F/reference.safetensors')['output_lora']
 print(f'cuda f32 parity (tiny model + LoRA): rel err {((a - r).norm() / r.norm()).item():.2e}')" | tee -a "$OUT/summary.txt"
-    run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5 --breakdown
-    run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5 --keep-blocks 18
-    run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5 --fp8 matmul --keep-blocks 26
+    gpu_tests
+    S="bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5"
+    WANLORA_FUSED=0 run $WANLORA $S
+    run $WANLORA $S --breakdown
+    run $WANLORA $S --keep-attention 13
+    run $WANLORA $S --keep-attention 40
+    run $WANLORA $S --keep-blocks 18
+    run $WANLORA $S --keep-blocks 16 --keep-attention 24
+    run $WANLORA $S --fp8 matmul --keep-blocks 26
+    run $WANLORA $S --fp8 matmul --keep-blocks 24 --keep-attention 16
     export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     run $WANLORA bench step --frames 41 --height 512 --width 512 --rank 16 --steps 3 --fp8 matmul --max-memory-gib 24
     unset PYTORCH_CUDA_ALLOC_CONF
     run python3 .gpu/peers/diffusers_wan_lora_step.py 41 512 512 16 5
     ;;
+  tests)
+    gpu_tests
+    ;;
   81)
-    run $WANLORA bench step --frames 81 --height 480 --width 832 --rank 16 --steps 3
-    run $WANLORA bench step --frames 81 --height 480 --width 832 --rank 16 --steps 3 --fp8 matmul
+    S="bench step --frames 81 --height 480 --width 832 --rank 16 --steps 3"
+    run $WANLORA $S
+    run $WANLORA $S --fp8 matmul --keep-attention 40
     run python3 .gpu/peers/diffusers_wan_lora_step.py 81 480 832 16 3
+    ;;
+  sample)
+    # One 40-step-recipe sampling step with CFG (3 of the 40 steps timed), fused kernels on and off,
+    # and the peer's CFG step (two transformer calls, as diffusers' I2V pipeline does).
+    run $WANLORA bench sample --frames 81 --height 480 --width 832 --steps 3
+    WANLORA_FUSED=0 run $WANLORA bench sample --frames 81 --height 480 --width 832 --steps 3
+    run python3 .gpu/peers/diffusers_wan_components.py 81 480 832
     ;;
 esac
 echo "==== summary"; cat "$OUT/summary.txt"
