@@ -39,7 +39,11 @@ fn fused_kernels_for(device: Device) -> bool {
     match wanlora_torch::cuda::fused_kernels(i as i64) {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!("fused kernels unavailable, using libtorch's ops: {e}");
+            // Once per process: the tables are made for every forward pass.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!("fused kernels unavailable, using libtorch's ops: {e}")
+            });
             false
         }
     }
