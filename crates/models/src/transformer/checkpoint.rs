@@ -61,9 +61,10 @@ pub fn forward_backward(
     tch::no_grad(|| -> Result<(), ModelError> {
         for i in 0..first_kept {
             let mut record = None;
-            let memo = match i >= first_recorded {
-                true => AttentionMemo::Record(&mut record),
-                false => AttentionMemo::Compute,
+            let memo = if i >= first_recorded {
+                AttentionMemo::Record(&mut record)
+            } else {
+                AttentionMemo::Compute
             };
             let next = model.block_with_memo(blocks.block(i)?, i, &x, &cond, Some(lora), memo);
             saved.push(std::mem::replace(&mut x, next));
