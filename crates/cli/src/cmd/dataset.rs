@@ -6,8 +6,8 @@
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use wanlora_config::{load_job, Job};
-use wanlora_data::{check_decoding, inspect, Catalog, DatasetSpec, JobContext};
+use wanlora_config::load_job;
+use wanlora_data::{check_decoding, inspect, Catalog};
 
 #[derive(clap::Subcommand)]
 pub enum DatasetCommand {
@@ -38,7 +38,9 @@ pub fn run(command: DatasetCommand) -> Result<()> {
 
 fn run_inspect(args: InspectArgs) -> Result<()> {
     let loaded = load_job(&args.job)?;
-    let (specs, context) = dataset_specs(&loaded.job);
+    // Without `training_seed` the trainer draws one and records it; inspection shows seed 0.
+    let seed = loaded.job.process().training_seed.unwrap_or(0);
+    let (specs, context) = wanlora_train::job::dataset_specs(&loaded.job, seed);
     let mut catalog = Catalog::load(&specs, &context)
         .with_context(|| format!("datasets of {}", args.job.display()))?;
     if args.decode {
@@ -52,47 +54,4 @@ fn run_inspect(args: InspectArgs) -> Result<()> {
         print!("{report}");
     }
     Ok(())
-}
-
-/// The job's datasets as the data crate's specs, and the job facts they need.
-pub fn dataset_specs(job: &Job) -> (Vec<DatasetSpec>, JobContext) {
-    let process = job.process();
-    let train = &process.train;
-    let specs = process
-        .datasets
-        .iter()
-        .map(|d| DatasetSpec {
-            folder_path: PathBuf::from(&d.folder_path),
-            caption_ext: d.caption_ext.clone(),
-            default_caption: d.default_caption.clone(),
-            trigger_word: d.trigger_word.clone(),
-            caption_dropout_rate: d.caption_dropout_rate,
-            resolutions: d.resolution.clone(),
-            num_frames: d.num_frames as usize,
-            shrink_video_to_frames: d.shrink_video_to_frames,
-            fps: d.fps as f64,
-            auto_frame_count: d.auto_frame_count,
-            flip_x: d.flip_x,
-            flip_y: d.flip_y,
-            is_reg: d.is_reg,
-            network_weight: d.network_weight,
-            loss_multiplier: d.loss_multiplier,
-            num_repeats: d.num_repeats as usize,
-            cache_latents: d.caches_latents(),
-            batch_size: None,
-        })
-        .collect();
-    let context = JobContext {
-        name: job.config.name.clone(),
-        trigger_word: process.trigger_word.clone(),
-        // Without `training_seed` the trainer draws one and records it; inspection shows seed 0.
-        seed: process.training_seed.unwrap_or(0),
-        batch_size: train.batch_size.max(1) as usize,
-        preservation_class: train
-            .diff_output_preservation
-            .then(|| train.diff_output_preservation_class.clone()),
-        cache_text_embeddings: train.cache_text_embeddings
-            || process.datasets.iter().any(|d| d.cache_text_embeddings),
-    };
-    (specs, context)
 }

@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use wanlora_config::{load_job, LoadedJob};
+use wanlora_config::load_job;
 use wanlora_hub::{
     check_components, check_components_on_hub, fetch, report, resolve, CheckOptions, HubConfig,
     ModelSpec, Stage, State,
@@ -42,34 +42,11 @@ pub enum ModelsAction {
     },
 }
 
-/// The `model.*` keys of a job as the hub crate reads them; relative local paths are taken
-/// relative to the job file's folder, as dataset folders are.
-pub fn model_spec(loaded: &LoadedJob) -> ModelSpec {
-    let process = loaded.job.process();
-    let model = &process.model;
-    let samples_run = !process.train.disable_sampling
-        && process.sample.sample_every > 0
-        && !process.sample.samples.is_empty();
-    ModelSpec {
-        name_or_path: model.name_or_path.clone(),
-        extras_name_or_path: model.extras_name_or_path.clone(),
-        te_name_or_path: model.te_name_or_path.clone(),
-        vae_path: model.vae_path.clone(),
-        tokenizer_path: model.tokenizer_path.clone(),
-        high_noise_model_path: model.high_noise_model_path.clone(),
-        low_noise_model_path: model.low_noise_model_path.clone(),
-        train_high_noise: model.model_kwargs.train_high_noise,
-        train_low_noise: model.model_kwargs.train_low_noise,
-        // Previews denoise through both experts, so an untrained one is loaded when they run.
-        need_untrained_expert_for_samples: samples_run,
-    }
-    .relative_to(&loaded.base_dir)
-}
-
 fn load(job: &Path) -> Result<ModelSpec> {
     let loaded =
         load_job(job).with_context(|| format!("cannot use the job file {}", job.display()))?;
-    Ok(model_spec(&loaded))
+    // Relative paths are taken from the job file's folder, as dataset folders are.
+    Ok(wanlora_train::job::model_spec(&loaded))
 }
 
 pub fn run(args: ModelsArgs) -> Result<()> {
@@ -132,6 +109,7 @@ pub fn run(args: ModelsArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wanlora_config::LoadedJob;
 
     fn example(name: &str) -> LoadedJob {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -143,7 +121,7 @@ mod tests {
     #[test]
     fn the_job_keys_map_onto_the_spec() {
         let loaded = example("motion_24gb.yaml");
-        let spec = model_spec(&loaded);
+        let spec = wanlora_train::job::model_spec(&loaded);
         let model = &loaded.job.process().model;
         assert_eq!(spec.name_or_path, model.name_or_path);
         assert_eq!(spec.train_high_noise, model.model_kwargs.train_high_noise);
@@ -163,7 +141,7 @@ mod tests {
         process.model.extras_name_or_path =
             Some("ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16".into());
         process.train.disable_sampling = true;
-        let spec = model_spec(&loaded);
+        let spec = wanlora_train::job::model_spec(&loaded);
         assert_eq!(
             spec.vae_path,
             Some(
