@@ -294,12 +294,12 @@ impl SampleRun {
         let input2 = input.f_repeat([2, 1, 1, 1, 1])?;
         // One timestep for the batch: the transformer broadcasts it, and its modulated norms then
         // take the shared modulation inside the LayerNorm kernel (one memory pass fewer each).
-        let t2 = Tensor::f_from_slice(&[timestep as f32])?.f_to_device(self.device)?;
+        let shared_t = Tensor::f_from_slice(&[timestep as f32])?.f_to_device(self.device)?;
         let context = Tensor::f_cat(&[&self.text_cond, &self.text_uncond], 0)?;
         // tch reports libtorch errors of its non-`f_` operations as panics; an out-of-memory one is caught here
         // (and only that one) to fall back to two passes.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            model.forward(&input2, &t2, &context, lora)
+            model.forward(&input2, &shared_t, &context, lora)
         }));
         let message = match outcome {
             Ok(Ok(both)) => return Ok(Some(both)),
