@@ -13,6 +13,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -214,7 +215,13 @@ constexpr double kMinAmax = 1e-12;
 
 // Row-wise quantisation along the last dimension: scale = max|x| / 448 (fp32, shape [..., 1]) and
 // codes = round_e4m3(x · (1 / scale)), computed in fp32 and rounded once to the nearest code.
+bool fused_quantize_rows(const at::Tensor& x, at::Tensor& codes, at::Tensor& scale);
+
 std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x) {
+  if (x.dim() == 2) {
+    at::Tensor codes, scale;
+    if (fused_quantize_rows(x, codes, scale)) return {codes, scale};
+  }
   // The largest magnitude of a bf16/f16/f32 row is exact in its own dtype.
   auto amax = at::linalg_vector_norm(x, INFINITY, at::IntArrayRef{-1}, /*keepdim=*/true)
                   .to(at::kFloat)
@@ -531,6 +538,9 @@ struct Rtc {
   nvrtcResult (*nvrtcDestroyProgram)(nvrtcProgram*);
   CUfunction rope_bf16 = nullptr;
   CUfunction gated_add_bf16 = nullptr;
+  CUfunction rms_rope_bf16 = nullptr;
+  CUfunction quantize_rows_e4m3 = nullptr;
+  int arch = 0;  // compute capability, major·10 + minor
   std::string error;  // why the fused kernels are unavailable; empty when they are
 };
 
@@ -567,6 +577,102 @@ extern "C" __global__ void rope_bf16(const uint4* __restrict__ x, const uint4* _
     os[k] = pack(x0 * lo(cs[k]) + sign * x1 * lo(ss[k]), x1 * hi(cs[k]) + sign * x0 * hi(ss[k]));
   }
   out[i] = make_uint4(os[0], os[1], os[2], os[3]);
+}
+
+// RMSNorm over a whole row (all heads of one token) followed by RoPE on each head, for q and k of
+// self-attention: x [rows = B·N, D] bf16, weight [D] bf16, tables [N, head_dim] bf16 (as rope_bf16).
+// The normalised value is rounded to bf16 as libtorch's rms_norm rounds its output, then rotated
+// and rounded again: the two-kernel result in one pass. One block per row, one thread per 8
+// elements (blockDim.x is row_vecs rounded up to whole warps).
+extern "C" __global__ void rms_rope_bf16(const uint4* __restrict__ x, const uint4* __restrict__ w,
+                                         const uint4* __restrict__ cosv,
+                                         const uint4* __restrict__ sinv, uint4* __restrict__ out,
+                                         int row_vecs, int head_vecs, long long tokens, float eps) {
+  __shared__ float partial[32];
+  const long long row = blockIdx.x;
+  const int c = threadIdx.x, lane = c & 31, warp = c >> 5;
+  const bool active = c < row_vecs;
+  uint4 xv = active ? x[row * row_vecs + c] : make_uint4(0u, 0u, 0u, 0u);
+  u32 xs[4] = {xv.x, xv.y, xv.z, xv.w};
+  float sq = 0.f;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) sq += lo(xs[k]) * lo(xs[k]) + hi(xs[k]) * hi(xs[k]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+  if (lane == 0) partial[warp] = sq;
+  __syncthreads();
+  if (warp == 0) {
+    float t = lane < (int)((blockDim.x + 31) >> 5) ? partial[lane] : 0.f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    if (lane == 0) partial[0] = t;
+  }
+  __syncthreads();
+  if (!active) return;
+  const float rstd = rsqrtf(partial[0] / (float)(row_vecs * 8) + eps);
+  const long long t = (row % tokens) * head_vecs + c % head_vecs;
+  uint4 wv = w[c], cv = cosv[t], sv = sinv[t];
+  u32 ws[4] = {wv.x, wv.y, wv.z, wv.w}, cs[4] = {cv.x, cv.y, cv.z, cv.w},
+      ss[4] = {sv.x, sv.y, sv.z, sv.w}, os[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    float n0 = lo(bf16_bits(lo(xs[k]) * rstd * lo(ws[k])));
+    float n1 = lo(bf16_bits(hi(xs[k]) * rstd * hi(ws[k])));
+    os[k] = pack(n0 * lo(cs[k]) + n1 * lo(ss[k]), n1 * hi(cs[k]) + n0 * hi(ss[k]));
+  }
+  out[row * row_vecs + c] = make_uint4(os[0], os[1], os[2], os[3]);
+}
+
+// Row-wise float8 e4m3fn quantisation of x [rows, K] bf16 (K a multiple of 8) in one read of the
+// row from memory: scale = max(amax, 1e-12) · fl(1/448) and codes = e4m3(x · fl(1 / scale)),
+// rounded to nearest even — bit for bit what libtorch's kernels give for `amax / 448`, the
+// reciprocal and the product.
+// One block per row; the second read of the row comes from L2.
+extern "C" __global__ void quantize_rows_e4m3(const uint4* __restrict__ x,
+                                              unsigned short* __restrict__ codes,
+                                              float* __restrict__ scales, int row_vecs) {
+#if __CUDA_ARCH__ >= 890
+  __shared__ float partial[32];
+  const long long row = blockIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const uint4* xr = x + row * row_vecs;
+  float amax = 0.f;
+  for (int c = threadIdx.x; c < row_vecs; c += blockDim.x) {
+    uint4 v = xr[c];
+    u32 vs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) amax = fmaxf(amax, fmaxf(fabsf(lo(vs[k])), fabsf(hi(vs[k]))));
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if (lane == 0) partial[warp] = amax;
+  __syncthreads();
+  if (warp == 0) {
+    float m = lane < (int)((blockDim.x + 31) >> 5) ? partial[lane] : 0.f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (lane == 0) partial[0] = m;
+  }
+  __syncthreads();
+  // libtorch divides by a scalar as a product with its fp32 reciprocal.
+  const float scale = fmaxf(partial[0], 1e-12f) * __fdiv_rn(1.f, 448.f);
+  const float inv = __fdiv_rn(1.f, scale);
+  if (threadIdx.x == 0) scales[row] = scale;
+  unsigned short* cr = codes + row * (long long)row_vecs * 4;
+  for (int c = threadIdx.x; c < row_vecs; c += blockDim.x) {
+    uint4 v = xr[c];
+    u32 vs[4] = {v.x, v.y, v.z, v.w};
+    unsigned short q[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      // The first operand lands in the upper byte: (hi, lo) keeps memory order.
+      asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;"
+          : "=h"(q[k]) : "f"(hi(vs[k]) * inv), "f"(lo(vs[k]) * inv));
+    }
+    reinterpret_cast<uint2*>(cr)[c] =
+        make_uint2(q[0] | ((u32)q[1] << 16), q[2] | ((u32)q[3] << 16));
+  }
+#endif
 }
 
 // out = x + y·gate for x, y [rows, D] bf16 and gate [gate_rows, D] bf16 (gate_rows 1, or one row
@@ -647,7 +753,8 @@ void load_rtc(Rtc& r, int device) {
   int major = 0, minor = 0;
   r.cuDeviceGetAttribute(&major, 75, dev);  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
   r.cuDeviceGetAttribute(&minor, 76, dev);  // ..._MINOR
-  const std::string arch = "--gpu-architecture=compute_" + std::to_string(major * 10 + minor);
+  r.arch = major * 10 + minor;
+  const std::string arch = "--gpu-architecture=compute_" + std::to_string(r.arch);
   const char* options[] = {arch.c_str(), "--use_fast_math"};
   nvrtcProgram prog = nullptr;
   if (r.nvrtcCreateProgram(&prog, kKernelSource, "wanlora_fused.cu", 0, nullptr, nullptr) != 0) {
@@ -671,11 +778,25 @@ void load_rtc(Rtc& r, int device) {
   CUmodule module = nullptr;
   if (r.cuModuleLoadData(&module, ptx.data()) != 0 ||
       r.cuModuleGetFunction(&r.rope_bf16, module, "rope_bf16") != 0 ||
-      r.cuModuleGetFunction(&r.gated_add_bf16, module, "gated_add_bf16") != 0) {
+      r.cuModuleGetFunction(&r.gated_add_bf16, module, "gated_add_bf16") != 0 ||
+      r.cuModuleGetFunction(&r.rms_rope_bf16, module, "rms_rope_bf16") != 0 ||
+      r.cuModuleGetFunction(&r.quantize_rows_e4m3, module, "quantize_rows_e4m3") != 0) {
     r.error = "the driver could not load the fused kernels";
     r.rope_bf16 = nullptr;
     r.gated_add_bf16 = nullptr;
+    r.rms_rope_bf16 = nullptr;
+    r.quantize_rows_e4m3 = nullptr;
   }
+}
+
+// WANLORA_FUSED=0 keeps every step on libtorch's kernels (the Rust side reads it for RoPE and the
+// gated adds; the helper for what it fuses on its own, the fp8 quantisation).
+bool fused_disabled() {
+  static const bool off = [] {
+    const char* v = std::getenv("WANLORA_FUSED");
+    return v != nullptr && std::string(v) == "0";
+  }();
+  return off;
 }
 
 // The compiled kernels, made on first use (for the device of that first use).
@@ -768,6 +889,72 @@ at::Tensor launch_gated_add(const at::Tensor& x, const at::Tensor& y, const at::
   return out;
 }
 
+// rope(rms_norm(x)·weight) for x [B, N, D] bf16 CUDA (any strides; made contiguous), weight [D]
+// bf16 and tables of N·head_dim elements bf16: [B, N, D] (the caller splits the heads).
+at::Tensor launch_rms_rope(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& cos,
+                           const at::Tensor& sin, double eps) {
+  TORCH_CHECK(x.dim() == 3 && x.scalar_type() == at::kBFloat16 && x.is_cuda(),
+              "fused RMSNorm+RoPE: x must be a [B, N, D] bf16 CUDA tensor");
+  const int64_t tokens = x.size(1), dim = x.size(2);
+  TORCH_CHECK(cos.numel() % tokens == 0 && cos.numel() == sin.numel(),
+              "fused RMSNorm+RoPE: tables must be [N, head_dim]");
+  const int64_t head_dim = cos.numel() / tokens;
+  TORCH_CHECK(dim % 8 == 0 && head_dim % 8 == 0 && dim % head_dim == 0 && dim / 8 <= 1024 &&
+                  weight.numel() == dim && weight.scalar_type() == at::kBFloat16 &&
+                  cos.scalar_type() == at::kBFloat16 && sin.scalar_type() == at::kBFloat16,
+              "fused RMSNorm+RoPE: needs D and head_dim multiples of 8, D ≤ 8192, bf16 weight "
+              "and tables");
+  auto& r = ready_rtc(x);
+  auto xc = x.contiguous();
+  auto wc = weight.contiguous(), cc = cos.contiguous(), sc = sin.contiguous();
+  auto out = at::empty_like(xc);
+  const void* xp = xc.data_ptr();
+  const void* wp = wc.data_ptr();
+  const void* cp = cc.data_ptr();
+  const void* sp = sc.data_ptr();
+  void* op = out.data_ptr();
+  int row_vecs = static_cast<int>(dim / 8), head_vecs = static_cast<int>(head_dim / 8);
+  long long tok = tokens;
+  float eps_f = static_cast<float>(eps);
+  void* args[] = {&xp, &wp, &cp, &sp, &op, &row_vecs, &head_vecs, &tok, &eps_f};
+  const unsigned rows = static_cast<unsigned>(xc.numel() / dim);
+  const unsigned threads = static_cast<unsigned>((row_vecs + 31) / 32 * 32);
+  if (rows > 0) {
+    TORCH_CHECK(r.cuLaunchKernel(r.rms_rope_bf16, rows, 1, 1, threads, 1, 1, 0, current_stream(x),
+                                 args, nullptr) == 0,
+                "fused RMSNorm+RoPE: kernel launch failed");
+  }
+  return out;
+}
+
+// Row-wise e4m3 quantisation of a bf16 CUDA matrix [rows, K] in one kernel, when the fused
+// kernels are there and the GPU has fp8 conversions (sm89+); false leaves it to libtorch.
+bool fused_quantize_rows(const at::Tensor& x, at::Tensor& codes, at::Tensor& scale) {
+  if (!x.is_cuda() || x.scalar_type() != at::kBFloat16 || x.dim() != 2 || x.size(1) % 8 != 0 ||
+      fused_disabled()) {
+    return false;
+  }
+  auto& r = rtc(x.get_device());
+  if (r.quantize_rows_e4m3 == nullptr || r.arch < 89) return false;
+  ready_rtc(x);
+  auto xc = x.contiguous();
+  codes = at::empty(xc.sizes(), xc.options().dtype(at::kFloat8_e4m3fn));
+  scale = at::empty({xc.size(0), 1}, xc.options().dtype(at::kFloat));
+  const void* xp = xc.data_ptr();
+  void* cp = codes.data_ptr();
+  void* sp = scale.data_ptr();
+  int row_vecs = static_cast<int>(xc.size(1) / 8);
+  void* args[] = {&xp, &cp, &sp, &row_vecs};
+  const unsigned rows = static_cast<unsigned>(xc.size(0));
+  const unsigned threads = row_vecs >= 512 ? 512u : static_cast<unsigned>((row_vecs + 31) / 32 * 32);
+  if (rows > 0) {
+    TORCH_CHECK(r.cuLaunchKernel(r.quantize_rows_e4m3, rows, 1, 1, threads, 1, 1, 0,
+                                 current_stream(x), args, nullptr) == 0,
+                "fused fp8 quantisation: kernel launch failed");
+  }
+  return true;
+}
+
 // The gate is a constant here (frozen modulation and time embedding): gradients for x and y only.
 struct FusedGatedAdd : public torch::autograd::Function<FusedGatedAdd> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -841,6 +1028,17 @@ int wl_fused_gated_add(const at::Tensor* x, const at::Tensor* y, const at::Tenso
       r = launch_gated_add(*x, *y, *gate);
     }
     *out = new at::Tensor(std::move(r));
+  });
+}
+
+// rope(rms_norm(x)·weight) in one pass, for x that needs no graph (sampling, the checkpointed
+// forward): x [B, N, D] bf16 CUDA, see launch_rms_rope.
+int wl_fused_rms_rope(const at::Tensor* x, const at::Tensor* weight, const at::Tensor* cos,
+                      const at::Tensor* sin, double eps, at::Tensor** out) {
+  return guarded([&] {
+    TORCH_CHECK(!(at::GradMode::is_enabled() && (x->requires_grad() || weight->requires_grad())),
+                "fused RMSNorm+RoPE has no backward: call it without a graph");
+    *out = new at::Tensor(launch_rms_rope(*x, *weight, *cos, *sin, eps));
   });
 }
 

@@ -67,6 +67,14 @@ mod ffi {
             sin: *const c_void,
             out: *mut *mut c_void,
         ) -> i32;
+        pub fn wl_fused_rms_rope(
+            x: *const c_void,
+            weight: *const c_void,
+            cos: *const c_void,
+            sin: *const c_void,
+            eps: f64,
+            out: *mut *mut c_void,
+        ) -> i32;
         pub fn wl_attention_replay(
             record: *const c_void,
             q: *const c_void,
@@ -475,6 +483,33 @@ pub fn fused_rope(
             x.as_ptr() as *const _,
             cos.as_ptr() as *const _,
             sin_signed.as_ptr() as *const _,
+            &mut out,
+        )
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor.
+    Ok(unsafe { owned_tensor(out) })
+}
+
+/// `rope(rms_norm(x)·weight)` in one pass, for self-attention's q and k: `x` `[B, N, D]` bf16 on
+/// CUDA with the RMSNorm over all of D (every head of a token), `weight` `[D]` bf16, `cos` and
+/// `sin_signed` `[N, head_dim]` bf16 as for [`fused_rope`]. The normalised value is rounded to
+/// bf16 before the rotation, as the two separate kernels round. No backward: only for tensors
+/// that need no graph (sampling, the checkpointed forward). Needs [`fused_kernels`].
+pub fn fused_rms_rope(
+    x: &tch::Tensor,
+    weight: &tch::Tensor,
+    cos: &tch::Tensor,
+    sin_signed: &tch::Tensor,
+    eps: f64,
+) -> Result<tch::Tensor, HelperError> {
+    let mut out = std::ptr::null_mut();
+    check("fused_rms_rope", unsafe {
+        ffi::wl_fused_rms_rope(
+            x.as_ptr() as *const _,
+            weight.as_ptr() as *const _,
+            cos.as_ptr() as *const _,
+            sin_signed.as_ptr() as *const _,
+            eps,
             &mut out,
         )
     })?;

@@ -183,3 +183,104 @@ fn cuda_fused_gated_add_matches_addcmul() {
         assert!(err < 4e-3, "gate rows {gate_rows}: dy relative error {err}");
     }
 }
+
+/// On a CUDA machine: RMSNorm over the whole row followed by RoPE per head, in one kernel, equals
+/// libtorch's `rms_norm` followed by the RoPE kernel (the normalised value rounded to bf16 in
+/// between, as both round), at a width that fills whole warps (5120, A14B) and one that does not
+/// (384 = 48 threads); and it refuses inputs that need a graph.
+#[test]
+fn cuda_fused_rms_rope_equals_rms_norm_then_rope() {
+    wanlora_torch::init();
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: the GPU variant is checked by scripts/gpu/step.sh");
+        return;
+    }
+    wanlora_torch::cuda::fused_kernels(0).expect("NVRTC compiles the fused kernels");
+    tch::manual_seed(13);
+    let dev = Device::Cuda(0);
+    for (heads, d) in [(40, 128), (3, 128)] {
+        let (b, n, width) = (2, 77, heads * d);
+        let angles = Tensor::rand([n, d / 2], (Kind::Float, dev)) * 6.0;
+        let cos = angles
+            .cos()
+            .repeat_interleave_self_int(2, -1, None)
+            .to_kind(Kind::BFloat16);
+        let sin = angles.sin();
+        let sin_signed = Tensor::stack(&[-&sin, sin], -1)
+            .reshape([n, d])
+            .to_kind(Kind::BFloat16);
+        let x = Tensor::randn([b, n, width], (Kind::BFloat16, dev)) * 3.0;
+        let weight = (Tensor::rand([width], (Kind::Float, dev)) + 0.5).to_kind(Kind::BFloat16);
+        let eps = 1e-6;
+        let fused =
+            wanlora_torch::cuda::fused_rms_rope(&x, &weight, &cos, &sin_signed, eps).unwrap();
+        let normed = x.rms_norm([width], Some(&weight), Some(eps));
+        let two_kernels =
+            wanlora_torch::cuda::fused_rope(&normed.view([b, n, heads, d]), &cos, &sin_signed)
+                .unwrap()
+                .view([b, n, width]);
+        let err = rel_err(
+            &fused.to_kind(Kind::Float),
+            &two_kernels.to_kind(Kind::Float),
+        );
+        let differing = fused
+            .ne_tensor(&two_kernels)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        eprintln!(
+            "fused RMSNorm+RoPE (width {width}): relative error {err:.2e}, {differing} of {} \
+             values differ",
+            fused.numel()
+        );
+        // The row's mean square may be summed in another order: a last-bit difference of the
+        // normalised value now and then, nothing more.
+        assert!(err < 1e-3, "width {width}: relative error {err}");
+        assert!(
+            (differing as f64) < 0.01 * fused.numel() as f64,
+            "width {width}: {differing} values differ"
+        );
+    }
+    let x = Tensor::randn([1, 4, 256], (Kind::BFloat16, dev)).set_requires_grad(true);
+    let w = Tensor::ones([256], (Kind::BFloat16, dev));
+    let tables = Tensor::ones([4, 128], (Kind::BFloat16, dev));
+    assert!(wanlora_torch::cuda::fused_rms_rope(&x, &w, &tables, &tables, 1e-6).is_err());
+}
+
+/// On a CUDA machine (sm89+): the one-kernel row-wise fp8 quantisation of bf16 activations gives
+/// exactly libtorch's codes and scales (amax, scale = amax / 448, codes = e4m3(x · 1/scale)), for
+/// the widths of A14B's linear inputs and rows of zeros.
+#[test]
+fn cuda_fused_fp8_quantisation_equals_libtorch() {
+    wanlora_torch::init();
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: the GPU variant is checked by scripts/gpu/step.sh");
+        return;
+    }
+    wanlora_torch::cuda::fused_kernels(0).expect("NVRTC compiles the fused kernels");
+    tch::manual_seed(17);
+    let dev = Device::Cuda(0);
+    for width in [5120, 13824, 40] {
+        let x = Tensor::randn([300, width], (Kind::BFloat16, dev))
+            * Tensor::rand([300, 1], (Kind::Float, dev)).to_kind(Kind::BFloat16)
+            * 5.0;
+        let _ = x.narrow(0, 7, 2).zero_();
+        let (codes, scale) = wanlora_torch::cuda::fp8_quantize_rows(&x).unwrap();
+        let amax = x
+            .abs()
+            .amax([-1], true)
+            .to_kind(Kind::Float)
+            .clamp_min(1e-12);
+        let expected_scale = &amax / 448.0;
+        let expected_codes =
+            (x.to_kind(Kind::Float) * expected_scale.reciprocal()).to_kind(Kind::Float8e4m3fn);
+        let scale_diff = (&scale - &expected_scale).abs().max().double_value(&[]);
+        let differing = codes
+            .to_kind(Kind::Float)
+            .ne_tensor(&expected_codes.to_kind(Kind::Float))
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        eprintln!("fp8 quantisation (width {width}): scale max diff {scale_diff:e}, {differing} codes differ");
+        assert_eq!(scale_diff, 0.0, "width {width}: scales differ");
+        assert_eq!(differing, 0, "width {width}: codes differ");
+    }
+}
