@@ -369,3 +369,52 @@ fn generate_runs_the_whole_pipeline_from_files() {
         "{range:?}"
     );
 }
+
+/// `--fp8 weights|matmul`: the experts' block linears in fp8 (weight-only, or fp8 matmuls against
+/// per-token scaled inputs — the CPU runs the same arithmetic) sample the same video as the fp32
+/// reference up to fp8's rounding, and fp8 matmuls differ from weight-only by their input rounding.
+#[test]
+fn fp8_experts_sample_close_to_the_reference() {
+    use wanlora_models::quant::Fp8Mode;
+    let r = request(
+        SamplerKind::UniPc,
+        case()["lora_multiplier"].as_f64().unwrap(),
+        CfgBatching::Auto,
+    );
+    let (cond, uncond) = (
+        reference("prompt_embeds"),
+        reference("negative_prompt_embeds"),
+    );
+    let vae = vae();
+    let sample = |mode: Fp8Mode| -> Tensor {
+        let mut load = |which: Expert| -> Result<LoadedExpert, SamplingError> {
+            let mut model = expert(which);
+            let lora = Some(lora(which, &model));
+            model.set_fp8_mode(mode).expect("fp8 storage on the CPU");
+            Ok(LoadedExpert { model, lora })
+        };
+        generate(&r, &cond, &uncond, &vae, &mut load, &mut |_| {})
+            .unwrap()
+            .latents
+    };
+    let weights = sample(Fp8Mode::WeightOnly);
+    let matmul = sample(Fp8Mode::Matmul);
+    let reference = reference("latents_unipc_lora");
+    let (err_weights, err_matmul) = (
+        relative_error(&weights, &reference),
+        relative_error(&matmul, &reference),
+    );
+    let between = relative_error(&matmul, &weights);
+    eprintln!(
+        "fp8 experts vs diffusers fp32: weights {err_weights:.2e}, matmuls {err_matmul:.2e} \
+         (between them {between:.2e})"
+    );
+    assert!(
+        err_weights < 5e-2 && err_matmul < 5e-2,
+        "fp8 samples drift from the reference"
+    );
+    assert!(
+        err_weights > 1e-6 && between > 1e-6,
+        "the fp8 modes did not take effect"
+    );
+}

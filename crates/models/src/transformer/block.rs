@@ -196,6 +196,32 @@ impl Attention {
         x.rms_norm([d], Some(weight), Some(self.eps))
     }
 
+    /// `rope(rms(x)·weight)` split into heads `[B, N, H, d]`: one fused pass when the fused kernels
+    /// are on and nothing needs a graph, else RMSNorm then RoPE.
+    fn rms_rope(&self, x: &Tensor, weight: &Tensor, rope: &Rope) -> Tensor {
+        let bf16 = |t: &Tensor| t.kind() == Kind::BFloat16;
+        let width_ok = x.size().last().is_some_and(|d| d % 8 == 0 && *d <= 8192);
+        if rope.fused
+            && bf16(x)
+            && bf16(weight)
+            && bf16(&rope.cos)
+            && width_ok
+            && !x.requires_grad()
+            && !weight.requires_grad()
+        {
+            let y = wanlora_torch::cuda::fused_rms_rope(
+                x,
+                weight,
+                &rope.cos,
+                &rope.sin_signed,
+                self.eps,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            return self.split_heads(&y);
+        }
+        rope.apply(&self.split_heads(&self.rms(x, weight)))
+    }
+
     /// Self-attention on `x` with RoPE.
     fn forward_self(
         &self,
@@ -205,11 +231,9 @@ impl Attention {
         targets: [LoraTarget; 4],
         memo: AttentionMemo,
     ) -> Tensor {
-        let q = self.rms(&lora.linear(targets[0], &self.q, x), &self.norm_q);
-        let k = self.rms(&lora.linear(targets[1], &self.k, x), &self.norm_k);
+        let q = self.rms_rope(&lora.linear(targets[0], &self.q, x), &self.norm_q, rope);
+        let k = self.rms_rope(&lora.linear(targets[1], &self.k, x), &self.norm_k, rope);
         let v = lora.linear(targets[2], &self.v, x);
-        let q = rope.apply(&self.split_heads(&q));
-        let k = rope.apply(&self.split_heads(&k));
         let a = Self::sdpa(&q, &k, &self.split_heads(&v), memo);
         lora.linear(targets[3], &self.o, &a)
     }
@@ -415,6 +439,8 @@ impl WanBlock {
                 .forward_cross(&h, context, lora, CROSS_TARGETS);
 
         let h = modulated_norm(&x, scale_mlp, shift_mlp, self.eps);
+        // Not `_addmm_activation(use_gelu)`: libtorch 2.11's CUDA bf16 matmul with that epilogue
+        // returns ReLU(x Wᵀ + b) (measured on the H100; docs/BENCHMARKS.md).
         let f = lora.linear(LoraTarget::Ffn0, &self.ffn0, &h).gelu("tanh");
         let f = lora.linear(LoraTarget::Ffn2, &self.ffn2, &f);
         gated_add(&x, &f, gate_mlp, rope.fused)
