@@ -15,8 +15,11 @@ use tch::{Device, Kind, Tensor};
 use wanlora_config::CtrlImgResize;
 use wanlora_hub::{CheckOptions, Component, HubConfig, ModelSpec, ResolvedModel, Stage};
 use wanlora_models::lora::LoraSet;
+use wanlora_models::quant::Fp8Mode;
 use wanlora_models::tokenizer::Tokenizer;
-use wanlora_models::transformer::{TransformerConfig, TransformerWeights, WanTransformer};
+use wanlora_models::transformer::{
+    LoadOptions, TransformerConfig, TransformerWeights, WanTransformer,
+};
 use wanlora_models::umt5::{Umt5Config, Umt5Encoder};
 use wanlora_models::vae::{Vae, VaeConfig};
 use wanlora_torch::weights::WeightSet;
@@ -118,6 +121,11 @@ pub struct SampleArgs {
     /// Also write the final latents (`latents`, [1, 16, T, H/8, W/8] float32) to this safetensors file.
     #[arg(long, value_name = "FILE")]
     pub save_latents: Option<PathBuf>,
+    /// Block linears of both experts: off (the compute dtype), weights (stored in fp8 — half the
+    /// memory — and multiplied in the compute dtype) or matmul (fp8 storage and fp8 matmuls with
+    /// per-token input scales: faster on sm89+ GPUs, a lower precision than the reference).
+    #[arg(long, default_value = "off", value_parser = crate::cmd::bench::step::parse_fp8)]
+    pub fp8: Fp8Mode,
     /// Compute precision (default: bf16 on CUDA, f32 on the CPU).
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
@@ -303,6 +311,7 @@ fn load_expert(
     lora: Option<&Path>,
     kind: Kind,
     device: Device,
+    fp8: Fp8Mode,
 ) -> Result<LoadedExpert> {
     let component = match expert {
         Expert::High => Component::HighNoiseExpert,
@@ -314,13 +323,18 @@ fn load_expert(
         .map(|c| TransformerConfig::from_json_file(&c))
         .transpose()?;
     let source = TransformerWeights::new(WeightSet::open(&weights)?)?;
-    let transformer = WanTransformer::load(&source, cfg, kind, device).with_context(|| {
-        format!(
-            "cannot load the {} from {}",
-            label(expert),
-            weights.display()
-        )
-    })?;
+    let options = LoadOptions {
+        fp8,
+        ..LoadOptions::default()
+    };
+    let transformer = WanTransformer::load_with(&source, cfg, kind, device, &options)
+        .with_context(|| {
+            format!(
+                "cannot load the {} from {}",
+                label(expert),
+                weights.display()
+            )
+        })?;
     let lora = lora
         .map(|path| {
             LoraSet::load(path, &transformer.config, device, false).with_context(|| {
@@ -430,7 +444,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
             Expert::High => args.lora_high.as_deref(),
             Expert::Low => args.lora_low.as_deref(),
         };
-        bar.suspend(|| load_expert(&model, expert, lora, kind, device))
+        bar.suspend(|| load_expert(&model, expert, lora, kind, device, args.fp8))
             .map_err(|e| SamplingError::ExpertLoad(format!("{e:#}")))
     };
     let denoise_started = Instant::now();

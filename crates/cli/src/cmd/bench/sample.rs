@@ -9,7 +9,8 @@ use tch::{Device, Kind, Tensor};
 use wanlora_config::SampleFormat;
 use wanlora_models::conditioning::first_frame_condition;
 use wanlora_models::lora::LoraSet;
-use wanlora_models::transformer::{TransformerConfig, WanTransformer};
+use wanlora_models::quant::Fp8Mode;
+use wanlora_models::transformer::{LoadOptions, TransformerConfig, WanTransformer};
 use wanlora_models::vae::{Vae, VaeConfig};
 use wanlora_torch::weights::RandomWeights;
 use wanlora_train::experts::Expert;
@@ -39,6 +40,11 @@ pub struct SampleBenchArgs {
     /// Rank of a LoRA applied (unmerged) to both experts; 0 for none (as the diffusers reference).
     #[arg(long, default_value_t = 0)]
     pub lora_rank: i64,
+    /// Block linears of both experts: off (bf16, as the diffusers reference), weights (fp8
+    /// storage, bf16 matmuls) or matmul (fp8 storage and fp8 matmuls against per-token scaled
+    /// inputs: a different precision from the reference).
+    #[arg(long, default_value = "off", value_parser = super::step::parse_fp8)]
+    pub fp8: Fp8Mode,
     /// Skip the VAE (condition and decode).
     #[arg(long)]
     pub no_vae: bool,
@@ -94,12 +100,25 @@ pub fn run(args: SampleBenchArgs) -> Result<()> {
         ..SampleRequest::official("benchmark", "random.png".into())
     };
     request.validate()?;
-    let sizes = format!("frames={} {}x{}", args.frames, args.height, args.width);
+    let sizes = format!(
+        "frames={} {}x{}{}",
+        args.frames,
+        args.height,
+        args.width,
+        match args.fp8 {
+            Fp8Mode::Off => String::new(),
+            mode => format!(" fp8={}", mode.name()),
+        }
+    );
 
     let started = Instant::now();
     let random = |seed: i64| RandomWeights { std: 0.02, seed };
-    let high = WanTransformer::load(&random(1), Some(cfg.clone()), kind, device)?;
-    let low = WanTransformer::load(&random(2), Some(cfg.clone()), kind, device)?;
+    let options = LoadOptions {
+        fp8: args.fp8,
+        ..LoadOptions::default()
+    };
+    let high = WanTransformer::load_with(&random(1), Some(cfg.clone()), kind, device, &options)?;
+    let low = WanTransformer::load_with(&random(2), Some(cfg.clone()), kind, device, &options)?;
     let loras = (args.lora_rank > 0).then(|| {
         let make = || {
             let set = LoraSet::new_trainable(&cfg, args.lora_rank, args.lora_rank as f64, device);

@@ -68,7 +68,7 @@ pub struct StepArgs {
     pub park: bool,
 }
 
-fn parse_fp8(s: &str) -> Result<Fp8Mode, String> {
+pub(crate) fn parse_fp8(s: &str) -> Result<Fp8Mode, String> {
     Fp8Mode::from_name(s).ok_or_else(|| format!("--fp8 {s}: expected off, weights or matmul"))
 }
 
