@@ -15,6 +15,23 @@ gpu_tests() {
     /tmp/t cuda_ --test-threads 1 --nocapture 2>&1 | tee -a "$OUT/tests_log.txt" | grep -E "relative error|test result|panicked" | tee -a "$OUT/summary.txt"
   done
 }
+# Like run, with the GPU's SM clock and power sampled meanwhile: a busy H100 sits at its 700 W cap
+# and lowers its clock, so a step's time follows its energy.
+run_clocked() {
+  nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 200 > "$OUT/smi_now.csv" &
+  local smi=$!
+  run "$@"
+  kill "$smi"
+  python3 - "$OUT/smi_now.csv" <<'PY' | tee -a "$OUT/summary.txt"
+import sys
+rows = [l.split(",") for l in open(sys.argv[1]) if l.strip() and l[0].isdigit()]
+busy = sorted((float(p), int(c)) for c, p in rows if float(p) > 400)
+if busy:
+    clocks = sorted(c for _, c in busy)
+    print(f"  while above 400 W ({len(busy)} samples): median SM clock {clocks[len(clocks) // 2]} MHz, "
+          f"median power {busy[len(busy) // 2][0]:.0f} W")
+PY
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
 case "${1:-41}" in
   41)
@@ -54,9 +71,14 @@ print(f'cuda f32 parity (tiny model + LoRA): rel err {((a - r).norm() / r.norm()
   sample)
     # One 40-step-recipe sampling step with CFG (3 of the 40 steps timed), fused kernels on and off,
     # and the peer's CFG step (two transformer calls, as diffusers' I2V pipeline does).
-    run $WANLORA bench sample --frames 81 --height 480 --width 832 --steps 3
-    WANLORA_FUSED=0 run $WANLORA bench sample --frames 81 --height 480 --width 832 --steps 3
-    run python3 .gpu/peers/diffusers_wan_components.py 81 480 832
+    # fp8 matmuls are a lower precision than the reference: a separate line, not the comparison.
+    gpu_tests
+    run_clocked $WANLORA bench sample --frames 81 --height 480 --width 832 --steps 3
+    WANLORA_FUSED=0 run_clocked $WANLORA bench sample --frames 81 --height 480 --width 832 --steps 3
+    run_clocked $WANLORA bench sample --frames 81 --height 480 --width 832 --steps 3 --fp8 matmul
+    run_clocked python3 .gpu/peers/diffusers_wan_components.py 81 480 832
+    # The peer with the same fp8 recipe (torchao, per-row weights, per-token inputs; wheel in .whl/).
+    run_clocked python3 scripts/gpu/peer_fp8_sample_step.py 81 480 832
     ;;
 esac
 echo "==== summary"; cat "$OUT/summary.txt"
