@@ -49,6 +49,47 @@ fn losses(folder: &Path) -> BTreeMap<u64, f64> {
         .collect()
 }
 
+/// `wanlora train` on `job` in the background, returned once `ready()` holds (within 5 minutes,
+/// the run still going: `what` names the moment for the failure message).
+fn train_until(job: &Path, what: &str, ready: impl Fn() -> bool) -> std::process::Child {
+    let mut child = wanlora()
+        .args(["train", "--no-progress"])
+        .arg(job)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {what}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "not {what} after 5 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+/// The run's status.json.
+fn run_status(folder: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(folder.join("status.json")).unwrap()).unwrap()
+}
+
+/// `wanlora train` on `job` to the end, which must succeed; its stderr.
+fn train_to_end(job: &Path) -> String {
+    let out = wanlora()
+        .args(["train", "--no-progress"])
+        .arg(job)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 #[test]
 fn sigkill_then_resume_reproduces_every_loss() {
     let a = tempfile::tempdir().unwrap();
@@ -66,27 +107,10 @@ fn sigkill_then_resume_reproduces_every_loss() {
     assert_eq!(reference.len(), STEPS as usize);
 
     // Kill the second run right after its first state save, in the middle of training.
-    let mut child = wanlora()
-        .args(["train", "--no-progress"])
-        .arg(&job_b)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let marker = b
         .path()
         .join(format!("demo/state/step_{SAVE_EVERY:09}/complete"));
-    let started = Instant::now();
-    while !marker.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before its first save"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no save after 5 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut child = train_until(&job_b, "its first save", || marker.exists());
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let partial = losses(&b.path().join("demo"));
@@ -94,22 +118,9 @@ fn sigkill_then_resume_reproduces_every_loss() {
         partial.len() < STEPS as usize,
         "the run finished before it was killed"
     );
-    let status: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(b.path().join("demo/status.json")).unwrap())
-            .unwrap();
-    assert_ne!(status["state"], "completed");
+    assert_ne!(run_status(&b.path().join("demo"))["state"], "completed");
 
-    let out = wanlora()
-        .args(["train", "--no-progress"])
-        .arg(&job_b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at step"));
+    assert!(train_to_end(&job_b).contains("resuming at step"));
     let resumed = losses(&b.path().join("demo"));
     assert_eq!(resumed.len(), STEPS as usize);
     for (step, loss) in &reference {
@@ -142,32 +153,18 @@ fn sigint_saves_and_exits_cleanly_then_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let job = prepare(dir.path());
     let folder = dir.path().join("demo");
-    let mut child = wanlora()
-        .args(["train", "--no-progress"])
-        .arg(&job)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !folder.join("metrics.jsonl").exists() || losses(&folder).len() < 3 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was interrupted"
-        );
-        assert!(started.elapsed() < Duration::from_secs(300));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut child = train_until(&job, "three steps", || {
+        folder.join("metrics.jsonl").exists() && losses(&folder).len() >= 3
+    });
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .unwrap()
         .success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "exit status after SIGINT: {status}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(folder.join("status.json")).unwrap())
-            .unwrap();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status after SIGINT: {exit}");
+    let report = run_status(&folder);
     assert_eq!(report["state"], "stopped");
     let stopped_at = report["step"].as_u64().unwrap();
     assert!(stopped_at >= 3 && stopped_at < STEPS as u64);
@@ -178,18 +175,6 @@ fn sigint_saves_and_exits_cleanly_then_resumes() {
         step_file.display()
     );
 
-    let out = wanlora()
-        .args(["train", "--no-progress"])
-        .arg(&job)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!("resuming at step {stopped_at}"))
-    );
+    assert!(train_to_end(&job).contains(&format!("resuming at step {stopped_at}")));
     assert_eq!(losses(&folder).len(), STEPS as usize);
 }
