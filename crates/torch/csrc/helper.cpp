@@ -827,6 +827,20 @@ void* current_stream(const at::Tensor& t) {
   return guard.getStream(t.device()).native_handle();
 }
 
+// Launches `fn` with `args` on libtorch's current stream of `like`'s device; an empty grid
+// launches nothing.
+void launch(const Rtc& r, CUfunction fn, unsigned blocks, unsigned threads, const at::Tensor& like,
+            void** args, const char* what) {
+  if (blocks == 0) return;
+  TORCH_CHECK(r.cuLaunchKernel(fn, blocks, 1, 1, threads, 1, 1, 0, current_stream(like), args,
+                               nullptr) == 0,
+              what, ": kernel launch failed");
+}
+
+// Threads for `n` work items rounded up to whole warps (the kernels' block reductions shuffle
+// across full warps).
+unsigned whole_warps(int n) { return static_cast<unsigned>((n + 31) / 32 * 32); }
+
 // x [B, N, H, D] bf16 (contiguous), tables [.., N, .., D] bf16 (contiguous): the rotated copy.
 at::Tensor launch_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        float sign) {
@@ -848,12 +862,8 @@ at::Tensor launch_rope(const at::Tensor& x, const at::Tensor& cos, const at::Ten
   int h = static_cast<int>(heads), row_vecs = static_cast<int>(dim / 8);
   void* args[] = {&xp, &cp, &sp, &op, &vecs, &h, &tok, &row_vecs, &sign};
   const unsigned threads = 256;
-  const unsigned blocks = static_cast<unsigned>((vecs + threads - 1) / threads);
-  if (vecs > 0) {
-    TORCH_CHECK(r.cuLaunchKernel(r.rope_bf16, blocks, 1, 1, threads, 1, 1, 0, current_stream(x),
-                                 args, nullptr) == 0,
-                "fused RoPE: kernel launch failed");
-  }
+  launch(r, r.rope_bf16, static_cast<unsigned>((vecs + threads - 1) / threads), threads, x, args,
+         "fused RoPE");
   return out;
 }
 
@@ -880,12 +890,8 @@ at::Tensor launch_gated_add(const at::Tensor& x, const at::Tensor& y, const at::
   int row_vecs = static_cast<int>(dim / 8), g_rows = static_cast<int>(gate_rows);
   void* args[] = {&xp, &yp, &gp, &op, &vecs, &row_vecs, &rows_per_gate, &g_rows};
   const unsigned threads = 256;
-  const unsigned blocks = static_cast<unsigned>((vecs + threads - 1) / threads);
-  if (vecs > 0) {
-    TORCH_CHECK(r.cuLaunchKernel(r.gated_add_bf16, blocks, 1, 1, threads, 1, 1, 0,
-                                 current_stream(y), args, nullptr) == 0,
-                "fused gated add: kernel launch failed");
-  }
+  launch(r, r.gated_add_bf16, static_cast<unsigned>((vecs + threads - 1) / threads), threads, y,
+         args, "fused gated add");
   return out;
 }
 
@@ -917,13 +923,8 @@ at::Tensor launch_rms_rope(const at::Tensor& x, const at::Tensor& weight, const 
   long long tok = tokens;
   float eps_f = static_cast<float>(eps);
   void* args[] = {&xp, &wp, &cp, &sp, &op, &row_vecs, &head_vecs, &tok, &eps_f};
-  const unsigned rows = static_cast<unsigned>(xc.numel() / dim);
-  const unsigned threads = static_cast<unsigned>((row_vecs + 31) / 32 * 32);
-  if (rows > 0) {
-    TORCH_CHECK(r.cuLaunchKernel(r.rms_rope_bf16, rows, 1, 1, threads, 1, 1, 0, current_stream(x),
-                                 args, nullptr) == 0,
-                "fused RMSNorm+RoPE: kernel launch failed");
-  }
+  launch(r, r.rms_rope_bf16, static_cast<unsigned>(xc.numel() / dim), whole_warps(row_vecs), x,
+         args, "fused RMSNorm+RoPE");
   return out;
 }
 
@@ -934,9 +935,9 @@ bool fused_quantize_rows(const at::Tensor& x, at::Tensor& codes, at::Tensor& sca
       fused_disabled()) {
     return false;
   }
-  auto& r = rtc(x.get_device());
-  if (r.quantize_rows_e4m3 == nullptr || r.arch < 89) return false;
-  ready_rtc(x);
+  const auto& loaded = rtc(x.get_device());
+  if (loaded.quantize_rows_e4m3 == nullptr || loaded.arch < 89) return false;
+  auto& r = ready_rtc(x);
   auto xc = x.contiguous();
   codes = at::empty(xc.sizes(), xc.options().dtype(at::kFloat8_e4m3fn));
   scale = at::empty({xc.size(0), 1}, xc.options().dtype(at::kFloat));
@@ -945,13 +946,8 @@ bool fused_quantize_rows(const at::Tensor& x, at::Tensor& codes, at::Tensor& sca
   void* sp = scale.data_ptr();
   int row_vecs = static_cast<int>(xc.size(1) / 8);
   void* args[] = {&xp, &cp, &sp, &row_vecs};
-  const unsigned rows = static_cast<unsigned>(xc.size(0));
-  const unsigned threads = row_vecs >= 512 ? 512u : static_cast<unsigned>((row_vecs + 31) / 32 * 32);
-  if (rows > 0) {
-    TORCH_CHECK(r.cuLaunchKernel(r.quantize_rows_e4m3, rows, 1, 1, threads, 1, 1, 0,
-                                 current_stream(x), args, nullptr) == 0,
-                "fused fp8 quantisation: kernel launch failed");
-  }
+  launch(r, r.quantize_rows_e4m3, static_cast<unsigned>(xc.size(0)),
+         row_vecs >= 512 ? 512u : whole_warps(row_vecs), x, args, "fused fp8 quantisation");
   return true;
 }
 
