@@ -7,9 +7,22 @@ fn main() {
         "LIBTORCH is not set: run scripts/setup.sh, which fills .libtorch/ (set in .cargo/config.toml)",
     ));
     let include = libtorch.join("include");
+    // The NVRTC kernels' source, as a C++ raw string literal helper.cpp includes.
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let kernels = std::fs::read_to_string("csrc/kernels.cu").expect("csrc/kernels.cu");
+    assert!(
+        !kernels.contains(")CUDA\""),
+        "csrc/kernels.cu must not contain the raw-string terminator )CUDA\""
+    );
+    std::fs::write(
+        out.join("kernels.cu.inc"),
+        format!("R\"CUDA({kernels})CUDA\"\n"),
+    )
+    .expect("writing kernels.cu.inc");
     cc::Build::new()
         .cpp(true)
         .file("csrc/helper.cpp")
+        .include(&out)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
@@ -21,6 +34,7 @@ fn main() {
     // dlopen for the driver and NVRTC (the fused kernels).
     println!("cargo:rustc-link-lib=dl");
     println!("cargo:rerun-if-changed=csrc/helper.cpp");
+    println!("cargo:rerun-if-changed=csrc/kernels.cu");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!(
         "cargo:rustc-link-arg=-Wl,-rpath,{}",

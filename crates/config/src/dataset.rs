@@ -77,6 +77,11 @@ pub struct DatasetConfig {
     /// `cache_text_embeddings`: cache this dataset's caption embeddings (also switched on for every
     /// dataset by `train.cache_text_embeddings`).
     pub cache_text_embeddings: bool,
+    /// `batch_size` (AI Toolkit's UI writes it per dataset): batches are drawn across datasets at
+    /// `train.batch_size`, so this must equal it; a single dataset's value is taken as
+    /// `train.batch_size` when the train section does not set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
 }
 
 impl Default for DatasetConfig {
@@ -102,6 +107,7 @@ impl Default for DatasetConfig {
             cache_latents: false,
             cache_latents_to_disk: false,
             cache_text_embeddings: false,
+            batch_size: None,
         }
     }
 }
@@ -216,6 +222,10 @@ pub(crate) fn read_dataset(s: &mut Section) -> DatasetConfig {
             d.cache_text_embeddings,
             ai("Cache this dataset's caption embeddings"),
         ),
+        batch_size: s.opt_uint(
+            "batch_size",
+            ai("Per-dataset batch size; must equal train.batch_size"),
+        ),
     };
 
     s.refuse(
@@ -277,11 +287,6 @@ pub(crate) fn read_dataset(s: &mut Section) -> DatasetConfig {
         "prior_reg",
         Neutral::Off,
         "prior regularisation is not implemented; use is_reg",
-    );
-    s.refuse(
-        "batch_size",
-        Neutral::Off,
-        "a per-dataset batch size is not implemented; use train.batch_size",
     );
     s.no_effect(
         "cache_tensors_to_disk",

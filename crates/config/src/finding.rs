@@ -11,6 +11,9 @@ pub enum Severity {
     Error,
     /// The job runs, but something in it does not do what it may seem to.
     Warning,
+    /// Worth knowing, nothing to fix: e.g. a value AI Toolkit's UI writes into every job that has
+    /// no effect on Wan.
+    Note,
 }
 
 /// One problem found in a job file, at the key it concerns.
@@ -65,6 +68,15 @@ impl Finding {
         Finding::new(Severity::Warning, key, pos, message, hint)
     }
 
+    pub(crate) fn note(
+        key: impl Into<String>,
+        pos: Option<Pos>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Finding {
+        Finding::new(Severity::Note, key, pos, message, hint)
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -96,6 +108,7 @@ impl fmt::Display for DisplayIn<'_> {
         let severity = match fi.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         write!(f, ": {severity}: {}: {}", fi.key, fi.message)?;
         if !fi.hint.is_empty() {

@@ -192,7 +192,7 @@ fn read_process(s: &mut Section, job_name: &str) -> Process {
             );
         }
     }
-    let process = Process {
+    let mut process = Process {
         process_type,
         training_folder: s.text(
             "training_folder",
@@ -224,6 +224,7 @@ fn read_process(s: &mut Section, job_name: &str) -> Process {
         sample: s.section("sample", ai("Preview videos"), read_sample),
         logging: s.section("logging", ai("Logging"), read_logging),
     };
+    adopt_single_dataset_batch_size(&mut process, s);
     s.accept(
         "sqlite_db_path",
         "AI Toolkit's UI database; wanlora's UI reads the output folder",
@@ -254,6 +255,22 @@ fn read_process(s: &mut Section, job_name: &str) -> Process {
         "the PyTorch profiler is not available; use --verbose timings",
     );
     process
+}
+
+/// AI Toolkit's UI writes `batch_size` on the dataset: with one dataset and no `train.batch_size`,
+/// that is the job's batch size. Any other disagreement is reported by validation.
+fn adopt_single_dataset_batch_size(process: &mut Process, s: &mut Section) {
+    let [dataset] = process.datasets.as_slice() else {
+        return;
+    };
+    let train_key = format!("{}.train.batch_size", s.key_path("").trim_end_matches('.'));
+    let train_written = s
+        .ctx()
+        .written
+        .contains_key(train_key.trim_start_matches('.'));
+    if let (Some(n), false) = (dataset.batch_size, train_written) {
+        process.train.batch_size = n;
+    }
 }
 
 /// Reads a whole job from the tree (whose root must be a mapping). Always yields a job with exactly

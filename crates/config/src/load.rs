@@ -73,7 +73,15 @@ impl Validated {
     }
 
     pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
-        self.findings.iter().filter(|f| !f.is_error())
+        self.findings
+            .iter()
+            .filter(|f| f.severity == crate::Severity::Warning)
+    }
+
+    pub fn notes(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == crate::Severity::Note)
     }
 }
 

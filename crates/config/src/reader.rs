@@ -195,6 +195,16 @@ impl Ctx {
         self.findings
             .push(Finding::warning(key, pos, message, hint));
     }
+
+    pub fn note_at(
+        &mut self,
+        canonical: &str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let (key, pos) = self.locate(canonical);
+        self.findings.push(Finding::note(key, pos, message, hint));
+    }
 }
 
 pub(crate) fn as_f64(node: &Node) -> Option<f64> {

@@ -154,9 +154,10 @@ pub struct SampleConfig {
     /// `guidance_scale`: CFG scale of the high-noise expert. AI Toolkit's default 7 (its UI: 4; the
     /// official I2V value 3.5).
     pub guidance_scale: f64,
-    /// `guidance_scale_2` (wanlora): CFG scale of the low-noise expert. Default 3.5, the official
-    /// Wan 2.2 I2V value (AI Toolkit uses `guidance_scale` for both experts).
-    pub guidance_scale_2: f64,
+    /// `guidance_scale_2`: CFG scale of the low-noise expert. Absent: `guidance_scale`, as AI
+    /// Toolkit's Wan 2.2 pipeline does (the official I2V recipe uses 3.5 for both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guidance_scale_2: Option<f64>,
     /// `sample_steps`: denoising steps. Default 20.
     pub sample_steps: u32,
     /// `network_multiplier`: LoRA strength in previews. Default 1.
@@ -188,7 +189,7 @@ impl Default for SampleConfig {
             seed: 0,
             walk_seed: false,
             guidance_scale: 7.0,
-            guidance_scale_2: 3.5,
+            guidance_scale_2: None,
             sample_steps: 20,
             network_multiplier: 1.0,
             format: None,
@@ -208,6 +209,7 @@ impl SampleConfig {
         let item = self.samples.get(index)?;
         let num_frames = item.num_frames.unwrap_or(self.num_frames);
         let walked = if self.walk_seed { index as u64 } else { 0 };
+        let guidance_scale = item.guidance_scale.unwrap_or(self.guidance_scale);
         Some(ResolvedSample {
             prompt: item.prompt.clone(),
             ctrl_img: item.ctrl_img.clone(),
@@ -215,8 +217,11 @@ impl SampleConfig {
             height: item.height.unwrap_or(self.height),
             neg: item.neg.clone().unwrap_or_else(|| self.neg.clone()),
             seed: item.seed.unwrap_or(self.seed.wrapping_add(walked)),
-            guidance_scale: item.guidance_scale.unwrap_or(self.guidance_scale),
-            guidance_scale_2: item.guidance_scale_2.unwrap_or(self.guidance_scale_2),
+            guidance_scale,
+            guidance_scale_2: item
+                .guidance_scale_2
+                .or(self.guidance_scale_2)
+                .unwrap_or(guidance_scale),
             sample_steps: item.sample_steps.unwrap_or(self.sample_steps),
             fps: item.fps.unwrap_or(self.fps),
             num_frames,
@@ -388,10 +393,9 @@ pub(crate) fn read_sample(s: &mut Section) -> SampleConfig {
             d.guidance_scale,
             ai("CFG scale of the high-noise expert"),
         ),
-        guidance_scale_2: s.float(
+        guidance_scale_2: s.opt_float(
             "guidance_scale_2",
-            d.guidance_scale_2,
-            ours("CFG scale of the low-noise expert (official: 3.5)"),
+            ours("CFG scale of the low-noise expert (absent: guidance_scale, as AI Toolkit)"),
         ),
         sample_steps: s.uint("sample_steps", d.sample_steps, ai("Denoising steps")),
         network_multiplier: s.float(
@@ -555,7 +559,13 @@ mod tests {
         assert_eq!(seeds, vec![42, 43, 5]);
         let second = sample.resolve(1).expect("item 1");
         assert_eq!((second.width, second.height), (832, 512));
-        assert_eq!(second.guidance_scale_2, 3.5);
+        // No guidance_scale_2 anywhere: the low-noise expert follows guidance_scale (AI Toolkit).
+        assert_eq!(second.guidance_scale_2, second.guidance_scale);
+        let mut item_gs = sample.clone();
+        item_gs.samples[1].guidance_scale = Some(6.0);
+        assert_eq!(item_gs.resolve(1).unwrap().guidance_scale_2, 6.0);
+        item_gs.guidance_scale_2 = Some(2.5);
+        assert_eq!(item_gs.resolve(1).unwrap().guidance_scale_2, 2.5);
         assert_eq!(second.format, SampleFormat::Mp4);
         assert!(sample.resolve(3).is_none());
     }

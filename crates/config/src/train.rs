@@ -159,8 +159,13 @@ pub enum LossType {
     Mse,
     /// Mean absolute error (L1).
     Mae,
-    /// sqrt(d² + c²) − c with c = 0.01, as AI Toolkit.
+    /// sqrt(d² + c²) − c with c = [`LossType::PSEUDO_HUBER_C`], as AI Toolkit.
     PseudoHuber,
+}
+
+impl LossType {
+    /// AI Toolkit's fixed `c` of the pseudo-Huber loss (SDTrainer: `c = 0.01`).
+    pub const PSEUDO_HUBER_C: f64 = 0.01;
 }
 
 impl Choice for LossType {

@@ -8,12 +8,13 @@ use std::path::Path;
 /// Wan 2.2 A14B has 40 transformer blocks per expert.
 const TRANSFORMER_BLOCKS: u32 = 40;
 /// Frame counts must be 4n+1: the VAE packs 4 frames into one latent frame after the first.
-const FRAME_STRIDE: u32 = 4;
-/// Sizes must be multiples of 16: 8× VAE downsampling, then 2×2 patches.
-const SIZE_MULTIPLE: u32 = 16;
+use wanlora_spec::frames;
 
 /// Runs every cross-field check, adding findings to `ctx`. Relative paths resolve against `base_dir`.
 /// Numbers are finite here: the reader rejects `.nan` and `.inf`.
+/// The `network.conv` value AI Toolkit's UI writes into every job it saves.
+const AITK_UI_CONV: u32 = 16;
+
 pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
     let p = "config.process[0]";
     let process = job.process();
@@ -49,12 +50,28 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
             );
         }
     }
-    if process.network.conv.unwrap_or(0) > 0 {
-        ctx.warning_at(
-            &format!("{p}.network.conv"),
-            "Wan's transformer blocks have no convolutions, so conv trains nothing (AI Toolkit's UI writes conv: 16 for every model)",
-            "remove conv and conv_alpha",
-        );
+    if let Some(conv) = process.network.conv.filter(|&c| c > 0) {
+        let message = "Wan's transformer blocks have no convolutions, so conv trains nothing";
+        // AI Toolkit's UI writes `conv: 16` (and `conv_alpha: 16`) into every job it saves: that
+        // is not the user asking for anything, so it is only a note.
+        let ui_default = conv == AITK_UI_CONV
+            && process
+                .network
+                .conv_alpha
+                .is_none_or(|a| a == f64::from(AITK_UI_CONV));
+        if ui_default {
+            ctx.note_at(
+                &format!("{p}.network.conv"),
+                format!("{message} (AI Toolkit's UI writes conv: {AITK_UI_CONV} into every job)"),
+                "",
+            );
+        } else {
+            ctx.warning_at(
+                &format!("{p}.network.conv"),
+                message,
+                "remove conv and conv_alpha",
+            );
+        }
     }
 
     // save
@@ -66,10 +83,11 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
         );
     }
     if process.save.save_format == crate::save::SaveFormat::Diffusers {
-        ctx.warning_at(
+        // AI Toolkit's UI writes `save_format: diffusers` into every job; it means the same there.
+        ctx.note_at(
             &format!("{p}.save.save_format"),
             "LoRA files are always written as .safetensors; the diffusers format only applies to full fine-tunes (AI Toolkit does the same)",
-            "write save_format: safetensors",
+            "",
         );
     }
 
@@ -90,6 +108,16 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
     }
     for (i, dataset) in process.datasets.iter().enumerate() {
         let at = format!("{datasets_path}[{i}]");
+        if let Some(n) = dataset.batch_size.filter(|&n| n != train.batch_size) {
+            ctx.error_at(
+                &format!("{at}.batch_size"),
+                format!(
+                    "dataset {i} asks for batch size {n}, but batches are drawn across all datasets at train.batch_size ({})",
+                    train.batch_size
+                ),
+                format!("set train.batch_size: {n} and remove the datasets' batch_size, or make them equal"),
+            );
+        }
         if dataset.folder_path.trim().is_empty() {
             ctx.error_at(
                 &format!("{at}.folder_path"),
@@ -379,9 +407,10 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
         );
     }
     for (key, scale) in [
-        ("guidance_scale", sample.guidance_scale),
+        ("guidance_scale", Some(sample.guidance_scale)),
         ("guidance_scale_2", sample.guidance_scale_2),
     ] {
+        let Some(scale) = scale else { continue };
         if scale <= 0.0 {
             ctx.error_at(
                 &format!("{sp}.{key}"),
@@ -533,23 +562,11 @@ fn check_device(device: &str, key: &str, ctx: &mut Ctx) {
 }
 
 /// The valid frame counts below and above `n` (4k+1 values).
-pub(crate) fn nearest_frame_counts(n: u32) -> (Option<u32>, u32) {
-    if n == 0 {
-        return (None, 1);
-    }
-    let below = (n - 1) / FRAME_STRIDE * FRAME_STRIDE + 1;
-    (Some(below), below + FRAME_STRIDE)
-}
-
 fn check_frames(n: u32, key: &str, ctx: &mut Ctx) {
-    if n % FRAME_STRIDE == 1 {
+    if frames::is_frame_count(n) {
         return;
     }
-    let hint = match nearest_frame_counts(n) {
-        (Some(1), above) => format!("use 1 (images) or {above}"),
-        (Some(below), above) => format!("use {below} or {above}"),
-        (None, above) => format!("use {above} (images) or {}", above + FRAME_STRIDE),
-    };
+    let hint = frames::frame_count_hint(n);
     ctx.error_at(
         key,
         format!("num_frames {n} is not of the form 4n+1 (the VAE packs 4 frames per latent frame after the first)"),
@@ -558,20 +575,15 @@ fn check_frames(n: u32, key: &str, ctx: &mut Ctx) {
 }
 
 fn check_size(size: u32, key: &str, ctx: &mut Ctx) {
-    if size > 0 && size.is_multiple_of(SIZE_MULTIPLE) {
+    if frames::is_frame_side(size) {
         return;
     }
-    let below = size / SIZE_MULTIPLE * SIZE_MULTIPLE;
-    let above = below + SIZE_MULTIPLE;
-    let hint = if below == 0 {
-        format!("use {above} or more")
-    } else {
-        format!("use {below} or {above}")
-    };
+    let hint = frames::frame_side_hint(size);
     ctx.error_at(
         key,
         format!(
-            "{size} is not a multiple of {SIZE_MULTIPLE} (Wan's latent patches are 16×16 pixels)"
+            "{size} is not a multiple of {} (Wan's latent patches are 16×16 pixels)",
+            frames::SIZE_MULTIPLE
         ),
         hint,
     );
@@ -594,18 +606,5 @@ fn check_positive_or_zero(value: f64, key: &str, ctx: &mut Ctx) {
             format!("{value} must not be negative"),
             "use 0 or more",
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_valid_frame_counts() {
-        assert_eq!(nearest_frame_counts(40), (Some(37), 41));
-        assert_eq!(nearest_frame_counts(42), (Some(41), 45));
-        assert_eq!(nearest_frame_counts(2), (Some(1), 5));
-        assert_eq!(nearest_frame_counts(0), (None, 1));
     }
 }

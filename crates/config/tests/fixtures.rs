@@ -29,6 +29,7 @@ fn expectations(text: &str, path: &Path) -> Vec<Expect> {
                 severity: match parts[0] {
                     "error" => Severity::Error,
                     "warning" => Severity::Warning,
+                    "note" => Severity::Note,
                     other => panic!("{}: unknown severity {other}", path.display()),
                 },
                 key: parts[1].to_string(),

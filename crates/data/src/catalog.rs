@@ -492,7 +492,10 @@ fn sampling_mode(spec: &DatasetSpec, kind: MediaKind) -> SamplingMode {
     if kind == MediaKind::Image {
         SamplingMode::Spread { num_frames: 1 }
     } else if spec.auto_frame_count {
-        SamplingMode::AutoCount { fps: spec.fps }
+        SamplingMode::AutoCount {
+            fps: spec.fps,
+            trim_tail: spec.trim_auto_frame_count_tail,
+        }
     } else if spec.shrink_video_to_frames || spec.num_frames == 1 {
         SamplingMode::Spread {
             num_frames: spec.num_frames,

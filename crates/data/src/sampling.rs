@@ -24,8 +24,12 @@ pub enum SamplingMode {
     Spread { num_frames: usize },
     /// `num_frames` consecutive frames at `fps`, from a seeded random start.
     RealTime { num_frames: usize, fps: f64 },
-    /// As many frames as the clip's duration holds at `fps`, snapped down to 4n+1.
-    AutoCount { fps: f64 },
+    /// As many frames as the clip's duration holds at `fps`, snapped to 4n+1. `trim_tail`
+    /// (AI Toolkit's default): snapped down, taken in real time from the start, the tail that does
+    /// not fit dropped; otherwise (AI Toolkit's older behaviour) snapped to the nearest lower
+    /// multiple of 4 plus one, which may be one frame more than the clip holds at `fps`, spread
+    /// over the whole clip.
+    AutoCount { fps: f64, trim_tail: bool },
 }
 
 /// What sampling could not do as asked; reported to the user, the item is still used.
@@ -96,10 +100,24 @@ fn real_time_offsets(count: usize, source_fps: f64, fps: f64) -> Vec<usize> {
         .collect()
 }
 
-/// Frames in `duration_s` at `fps`, snapped down to the nearest 4n+1 (at least 1).
-pub fn auto_frame_count(duration_s: f64, fps: f64) -> usize {
-    let frames = (duration_s * fps + 1e-6).floor().max(1.0) as usize;
-    (frames - 1) / 4 * 4 + 1
+/// Frames in `duration_s` at `fps`, made 4n+1 as AI Toolkit's `get_auto_frame_count` does:
+/// with `trim_tail` the largest 4n+1 that fits, otherwise ⌊frames/4⌋·4 + 1 (at least 1).
+pub fn auto_frame_count(duration_s: f64, fps: f64, trim_tail: bool) -> usize {
+    let frames = (duration_s * fps + 1e-6).floor().max(0.0) as usize;
+    if trim_tail {
+        frames.saturating_sub(1) / 4 * 4 + 1
+    } else {
+        frames / 4 * 4 + 1
+    }
+}
+
+/// The clip's duration in seconds, from its frame count when the container gives none.
+fn clip_duration(clip: ClipTiming) -> f64 {
+    if clip.duration_s > 0.0 {
+        clip.duration_s
+    } else {
+        clip.frame_count.max(1) as f64 / clip.fps
+    }
 }
 
 /// A clip's timing, as probed.
@@ -150,13 +168,18 @@ pub fn plan_frames(clip: ClipTiming, mode: SamplingMode, start_seed: u64) -> Fra
                 offsets.iter().map(|o| start + o).collect()
             }
         }
-        SamplingMode::AutoCount { fps } => {
-            let duration = if clip.duration_s > 0.0 {
-                clip.duration_s
-            } else {
-                total as f64 / clip.fps
-            };
-            let count = auto_frame_count(duration, fps);
+        SamplingMode::AutoCount {
+            fps,
+            trim_tail: false,
+        } => {
+            let count = auto_frame_count(clip_duration(clip), fps, false);
+            spread(count, &mut notes)
+        }
+        SamplingMode::AutoCount {
+            fps,
+            trim_tail: true,
+        } => {
+            let count = auto_frame_count(clip_duration(clip), fps, true);
             let offsets = real_time_offsets(count, clip.fps, fps);
             if offsets.last().is_some_and(|&last| last >= total) {
                 // The duration overstates the frames (a rounded duration): keep the count and
@@ -273,15 +296,27 @@ mod tests {
 
     #[test]
     fn auto_count_snaps_to_4n_plus_1_and_keeps_real_time() {
-        assert_eq!(auto_frame_count(5.0, 16.0), 77);
-        assert_eq!(auto_frame_count(2.5, 16.0), 37);
-        assert_eq!(auto_frame_count(0.01, 16.0), 1);
-        assert_eq!(auto_frame_count(1.0, 16.0), 13);
-        let plan = plan_frames(clip(75, 30.0), SamplingMode::AutoCount { fps: 16.0 }, 0);
+        assert_eq!(auto_frame_count(5.0, 16.0, true), 77);
+        assert_eq!(auto_frame_count(2.5, 16.0, true), 37);
+        assert_eq!(auto_frame_count(0.01, 16.0, true), 1);
+        assert_eq!(auto_frame_count(1.0, 16.0, true), 13);
+        // Without trimming: AI Toolkit's ⌊frames/4⌋·4 + 1, one frame more when frames is 4n.
+        assert_eq!(auto_frame_count(5.0, 16.0, false), 81);
+        assert_eq!(auto_frame_count(2.5, 16.0, false), 41);
+        assert_eq!(auto_frame_count(0.01, 16.0, false), 1);
+        let auto = |trim_tail| SamplingMode::AutoCount {
+            fps: 16.0,
+            trim_tail,
+        };
+        let plan = plan_frames(clip(75, 30.0), auto(true), 0);
         // 2.5 s at 16 fps = 40 → 37 frames, from frame 0 at 30/16 steps.
         assert_eq!(plan.indices.len(), 37);
         assert_eq!(plan.indices[0], 0);
         assert_eq!(plan.indices[36], 68);
         assert!(plan.notes.is_empty());
+        // trim_auto_frame_count_tail: false → 41 frames spread over the whole clip, last frame kept.
+        let plan = plan_frames(clip(75, 30.0), auto(false), 0);
+        assert_eq!(plan.indices.len(), 41);
+        assert_eq!((plan.indices[0], plan.indices[40]), (0, 74));
     }
 }

@@ -29,6 +29,9 @@ pub struct DatasetSpec {
     pub fps: f64,
     /// Frame count from each clip's duration × `fps`, snapped down to 4n+1 (`auto_frame_count`).
     pub auto_frame_count: bool,
+    /// With `auto_frame_count`: drop the tail that does not fit 4n+1 and keep real time (true), or
+    /// stretch the whole clip over ⌊frames/4⌋·4 + 1 frames (`trim_auto_frame_count_tail`).
+    pub trim_auto_frame_count_tail: bool,
     /// Add a horizontally mirrored copy of every item (`flip_x`).
     pub flip_x: bool,
     /// Add a vertically mirrored copy of every item (`flip_y`).
@@ -60,6 +63,7 @@ impl Default for DatasetSpec {
             shrink_video_to_frames: true,
             fps: 24.0,
             auto_frame_count: false,
+            trim_auto_frame_count_tail: true,
             flip_x: false,
             flip_y: false,
             is_reg: false,

@@ -165,37 +165,12 @@ pub(crate) fn bullet_list(items: &[String]) -> String {
         .join("\n")
 }
 
-/// Sizes the way people read them: 1000-based, three significant digits.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else if value >= 100.0 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else if value >= 10.0 {
-        format!("{value:.1} {}", UNITS[unit])
-    } else {
-        format!("{value:.2} {}", UNITS[unit])
-    }
-}
+/// Byte counts as every wanlora command prints them (binary units).
+pub use wanlora_spec::human_bytes;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_naturally() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1_500), "1.50 kB");
-        assert_eq!(human_bytes(28_577_804_288), "28.6 GB");
-        assert_eq!(human_bytes(508_000_000), "508 MB");
-    }
 
     #[test]
     fn a_missing_token_is_named() {

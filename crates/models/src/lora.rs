@@ -10,6 +10,42 @@ use crate::error::ModelError;
 use crate::transformer::TransformerConfig;
 use wanlora_torch::weights::{save_safetensors, WeightSet};
 
+/// What loading a LoRA file found besides the adapters it applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraLoadReport {
+    pub format: LoraKeyFormat,
+    /// Tensors of the file that match no layer of the model, sorted (e.g. blocks beyond the
+    /// model's depth, or layers wanlora does not adapt).
+    pub unused_keys: Vec<String>,
+}
+
+impl LoraLoadReport {
+    /// The warning for keys that were not applied, naming up to five of them; None when all were.
+    pub fn unused_warning(&self, path: &Path) -> Option<String> {
+        if self.unused_keys.is_empty() {
+            return None;
+        }
+        let shown: Vec<&str> = self
+            .unused_keys
+            .iter()
+            .take(5)
+            .map(String::as_str)
+            .collect();
+        let more = self.unused_keys.len().saturating_sub(shown.len());
+        Some(format!(
+            "{}: {} tensor(s) match no layer of this model and are not applied: {}{}",
+            path.display(),
+            self.unused_keys.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" … and {more} more")
+            } else {
+                String::new()
+            }
+        ))
+    }
+}
+
 /// The ten linears of a block that carry adapters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LoraTarget {
@@ -293,13 +329,28 @@ impl LoraSet {
 
     /// Loads a LoRA file in any of the supported key formats onto `device` (fp32). Files without
     /// `.alpha` get α = r, i.e. scale 1, as ComfyUI applies them. `trainable` makes the tensors leaves
-    /// that require grad (resume).
+    /// that require grad (resume). Keys that match no layer of this model are named in a warning
+    /// (a file none of whose keys match is an error): a partly applied LoRA must not pass unnoticed.
     pub fn load(
         path: &Path,
         cfg: &TransformerConfig,
         device: Device,
         trainable: bool,
     ) -> Result<(LoraSet, LoraKeyFormat), ModelError> {
+        let (set, report) = LoraSet::load_reporting(path, cfg, device, trainable)?;
+        if let Some(warning) = report.unused_warning(path) {
+            tracing::warn!("{warning}");
+        }
+        Ok((set, report.format))
+    }
+
+    /// [`LoraSet::load`], returning what was not used instead of warning about it.
+    pub fn load_reporting(
+        path: &Path,
+        cfg: &TransformerConfig,
+        device: Device,
+        trainable: bool,
+    ) -> Result<(LoraSet, LoraLoadReport), ModelError> {
         let set = WeightSet::open(path)?;
         let names = set.names();
         let (format, prefix) = detect_format(&names).ok_or_else(|| ModelError::Config {
@@ -310,12 +361,14 @@ impl LoraSet {
             .map(|_| (0..10).map(|_| None).collect())
             .collect();
         let mut found = 0;
+        let mut used = std::collections::HashSet::new();
         for (i, block) in blocks.iter_mut().enumerate() {
             for t in LoraTarget::ALL {
                 let (down_key, up_key, alpha_key) = keys_for(format, &prefix, i, t);
                 let (Some(_), Some(_)) = (set.info(&down_key), set.info(&up_key)) else {
                     continue;
                 };
+                used.extend([down_key.clone(), up_key.clone(), alpha_key.clone()]);
                 let down = set.load(&down_key, Kind::Float, device)?;
                 let up = set.load(&up_key, Kind::Float, device)?;
                 let (inp, out) = t.dims(cfg);
@@ -345,16 +398,31 @@ impl LoraSet {
                 found += 1;
             }
         }
+        let mut unused_keys: Vec<String> = names
+            .iter()
+            .filter(|n| !used.contains(n.as_str()))
+            .map(|n| n.to_string())
+            .collect();
+        unused_keys.sort();
         if found == 0 {
+            let examples: Vec<&str> = unused_keys.iter().take(3).map(String::as_str).collect();
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
                 reason: format!(
-                    "no adapter matched the {} transformer blocks",
-                    cfg.num_layers
+                    "no adapter matched the {} transformer blocks of this model (keys such as {}): \
+                     this LoRA is for another model or in a format wanlora does not read",
+                    cfg.num_layers,
+                    examples.join(", ")
                 ),
             });
         }
-        Ok((LoraSet { blocks }, format))
+        Ok((
+            LoraSet { blocks },
+            LoraLoadReport {
+                format,
+                unused_keys,
+            },
+        ))
     }
 
     /// Copies values from `other` (same layout) without changing leaf status: used to restore EMA or

@@ -409,7 +409,7 @@ function buildJobForm(root, ctx) {
     for (const el of fieldEls.values()) {
       const box = el.querySelector(':scope > .findings');
       if (box) box.replaceChildren();
-      el.classList.remove('has-error', 'has-warning');
+      el.classList.remove('has-error', 'has-warning', 'has-note');
     }
     const unplaced = [];
     for (const f of findings) {
@@ -421,7 +421,7 @@ function buildJobForm(root, ctx) {
         el = fieldEls.get(path);
       }
       if (!el) { unplaced.push(f); continue; }
-      el.classList.add(f.severity === 'error' ? 'has-error' : 'has-warning');
+      el.classList.add(`has-${f.severity}`);
       let box = el.querySelector(':scope > .findings');
       if (!box) { box = h('div', { class: 'findings' }); el.prepend(box); }
       box.append(h('div', { class: `finding ${f.severity}` }, f.message + (f.hint ? ` — ${f.hint}` : '')));

@@ -11,12 +11,8 @@ pub use crate::tree::Tree;
 use serde::Serialize;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Error,
-    Warning,
-}
+/// The config crate's severities (error, warning, note), shown by the form as they are.
+pub use wanlora_config::Severity;
 
 /// One problem with a job, tied to a field.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -239,10 +235,7 @@ pub fn validate(tree: &Tree, yaml: &str, dirs: &DataDirs) -> Vec<Finding> {
         }
         out.push(Finding {
             path,
-            severity: match f.severity {
-                wanlora_config::Severity::Error => Severity::Error,
-                wanlora_config::Severity::Warning => Severity::Warning,
-            },
+            severity: f.severity,
             message: f.message,
             hint: f.hint,
             line: f.line.map(|l| l as u64),

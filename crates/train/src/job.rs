@@ -11,35 +11,13 @@ use wanlora_config as cfg;
 use wanlora_config::{Job, LoadedJob};
 use wanlora_data::{DatasetSpec, JobContext};
 use wanlora_hub::ModelSpec;
+use wanlora_models::vae::Tiling;
 
 /// The job's datasets as the dataset crate's specs, and the job context (seed, trigger, DOP class).
 pub fn dataset_specs(job: &Job, seed: u64) -> (Vec<DatasetSpec>, JobContext) {
     let process = job.process();
     let train = &process.train;
-    let specs = process
-        .datasets
-        .iter()
-        .map(|d| DatasetSpec {
-            folder_path: d.folder_path.clone().into(),
-            caption_ext: d.caption_ext.clone(),
-            default_caption: d.default_caption.clone(),
-            trigger_word: d.trigger_word.clone(),
-            caption_dropout_rate: d.caption_dropout_rate,
-            resolutions: d.resolution.clone(),
-            num_frames: d.num_frames as usize,
-            shrink_video_to_frames: d.shrink_video_to_frames,
-            fps: d.fps as f64,
-            auto_frame_count: d.auto_frame_count,
-            flip_x: d.flip_x,
-            flip_y: d.flip_y,
-            is_reg: d.is_reg,
-            network_weight: d.network_weight,
-            loss_multiplier: d.loss_multiplier,
-            num_repeats: d.num_repeats as usize,
-            cache_latents: d.caches_latents(),
-            batch_size: None,
-        })
-        .collect();
+    let specs = process.datasets.iter().map(dataset_spec).collect();
     let context = JobContext {
         name: job.config.name.clone(),
         trigger_word: process.trigger_word.clone(),
@@ -52,6 +30,68 @@ pub fn dataset_specs(job: &Job, seed: u64) -> (Vec<DatasetSpec>, JobContext) {
             || process.datasets.iter().any(|d| d.cache_text_embeddings),
     };
     (specs, context)
+}
+
+/// One dataset entry as the data crate's spec. The destructuring names every field, so a key
+/// added to the config but not handed on here is a compile error, not a silently ignored setting.
+fn dataset_spec(d: &cfg::DatasetConfig) -> DatasetSpec {
+    let cfg::DatasetConfig {
+        folder_path,
+        caption_ext,
+        default_caption,
+        trigger_word,
+        caption_dropout_rate,
+        resolution,
+        num_frames,
+        shrink_video_to_frames,
+        fps,
+        auto_frame_count,
+        trim_auto_frame_count_tail,
+        flip_x,
+        flip_y,
+        is_reg,
+        network_weight,
+        loss_multiplier,
+        num_repeats,
+        cache_latents: _,
+        cache_latents_to_disk: _,
+        // Job-wide: read by `dataset_specs` into the job context.
+        cache_text_embeddings: _,
+        batch_size,
+    } = d;
+    DatasetSpec {
+        folder_path: folder_path.into(),
+        caption_ext: caption_ext.clone(),
+        default_caption: default_caption.clone(),
+        trigger_word: trigger_word.clone(),
+        caption_dropout_rate: *caption_dropout_rate,
+        resolutions: resolution.clone(),
+        num_frames: *num_frames as usize,
+        shrink_video_to_frames: *shrink_video_to_frames,
+        fps: f64::from(*fps),
+        auto_frame_count: *auto_frame_count,
+        trim_auto_frame_count_tail: *trim_auto_frame_count_tail,
+        flip_x: *flip_x,
+        flip_y: *flip_y,
+        is_reg: *is_reg,
+        network_weight: *network_weight,
+        loss_multiplier: *loss_multiplier,
+        num_repeats: *num_repeats as usize,
+        cache_latents: d.caches_latents(),
+        // Validation makes it equal to train.batch_size (the job context's).
+        batch_size: batch_size.map(|n| n as usize),
+    }
+}
+
+/// `model_kwargs.vae_tiling`: true tiles every frame larger than one tile (encode and decode);
+/// false keeps the default, which tiles only frames above 480×832 so that large previews fit.
+pub fn vae_tiling(model: &cfg::ModelConfig) -> Tiling {
+    if model.model_kwargs.vae_tiling {
+        let d = Tiling::default();
+        Tiling::always(d.size, d.overlap)
+    } else {
+        Tiling::default()
+    }
 }
 
 /// Whether previews will run (then the untrained expert is needed when they do).
@@ -106,7 +146,9 @@ pub fn loss_type(l: cfg::LossType) -> LossType {
     match l {
         cfg::LossType::Mse => LossType::Mse,
         cfg::LossType::Mae => LossType::Mae,
-        cfg::LossType::PseudoHuber => LossType::PseudoHuber,
+        cfg::LossType::PseudoHuber => LossType::PseudoHuber {
+            c: cfg::LossType::PSEUDO_HUBER_C,
+        },
     }
 }
 
@@ -146,4 +188,41 @@ pub fn expert_schedule(job: &Job) -> ExpertSchedule {
 pub fn output_folder(job: &Job) -> std::path::PathBuf {
     let p = job.process();
     Path::new(&p.training_folder).join(&job.config.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wanlora_models::vae::TilingMode;
+
+    #[test]
+    fn trim_auto_frame_count_tail_reaches_the_data_spec() {
+        // It was read and reported as supported, then dropped on the way to the dataset crate.
+        for trim in [true, false] {
+            let d = cfg::DatasetConfig {
+                auto_frame_count: true,
+                trim_auto_frame_count_tail: trim,
+                ..Default::default()
+            };
+            assert_eq!(dataset_spec(&d).trim_auto_frame_count_tail, trim);
+        }
+    }
+
+    #[test]
+    fn vae_tiling_forces_tiles() {
+        // Read and reported as supported, but nothing used it.
+        let mut model = cfg::ModelConfig::default();
+        assert_eq!(vae_tiling(&model).mode, TilingMode::Auto);
+        model.model_kwargs.vae_tiling = true;
+        assert_eq!(vae_tiling(&model).mode, TilingMode::Always);
+    }
+
+    #[test]
+    fn pseudo_huber_uses_ai_toolkits_c() {
+        // This copy once said 0.03 while the config documented AI Toolkit's 0.01.
+        assert_eq!(
+            loss_type(cfg::LossType::PseudoHuber),
+            LossType::PseudoHuber { c: 0.01 }
+        );
+    }
 }

@@ -10,6 +10,7 @@ pub mod job;
 pub mod loss;
 pub mod optim;
 pub mod output;
+pub mod perf;
 pub mod sampling;
 pub mod schedule;
 pub mod sources;

@@ -7,11 +7,11 @@ use tch::{Kind, Tensor};
 pub enum LossType {
     Mse,
     Mae,
-    /// √((p−t)² + c²) − c with c = 0.03 (Pseudo-Huber; robust to outliers).
-    PseudoHuber,
+    /// √((p−t)² + c²) − c (Pseudo-Huber; robust to outliers); `c` comes from the job config.
+    PseudoHuber {
+        c: f64,
+    },
 }
-
-const HUBER_C: f64 = 0.03;
 
 /// The noisy latent x_t for per-sample σ `[B]`.
 pub fn noisy(x0: &Tensor, noise: &Tensor, sigma: &Tensor) -> Tensor {
@@ -25,7 +25,7 @@ pub fn per_sample(kind: LossType, pred: &Tensor, target: &Tensor) -> Tensor {
     let e = match kind {
         LossType::Mse => d.square(),
         LossType::Mae => d.abs(),
-        LossType::PseudoHuber => (d.square() + HUBER_C * HUBER_C).sqrt() - HUBER_C,
+        LossType::PseudoHuber { c } => (d.square() + c * c).sqrt() - c,
     };
     e.flatten(1, -1).mean_dim(1, false, Kind::Float)
 }
@@ -64,10 +64,11 @@ mod tests {
         let t = Tensor::zeros([1, 1, 1, 2, 2], (Kind::Float, tch::Device::Cpu));
         assert!((per_sample(LossType::Mse, &p, &t).double_value(&[0]) - 11.0 / 4.0).abs() < 1e-6);
         assert!((per_sample(LossType::Mae, &p, &t).double_value(&[0]) - 5.0 / 4.0).abs() < 1e-6);
-        let h = per_sample(LossType::PseudoHuber, &p, &t).double_value(&[0]);
+        let c = 0.01;
+        let h = per_sample(LossType::PseudoHuber { c }, &p, &t).double_value(&[0]);
         let want = [1.0f64, 1.0, 3.0, 0.0]
             .iter()
-            .map(|d| (d * d + HUBER_C * HUBER_C).sqrt() - HUBER_C)
+            .map(|d| (d * d + c * c).sqrt() - c)
             .sum::<f64>()
             / 4.0;
         assert!((h - want).abs() < 1e-6);

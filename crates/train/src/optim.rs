@@ -14,14 +14,16 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
-impl Default for AdamWConfig {
-    fn default() -> Self {
+impl AdamWConfig {
+    /// The job's `lr` and `optimizer_params` (whose defaults are AI Toolkit's and live only in the
+    /// config crate).
+    pub fn new(lr: f64, params: &wanlora_config::OptimizerParams) -> AdamWConfig {
         AdamWConfig {
-            lr: 1e-4,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 1e-2,
+            lr,
+            beta1: params.betas[0],
+            beta2: params.betas[1],
+            eps: params.eps,
+            weight_decay: params.weight_decay,
         }
     }
 }
@@ -266,9 +268,8 @@ mod tests {
         let b = Tensor::from_slice(&[0.3f32, -0.7, 0.9]);
         let fp = FlatParams::new(&[a.shallow_clone(), b.shallow_clone()], Device::Cpu);
         let c = AdamWConfig {
-            lr: 0.01,
             weight_decay: 0.1,
-            ..Default::default()
+            ..AdamWConfig::new(0.01, &Default::default())
         };
         let mut opt = AdamW::new(&fp, c, false);
         let mut p: Vec<f32> = Vec::<f32>::try_from(fp.flat.copy()).unwrap();
@@ -315,14 +316,7 @@ mod tests {
         let target = Tensor::randn([4096], (Kind::Float, Device::Cpu));
         let run = |eight: bool| {
             let fp = FlatParams::new(&[init.shallow_clone()], Device::Cpu);
-            let mut opt = AdamW::new(
-                &fp,
-                AdamWConfig {
-                    lr: 0.05,
-                    ..Default::default()
-                },
-                eight,
-            );
+            let mut opt = AdamW::new(&fp, AdamWConfig::new(0.05, &Default::default()), eight);
             for _ in 0..50 {
                 (&fp.params[0] - &target)
                     .square()

@@ -10,7 +10,7 @@ use crate::TrainError;
 use wanlora_hub::{CheckOptions, Component, HubConfig, ModelSpec, ResolvedModel, Stage};
 use wanlora_models::tokenizer::Tokenizer;
 use wanlora_models::transformer::{
-    LoadOptions, TransformerConfig, TransformerWeights, WanTransformer,
+    self, LoadOptions, TransformerConfig, TransformerWeights, WanTransformer,
 };
 use wanlora_models::umt5::{Umt5Config, Umt5Encoder};
 use wanlora_models::vae::{Vae, VaeConfig};
@@ -60,6 +60,22 @@ impl ModelSource {
             resolved,
             exact_sizes,
         })))
+    }
+
+    /// Files the caller resolved and checked itself (`wanlora sample`, which fetches everything and
+    /// words errors in its option names); loading then goes through the same code as training.
+    pub fn from_resolved(
+        spec: ModelSpec,
+        hub: HubConfig,
+        resolved: ResolvedModel,
+        exact_sizes: bool,
+    ) -> ModelSource {
+        ModelSource::Files(Box::new(FileSource {
+            spec,
+            hub,
+            resolved,
+            exact_sizes,
+        }))
     }
 
     /// Makes sure the untrained expert is on disk (fetched only when previews first need it).
@@ -124,19 +140,7 @@ impl ModelSource {
                     Expert::Low => Component::LowNoiseExpert,
                 };
                 let path = self.path(component)?;
-                // A diffusers folder has its config.json; a single file may have one beside it.
-                let beside = path
-                    .parent()
-                    .map(|d| d.join("config.json"))
-                    .filter(|c| path.is_file() && c.exists());
-                let cfg = match self.config_file(component).or(beside) {
-                    Some(c) => Some(TransformerConfig::from_json_file(&c)?),
-                    None => None,
-                };
-                let weights = TransformerWeights::new(WeightSet::open(&path)?)?;
-                Ok(WanTransformer::load_with(
-                    &weights, cfg, kind, device, options,
-                )?)
+                load_transformer(&path, self.config_file(component), kind, device, options)
             }
         }
     }
@@ -154,11 +158,8 @@ impl ModelSource {
             )?),
             ModelSource::Files(_) => {
                 let path = self.path(Component::Vae)?;
-                let cfg = match self.config_file(Component::Vae) {
-                    Some(c) => Some(VaeConfig::from_json_file(&c)?),
-                    None => None,
-                };
-                Ok(Vae::load(&WeightSet::open(&path)?, cfg, kind, device)?)
+                let config = self.config_file(Component::Vae);
+                Ok(Vae::open(&path, config.as_deref(), kind, device)?)
             }
         }
     }
@@ -240,6 +241,26 @@ impl ModelSource {
     }
 }
 
+/// Loads a transformer from a diffusers folder or a single file. Its config: `config_file` (the
+/// resolved component's), else a `config.json` inside the folder or beside the single file, else
+/// inferred from the weight shapes. Every command loads experts through here.
+pub fn load_transformer(
+    path: &Path,
+    config_file: Option<PathBuf>,
+    kind: Kind,
+    device: Device,
+    options: &LoadOptions,
+) -> Result<WanTransformer, TrainError> {
+    let cfg = match config_file.or_else(|| transformer::config_file_for(path)) {
+        Some(c) => Some(TransformerConfig::from_json_file(&c)?),
+        None => None,
+    };
+    let weights = TransformerWeights::new(WeightSet::open(path)?)?;
+    Ok(WanTransformer::load_with(
+        &weights, cfg, kind, device, options,
+    )?)
+}
+
 /// The demo's tiny models carry a marker file at their root (or next to their single files); the hub's
 /// A14B size checks are relaxed for them. Looked up where the components resolve to, so a tiny model
 /// in the Hugging Face cache or as single files is recognised too.
@@ -265,4 +286,35 @@ fn is_tiny(spec: &ModelSpec, hub: &HubConfig) -> bool {
         .filter_map(|&c| resolved.component(c).and_then(|c| c.weights_path()))
         .collect::<Vec<_>>();
     !found.is_empty() && found.iter().all(|p| marked(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/tests/fixtures/transformer")
+            .join(name)
+    }
+
+    #[test]
+    fn a_config_json_beside_a_single_file_is_honoured() {
+        // `wanlora sample` and `debug transformer` once ignored it while `train` read it.
+        let dir = tempfile::tempdir().unwrap();
+        let single = dir.path().join("expert.safetensors");
+        std::fs::copy(fixture("comfy.safetensors"), &single).unwrap();
+        let options = LoadOptions::default();
+        let load = || load_transformer(&single, None, Kind::Float, Device::Cpu, &options);
+        // The tiny model's head dimension (16) cannot be inferred from shapes alone.
+        assert!(load().is_err(), "loaded without its config");
+        std::fs::copy(
+            fixture("diffusers/config.json"),
+            dir.path().join("config.json"),
+        )
+        .unwrap();
+        let model = load().expect("config.json beside the file");
+        let want = TransformerConfig::from_json_file(&fixture("diffusers/config.json")).unwrap();
+        assert_eq!(model.config, want);
+    }
 }

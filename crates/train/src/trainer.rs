@@ -14,6 +14,7 @@ use crate::job;
 use crate::loss::{self, LossType};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, FlatParams};
 use crate::output::{self, Control, JobFolder, Metrics, Status};
+use crate::perf::{PerfLog, Phase};
 use crate::sampling::{
     sample_stem, start_condition, video_frames, write_sample, SampleFiles, SampleRequest,
     SampleRun, SamplingError,
@@ -298,7 +299,7 @@ impl Trainer {
         // Latents: the cache pass encodes every item of the caching datasets (progress bar); items of
         // other datasets are encoded when their batch comes.
         folder.write_status(&status("caching", "Encoding latents"))?;
-        let vae = sources.vae(
+        let mut vae = sources.vae(
             if device.is_cuda() {
                 Kind::BFloat16
             } else {
@@ -306,9 +307,12 @@ impl Trainer {
             },
             device,
         )?;
+        vae.set_tiling(job::vae_tiling(&process.model))?;
+        // Tiles change the encoded latents slightly (blended seams), so the cache is keyed by them.
         let vae_fingerprint = format!(
-            "wan21-vae {:?} {}",
+            "wan21-vae {:?} {:?} {}",
             vae.kind(),
+            vae.tiling(),
             sources.fingerprint(Component::Vae)
         );
         {
@@ -345,13 +349,7 @@ impl Trainer {
         let schedule = job::expert_schedule(&job.job);
         let rank = process.network.linear as i64;
         let alpha = process.network.alpha();
-        let adam = AdamWConfig {
-            lr: train.lr,
-            beta1: train.optimizer_params.betas[0],
-            beta2: train.optimizer_params.betas[1],
-            eps: train.optimizer_params.eps,
-            weight_decay: train.optimizer_params.weight_decay,
-        };
+        let adam = AdamWConfig::new(train.lr, &train.optimizer_params);
         let load = transformer_load_options(&process.model)?;
         let mut experts = Vec::new();
         for &expert in &schedule.trained {
@@ -1027,6 +1025,7 @@ impl Trainer {
         let mut stopped = false;
         let mut files = Vec::new();
         let mut done_this_run = 0u64;
+        let mut perf = PerfLog::new(p.performance_log_every);
         let resumed = self.step > 0;
         if !self.samples.is_empty()
             && ((!resumed && !p.train.skip_first_sample) || (resumed && p.train.force_first_sample))
@@ -1042,6 +1041,7 @@ impl Trainer {
             done_this_run += 1;
             let (expert, secs) = (outcome.expert, t0.elapsed().as_secs_f64());
             sps = Some(sps.map_or(secs, |s| 0.9 * s + 0.1 * secs));
+            perf.step(secs);
             match outcome.loss {
                 Some(l) => {
                     bad_in_a_row = 0;
@@ -1101,7 +1101,9 @@ impl Trainer {
             {
                 self.folder
                     .write_status(&self.status("saving", "Saving", Some(expert), sps))?;
+                let t = Instant::now();
                 files = self.save(false)?;
+                perf.phase(Phase::Saving, t.elapsed());
             }
             let sample_due = p.sample.sample_every > 0
                 && self.step >= p.sample.sample_start_step as u64
@@ -1111,7 +1113,13 @@ impl Trainer {
                 && (sample_due || self.folder.take_control(Control::SampleNow))
                 && !stop_requested
             {
+                let t = Instant::now();
                 self.sample_all(self.step)?;
+                perf.phase(Phase::Sampling, t.elapsed());
+            }
+            if let Some(line) = perf.report(self.step) {
+                eprintln!("{line}");
+                self.folder.log(&line);
             }
             if stop_requested {
                 stopped = true;

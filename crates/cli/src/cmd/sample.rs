@@ -13,22 +13,17 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor};
 use wanlora_config::CtrlImgResize;
-use wanlora_hub::{CheckOptions, Component, HubConfig, ModelSpec, ResolvedModel, Stage};
+use wanlora_hub::{CheckOptions, HubConfig, ModelSpec, Stage};
 use wanlora_models::lora::LoraSet;
 use wanlora_models::quant::Fp8Mode;
-use wanlora_models::tokenizer::Tokenizer;
-use wanlora_models::transformer::{
-    LoadOptions, TransformerConfig, TransformerWeights, WanTransformer,
-};
-use wanlora_models::umt5::{Umt5Config, Umt5Encoder};
-use wanlora_models::vae::{Vae, VaeConfig};
-use wanlora_torch::weights::WeightSet;
+use wanlora_models::transformer::LoadOptions;
 use wanlora_train::experts::Expert;
 use wanlora_train::sampling::output::format_of_path;
 use wanlora_train::sampling::{
     generate, video_frames, write_media, CfgBatching, LoadedExpert, SampleRequest, SamplerKind,
     SamplingError, ScheduleKind, StepInfo, WAN_NEGATIVE_PROMPT,
 };
+use wanlora_train::sources::ModelSource;
 
 use crate::cmd::debug::{DeviceArg, DtypeArg};
 
@@ -284,20 +279,6 @@ fn model_spec(args: &SampleArgs) -> Result<ModelSpec> {
     Ok(spec)
 }
 
-/// Where a resolved component's weights are, and its diffusers config.json if it has one.
-fn component_files(
-    model: &ResolvedModel,
-    component: Component,
-) -> Result<(PathBuf, Option<PathBuf>)> {
-    let c = model
-        .component(component)
-        .with_context(|| format!("no {component} in the model"))?;
-    let weights = c
-        .weights_path()
-        .with_context(|| format!("{component}: no weights on disk"))?;
-    Ok((weights, c.config_file()))
-}
-
 fn label(expert: Expert) -> &'static str {
     match expert {
         Expert::High => "high-noise expert",
@@ -305,36 +286,23 @@ fn label(expert: Expert) -> &'static str {
     }
 }
 
+/// One expert with its LoRA, loaded the way `wanlora train` loads it.
 fn load_expert(
-    model: &ResolvedModel,
+    source: &ModelSource,
     expert: Expert,
     lora: Option<&Path>,
     kind: Kind,
     device: Device,
     fp8: Fp8Mode,
 ) -> Result<LoadedExpert> {
-    let component = match expert {
-        Expert::High => Component::HighNoiseExpert,
-        Expert::Low => Component::LowNoiseExpert,
-    };
-    let (weights, config) = component_files(model, component)?;
     let started = Instant::now();
-    let cfg = config
-        .map(|c| TransformerConfig::from_json_file(&c))
-        .transpose()?;
-    let source = TransformerWeights::new(WeightSet::open(&weights)?)?;
     let options = LoadOptions {
         fp8,
         ..LoadOptions::default()
     };
-    let transformer = WanTransformer::load_with(&source, cfg, kind, device, &options)
-        .with_context(|| {
-            format!(
-                "cannot load the {} from {}",
-                label(expert),
-                weights.display()
-            )
-        })?;
+    let transformer = source
+        .transformer(expert, kind, device, &options)
+        .with_context(|| format!("cannot load the {}", label(expert)))?;
     let lora = lora
         .map(|path| {
             LoraSet::load(path, &transformer.config, device, false).with_context(|| {
@@ -350,9 +318,8 @@ fn load_expert(
         tracing::info!("{}: LoRA in {format:?} format", label(expert));
     }
     tracing::info!(
-        "{} loaded from {} in {:.1} s",
+        "{} loaded in {:.1} s",
         label(expert),
-        weights.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(LoadedExpert {
@@ -363,33 +330,21 @@ fn load_expert(
 
 /// The umT5 embeddings of the prompt and the negative prompt, `[1, 512, D]` each, float32 on `device`.
 fn encode_text(
-    model: &ResolvedModel,
+    source: &ModelSource,
     request: &SampleRequest,
     kind: Kind,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
-    let tokenizer_file = model
-        .component(Component::Tokenizer)
-        .and_then(|c| c.file_named("tokenizer.json"))
-        .context(
-            "tokenizer.json not found: give --tokenizer (a diffusers repo's tokenizer/ folder)",
-        )?;
-    let tokenizer = Tokenizer::from_file(&tokenizer_file)?;
-    let (weights, config) = component_files(model, Component::TextEncoder)?;
-    let cfg = config.map(|c| Umt5Config::from_json_file(&c)).transpose()?;
-    let encoder = Umt5Encoder::load(&WeightSet::open(&weights)?, cfg, kind, device)
-        .with_context(|| format!("cannot load the text encoder from {}", weights.display()))?;
+    let tokenizer = source.tokenizer().context(
+        "give --tokenizer (a diffusers repo's tokenizer/ folder) when the model has none",
+    )?;
+    let encoder = source
+        .text_encoder(kind, device, false)
+        .context("cannot load the text encoder")?;
     let (ids, mask) =
         tokenizer.encode_batch(&[request.prompt.as_str(), request.negative_prompt.as_str()])?;
     let text = encoder.encode(&ids.to_device(device), &mask.to_device(device))?;
     Ok((text.narrow(0, 0, 1), text.narrow(0, 1, 1)))
-}
-
-fn load_vae(model: &ResolvedModel, kind: Kind, device: Device) -> Result<Vae> {
-    let (weights, config) = component_files(model, Component::Vae)?;
-    let cfg = config.map(|c| VaeConfig::from_json_file(&c)).transpose()?;
-    Vae::load(&WeightSet::open(&weights)?, cfg, kind, device)
-        .with_context(|| format!("cannot load the VAE from {}", weights.display()))
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {
@@ -414,14 +369,16 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let options = CheckOptions {
         exact_sizes: !args.any_size,
     };
-    let model = wanlora_hub::fetch(&spec, &HubConfig::from_env(), Stage::Everything, &options)
-        .map_err(in_option_terms)?;
+    let hub = HubConfig::from_env();
+    let model =
+        wanlora_hub::fetch(&spec, &hub, Stage::Everything, &options).map_err(in_option_terms)?;
     wanlora_hub::check_model(&model, Stage::Everything, &options).map_err(in_option_terms)?;
+    let source = ModelSource::from_resolved(spec, hub, model, options.exact_sizes);
 
     let started = Instant::now();
-    let (text_cond, text_uncond) = encode_text(&model, &request, kind, device)?;
+    let (text_cond, text_uncond) = encode_text(&source, &request, kind, device)?;
     tracing::info!("text encoded in {:.1} s", started.elapsed().as_secs_f64());
-    let vae = load_vae(&model, kind, device)?;
+    let vae = source.vae(kind, device).context("cannot load the VAE")?;
 
     let bar = ProgressBar::new(request.steps as u64);
     bar.set_style(
@@ -444,7 +401,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
             Expert::High => args.lora_high.as_deref(),
             Expert::Low => args.lora_low.as_deref(),
         };
-        bar.suspend(|| load_expert(&model, expert, lora, kind, device, args.fp8))
+        bar.suspend(|| load_expert(&source, expert, lora, kind, device, args.fp8))
             .map_err(|e| SamplingError::ExpertLoad(format!("{e:#}")))
     };
     let denoise_started = Instant::now();

@@ -16,7 +16,7 @@ pub use stream::{BlockOffload, BlockStreamer, HostArena, StreamStats};
 
 use std::cell::Cell;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -147,6 +147,18 @@ pub struct WanTransformer {
     last_stream: Cell<Option<StreamStats>>,
 }
 
+/// The config.json that belongs to transformer weights at `path`: the one inside a diffusers folder,
+/// or one beside a single file (how small and non-standard models give their head dimension).
+/// Every command finds a transformer's config by this rule.
+pub fn config_file_for(path: &Path) -> Option<PathBuf> {
+    let candidate = if path.is_dir() {
+        path.join("config.json")
+    } else {
+        path.parent()?.join("config.json")
+    };
+    candidate.is_file().then_some(candidate)
+}
+
 impl WanTransformer {
     /// Builds the expert from `source` (original names) in `kind` on `device`; `config` is inferred
     /// from the shapes when not given. Every missing or mis-shaped tensor is reported at once.
@@ -268,7 +280,7 @@ impl WanTransformer {
     }
 
     /// Opens a diffusers `transformer/` folder (config.json + shards) or a single original/ComfyUI
-    /// file, and loads it.
+    /// file (with a config.json beside it if there is one), and loads it.
     pub fn from_path(path: &Path, kind: Kind, device: Device) -> Result<Self, ModelError> {
         Self::from_path_with(path, kind, device, &LoadOptions::default())
     }
@@ -281,12 +293,9 @@ impl WanTransformer {
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
         let weights = TransformerWeights::new(WeightSet::open(path)?)?;
-        let config_json = path.join("config.json");
-        let cfg = if path.is_dir() && config_json.exists() {
-            Some(TransformerConfig::from_json_file(&config_json)?)
-        } else {
-            None
-        };
+        let cfg = config_file_for(path)
+            .map(|c| TransformerConfig::from_json_file(&c))
+            .transpose()?;
         Self::load_with(&weights, cfg, kind, device, options)
     }
 

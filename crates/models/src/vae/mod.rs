@@ -120,24 +120,39 @@ impl Vae {
     /// Loads a diffusers `vae/` folder (its `config.json` and weights; the model's root folder works too) or a
     /// single safetensors file with either naming (configuration inferred).
     pub fn from_path(path: &Path, kind: Kind, device: Device) -> Result<Vae, ModelError> {
+        Self::open(path, None, kind, device)
+    }
+
+    /// [`Vae::from_path`] with an explicit config.json (`config_file`) that replaces the folder's
+    /// or, for a single file, the Wan 2.1 defaults. Every command opens a VAE by this rule.
+    pub fn open(
+        path: &Path,
+        config_file: Option<&Path>,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Vae, ModelError> {
         let folder = if path.join("vae").is_dir() {
             path.join("vae")
         } else {
             path.to_path_buf()
         };
+        let read = |c: &Path| VaeConfig::from_json_file(c);
         if folder.is_dir() {
             let config_path = folder.join("config.json");
-            let config = config_path
-                .is_file()
-                .then(|| VaeConfig::from_json_file(&config_path))
-                .transpose()?;
+            let config = match config_file {
+                Some(c) => Some(read(c)?),
+                None => config_path
+                    .is_file()
+                    .then(|| read(&config_path))
+                    .transpose()?,
+            };
             // A diffusers folder may also hold variants (…fp16.safetensors): read the main file when present.
             let main = folder.join("diffusion_pytorch_model.safetensors");
             let weights = WeightSet::open(if main.is_file() { &main } else { &folder })?;
             return Self::load(&weights, config, kind, device);
         }
         let weights = WeightSet::open(path)?;
-        Self::load(&weights, None, kind, device)
+        Self::load(&weights, config_file.map(read).transpose()?, kind, device)
     }
 
     pub fn config(&self) -> &VaeConfig {
@@ -266,7 +281,7 @@ impl Vae {
 
 /// The causal VAE encodes 1 + 4n frames: frame 0 alone, then groups of four.
 pub(crate) fn check_frames(frames: i64) -> Result<(), ModelError> {
-    if frames < 1 || (frames - 1) % 4 != 0 {
+    if !u32::try_from(frames).is_ok_and(wanlora_spec::frames::is_frame_count) {
         return Err(ModelError::Input(format!(
             "the Wan VAE encodes 4n + 1 frames (1, 5, 9, …, 81); got {frames}"
         )));

@@ -3,6 +3,7 @@
 //! ([`SampleRequest::official`], what `wanlora sample` starts from).
 
 use std::path::PathBuf;
+use wanlora_spec::frames;
 
 use wanlora_config::{CtrlImgResize, SampleConfig, SampleFormat};
 
@@ -151,21 +152,20 @@ impl SampleRequest {
     pub fn validate(&self) -> Result<(), SamplingError> {
         let bad = |setting: &str, message: String| Err(SamplingError::setting(setting, message));
         for (setting, value) in [("width", self.width), ("height", self.height)] {
-            if value == 0 || value % 16 != 0 {
+            if !frames::is_frame_side(value) {
                 return bad(
                     setting,
                     format!("{value} is not a positive multiple of 16 (Wan's latents are 1/8 of the frame, in 2×2 patches)"),
                 );
             }
         }
-        if self.num_frames == 0 || !(self.num_frames - 1).is_multiple_of(4) {
-            let below = (self.num_frames.max(1) - 1) / 4 * 4 + 1;
+        if !frames::is_frame_count(self.num_frames) {
             return bad(
                 "num_frames",
                 format!(
-                    "{} is not 4n + 1; use {below} or {}",
+                    "{} is not 4n + 1; {}",
                     self.num_frames,
-                    below + 4
+                    frames::frame_count_hint(self.num_frames)
                 ),
             );
         }

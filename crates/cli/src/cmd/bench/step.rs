@@ -156,7 +156,9 @@ pub fn gib(bytes: i64) -> f64 {
 
 pub fn run(args: StepArgs) -> Result<()> {
     let device = device_of(&args.device)?;
-    if args.frames % 4 != 1 || args.height % 16 != 0 || args.width % 16 != 0 {
+    let side = |px: i64| u32::try_from(px).is_ok_and(wanlora_spec::frames::is_frame_side);
+    let count = u32::try_from(args.frames).is_ok_and(wanlora_spec::frames::is_frame_count);
+    if !count || !side(args.height) || !side(args.width) {
         bail!("frames must be 4n+1 and height/width multiples of 16");
     }
     if let Some(gib) = args.max_memory_gib {
@@ -231,7 +233,11 @@ pub fn run(args: StepArgs) -> Result<()> {
     let lora0 = LoraSet::new_trainable(&cfg, args.rank, args.rank as f64, device);
     let flat = FlatParams::new(&lora0.parameters(), device);
     let lora = lora0.with_parameters(&flat.params);
-    let mut opt = AdamW::new(&flat, AdamWConfig::default(), false);
+    let mut opt = AdamW::new(
+        &flat,
+        AdamWConfig::new(1e-4, &wanlora_config::OptimizerParams::default()),
+        false,
+    );
 
     let (lt, lh, lw) = ((args.frames - 1) / 4 + 1, args.height / 8, args.width / 8);
     let tokens = lt * (lh / 2) * (lw / 2);

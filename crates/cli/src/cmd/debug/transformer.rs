@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tch::Kind;
 use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
-use wanlora_models::transformer::{TransformerConfig, TransformerWeights, WanTransformer};
+use wanlora_models::transformer::LoadOptions;
 use wanlora_torch::weights::{save_safetensors, WeightSet};
 
 use super::{kind_of, DeviceArg, DtypeArg};
@@ -39,15 +39,15 @@ pub struct TransformerArgs {
 pub fn run(args: TransformerArgs) -> Result<()> {
     let device = args.device.device()?;
     let kind = kind_of(args.dtype);
-    let config = match &args.config {
-        Some(p) => Some(TransformerConfig::from_json_file(p)?),
-        None if args.weights.join("config.json").exists() => Some(
-            TransformerConfig::from_json_file(&args.weights.join("config.json"))?,
-        ),
-        None => None,
-    };
-    let weights = TransformerWeights::new(WeightSet::open(&args.weights)?)?;
-    let model = WanTransformer::load(&weights, config, kind, device)?;
+    // The loading path of `wanlora train` and `sample`: a config.json in the folder or beside the
+    // single file is honoured there too.
+    let model = wanlora_train::sources::load_transformer(
+        &args.weights,
+        args.config.clone(),
+        kind,
+        device,
+        &LoadOptions::default(),
+    )?;
     let inputs = WeightSet::open(&args.inputs)?;
     let get = |name: &str| {
         inputs

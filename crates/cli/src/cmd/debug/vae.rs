@@ -2,10 +2,9 @@
 
 use super::{kind_of, read_input, write_outputs, DeviceArg, DtypeArg};
 use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{Device, Kind};
-use wanlora_models::vae::{Tiling, TilingMode, Vae, VaeConfig};
-use wanlora_torch::weights::WeightSet;
+use wanlora_models::vae::{Tiling, TilingMode, Vae};
 
 /// Options shared by both VAE commands.
 #[derive(clap::Args)]
@@ -44,15 +43,8 @@ impl VaeOptions {
     pub fn load(&self) -> Result<Vae> {
         let device: Device = self.device.device()?;
         let kind: Kind = kind_of(self.dtype);
-        let mut vae = match &self.config {
-            Some(config) => {
-                let config = VaeConfig::from_json_file(config)?;
-                let weights = open_weights(&self.weights)?;
-                Vae::load(&weights, Some(config), kind, device)
-            }
-            None => Vae::from_path(&self.weights, kind, device),
-        }
-        .context("loading the VAE")?;
+        let mut vae = Vae::open(&self.weights, self.config.as_deref(), kind, device)
+            .context("loading the VAE")?;
         vae.set_tiling(Tiling {
             mode: match self.tiling {
                 TilingArg::Auto => TilingMode::Auto,
@@ -65,21 +57,6 @@ impl VaeOptions {
         })?;
         Ok(vae)
     }
-}
-
-/// The weights of a VAE folder (its main file) or a single file.
-fn open_weights(path: &Path) -> Result<WeightSet> {
-    let folder = if path.join("vae").is_dir() {
-        path.join("vae")
-    } else {
-        path.to_path_buf()
-    };
-    let main = folder.join("diffusion_pytorch_model.safetensors");
-    Ok(WeightSet::open(if main.is_file() {
-        &main
-    } else {
-        &folder
-    })?)
 }
 
 #[derive(clap::Args)]
