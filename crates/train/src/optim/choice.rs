@@ -215,3 +215,93 @@ fn copy_all(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn params() -> FlatParams {
+        FlatParams::new(
+            &[Tensor::ones([3, 2], (Kind::Float, Device::Cpu))],
+            Device::Cpu,
+        )
+    }
+
+    fn train(optimizer: Optimizer) -> TrainConfig {
+        TrainConfig {
+            optimizer,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// Saves `from`'s state and restores it into a fresh optimizer of `into`'s kind.
+    fn round_trip(
+        from: &TrainOptimizer,
+        into: &mut TrainOptimizer,
+        legacy: bool,
+    ) -> Result<(), String> {
+        let saved: HashMap<String, Tensor> = from
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        let mut meta = from.state_metadata();
+        if legacy {
+            meta.remove("optimizer");
+        }
+        into.restore(&meta, |name, _, _| {
+            saved
+                .get(name)
+                .map(Tensor::copy)
+                .ok_or_else(|| format!("no {name}"))
+        })
+    }
+
+    #[test]
+    fn prodigy_state_restores_to_the_same_bits() {
+        let p = params();
+        let mut a = TrainOptimizer::new(&p, &train(Optimizer::Prodigy));
+        for _ in 0..3 {
+            a.update(&p, &Tensor::full([6], 0.3, (Kind::Float, Device::Cpu)), 1.0);
+        }
+        let mut b = TrainOptimizer::new(&p, &train(Optimizer::Prodigy));
+        round_trip(&a, &mut b, false).unwrap();
+        let (TrainOptimizer::Prodigy(x), TrainOptimizer::Prodigy(y)) = (&a, &b) else {
+            unreachable!()
+        };
+        assert!(x.d > x.config.d0, "d did not grow: {}", x.d);
+        assert_eq!(
+            (
+                x.d.to_bits(),
+                x.d_max.to_bits(),
+                x.d_numerator.to_bits(),
+                x.step
+            ),
+            (
+                y.d.to_bits(),
+                y.d_max.to_bits(),
+                y.d_numerator.to_bits(),
+                y.step
+            )
+        );
+        assert!(x.s.equal(&y.s) && x.exp_avg_sq.equal(&y.exp_avg_sq));
+    }
+
+    #[test]
+    fn a_state_without_an_optimizer_name_is_adamws() {
+        let p = params();
+        let adam = TrainOptimizer::new(&p, &train(Optimizer::AdamW));
+        let mut again = TrainOptimizer::new(&p, &train(Optimizer::AdamW));
+        round_trip(&adam, &mut again, true).unwrap();
+        let mut prodigy = TrainOptimizer::new(&p, &train(Optimizer::Prodigy));
+        let err = round_trip(&adam, &mut prodigy, true).unwrap_err();
+        assert!(
+            err.contains("saved by the adamw optimizer, this job uses prodigy"),
+            "{err}"
+        );
+        let mut adafactor = TrainOptimizer::new(&p, &train(Optimizer::Adafactor));
+        let err = round_trip(&prodigy, &mut adafactor, false).unwrap_err();
+        assert!(err.contains("saved by the prodigy optimizer"), "{err}");
+    }
+}
