@@ -18,6 +18,7 @@ mod logging;
 mod model;
 mod network;
 mod node;
+mod optimizer_params;
 pub mod presets;
 mod reader;
 mod sample;

@@ -5,6 +5,8 @@ use crate::choice::{choice_serde, Choice};
 use crate::reader::{ai, ours, Neutral, Section};
 use serde::{Deserialize, Serialize};
 
+pub use crate::optimizer_params::OptimizerParams;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Optimizer {
     /// AdamW with fp32 state.
@@ -12,21 +14,26 @@ pub enum Optimizer {
     AdamW,
     /// AdamW with block-wise 8-bit state (bitsandbytes' AdamW8bit; AI Toolkit's UI default).
     AdamW8bit,
+    /// Prodigy (the `prodigyopt` package): Adam whose step size `d·lr` is estimated; lr about 1.
+    Prodigy,
+    /// Adafactor (transformers'): factored second moments, the given lr.
+    Adafactor,
 }
 
 impl Choice for Optimizer {
     const SPELLINGS: &'static [(&'static str, Self)] = &[
         ("adamw", Optimizer::AdamW),
         ("adamw8bit", Optimizer::AdamW8bit),
+        ("prodigy", Optimizer::Prodigy),
+        ("prodigyopt", Optimizer::Prodigy),
+        ("adafactor", Optimizer::Adafactor),
     ];
     const REFUSED: &'static [(&'static str, &'static str)] = &[
         ("adam", "Adam without decoupled weight decay is not implemented; adamw with weight_decay 0 is the same"),
         ("adam8bit", "Adam8bit is not implemented; adamw8bit with weight_decay 0 is the same"),
         ("adamw8", "AI Toolkit's own Adam8bit is not implemented"),
         ("adam8", "AI Toolkit's own Adam8bit is not implemented"),
-        ("prodigy", "Prodigy is not implemented"),
-        ("prodigy8bit", "Prodigy is not implemented"),
-        ("adafactor", "Adafactor is not implemented"),
+        ("prodigy8bit", "Prodigy with 8-bit state is not implemented; use prodigy (fp32 state)"),
         ("lion", "Lion is not implemented"),
         ("lion8bit", "Lion is not implemented"),
         ("ademamix8bit", "AdEMAMix is not implemented"),
@@ -211,28 +218,6 @@ impl Choice for TrainDtype {
 }
 choice_serde!(TrainDtype);
 
-/// `optimizer_params`, the keyword arguments AI Toolkit passes to the optimizer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct OptimizerParams {
-    /// Decoupled weight decay. Default 0.01 (PyTorch's and bitsandbytes' AdamW default).
-    pub weight_decay: f64,
-    /// Adam's (β1, β2). Default [0.9, 0.999].
-    pub betas: [f64; 2],
-    /// Adam's ε. Default 1e-6, the value AI Toolkit passes for adamw and adamw8bit.
-    pub eps: f64,
-}
-
-impl Default for OptimizerParams {
-    fn default() -> Self {
-        OptimizerParams {
-            weight_decay: 0.01,
-            betas: [0.9, 0.999],
-            eps: 1e-6,
-        }
-    }
-}
-
 /// `lr_scheduler_params`, the keyword arguments AI Toolkit passes to the scheduler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -401,68 +386,6 @@ impl TrainConfig {
     }
 }
 
-fn read_optimizer_params(s: &mut Section) -> OptimizerParams {
-    let d = OptimizerParams::default();
-    let weight_decay = s.float("weight_decay", d.weight_decay, ai("Decoupled weight decay"));
-    let betas = match s.raw(
-        "betas",
-        crate::schema::KeyKind::Any,
-        serde_json::json!(d.betas),
-        ai("Adam's (beta1, beta2)"),
-    ) {
-        None => d.betas,
-        Some(node) => match node.to_json() {
-            serde_json::Value::Array(items) if items.len() == 2 => {
-                match (items[0].as_f64(), items[1].as_f64()) {
-                    (Some(b1), Some(b2)) => [b1, b2],
-                    _ => {
-                        s.invalid(
-                            "betas".into(),
-                            node,
-                            format!("expected two numbers, found {}", node.show()),
-                            "write betas: [0.9, 0.999]".into(),
-                        );
-                        d.betas
-                    }
-                }
-            }
-            _ => {
-                s.invalid(
-                    "betas".into(),
-                    node,
-                    format!("expected two numbers, found {}", node.show()),
-                    "write betas: [0.9, 0.999]".into(),
-                );
-                d.betas
-            }
-        },
-    };
-    let eps = s.float("eps", d.eps, ai("Adam's epsilon"));
-    for key in [
-        "amsgrad",
-        "percentile_clipping",
-        "block_wise",
-        "min_8bit_size",
-        "optim_bits",
-        "decouple",
-        "foreach",
-        "fused",
-        "maximize",
-        "capturable",
-    ] {
-        s.refuse(
-            key,
-            Neutral::Off,
-            "only weight_decay, betas and eps of AdamW are implemented",
-        );
-    }
-    OptimizerParams {
-        weight_decay,
-        betas,
-        eps,
-    }
-}
-
 fn read_scheduler_params(s: &mut Section) -> LrSchedulerParams {
     let d = LrSchedulerParams::default();
     let params = LrSchedulerParams {
@@ -530,20 +453,21 @@ pub(crate) fn read_train(s: &mut Section) -> TrainConfig {
             );
         }
     }
-    let train = TrainConfig {
+    let optimizer = s.choice(
+        "optimizer",
+        d.optimizer,
+        ai("adamw, adamw8bit, prodigy or adafactor"),
+    );
+    let mut train = TrainConfig {
         steps,
         batch_size,
         gradient_accumulation,
         lr: s.float("lr", d.lr, ai("Learning rate of the LoRA weights")),
-        optimizer: s.choice(
-            "optimizer",
-            d.optimizer,
-            ai("adamw (fp32 state) or adamw8bit (8-bit state)"),
-        ),
+        optimizer,
         optimizer_params: s.section(
             "optimizer_params",
-            ai("AdamW's weight_decay, betas, eps"),
-            read_optimizer_params,
+            ai("The optimizer's keyword arguments (weight_decay, betas, eps, Prodigy's d_coef, …)"),
+            |s| crate::optimizer_params::read_optimizer_params(s, optimizer),
         ),
         lr_scheduler: s.choice("lr_scheduler", d.lr_scheduler, ai("Learning-rate schedule")),
         lr_scheduler_params: s.section(
@@ -1059,5 +983,6 @@ pub(crate) fn read_train(s: &mut Section) -> TrainConfig {
         Neutral::Number(1.0),
         "input multipliers are not implemented",
     );
+    crate::optimizer_params::adjust_prodigy_lr(s, &mut train);
     train
 }

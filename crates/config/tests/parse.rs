@@ -618,7 +618,10 @@ fn known_keys_cover_every_serialized_key_and_mark_ours() {
         .find(|k| k.key == "config.process[0].train.optimizer")
         .expect("optimizer");
     assert_eq!(optimizer.kind, KeyKind::Choice);
-    assert_eq!(optimizer.choices, ["adamw", "adamw8bit"]);
+    assert_eq!(
+        optimizer.choices,
+        ["adamw", "adamw8bit", "prodigy", "adafactor"]
+    );
     assert_eq!(optimizer.default, "adamw");
     let linear = keys
         .iter()
@@ -664,7 +667,97 @@ fn closed_sets_serialize_with_ai_toolkits_spellings() {
     // Aliases are read but never written.
     let euler: Sampler = serde_json::from_value(serde_json::json!("euler")).expect("alias");
     assert_eq!(name(euler), "flowmatch");
-    assert!(serde_json::from_value::<Optimizer>(serde_json::json!("prodigy")).is_err());
+    assert!(serde_json::from_value::<Optimizer>(serde_json::json!("prodigy8bit")).is_err());
+    let prodigy: Optimizer =
+        serde_json::from_value(serde_json::json!("prodigyopt")).expect("alias");
+    assert_eq!(name(prodigy), "prodigy");
+    assert_eq!(name(Optimizer::Adafactor), "adafactor");
+}
+
+/// The `train:` section of MINIMAL replaced by `train`.
+fn with_train(train: &str) -> Validated {
+    parse(&format!("{MINIMAL}      train:\n{train}"))
+}
+
+#[test]
+fn prodigy_reads_its_parameters_with_its_own_defaults() {
+    let v = with_train(
+        "        lr: 1.0\n        optimizer: prodigy\n        optimizer_params:\n          d_coef: 2\n          \
+         decouple: false\n          use_bias_correction: true\n          safeguard_warmup: true\n          \
+         beta3: 0.98\n          growth_rate: 1.5\n          d0: 1e-5\n",
+    );
+    assert!(v.findings.is_empty(), "{:#?}", v.findings);
+    let job = v.job.clone().expect("job");
+    let t = job.process().train.clone();
+    assert_eq!(t.optimizer, Optimizer::Prodigy);
+    assert_eq!(t.lr, 1.0);
+    let o = &t.optimizer_params;
+    // prodigyopt's default weight decay is 0; AI Toolkit passes eps 1e-6.
+    assert_eq!((o.weight_decay, o.eps, o.betas), (0.0, 1e-6, [0.9, 0.999]));
+    assert_eq!(
+        (o.d_coef, o.d0, o.beta3, o.growth_rate),
+        (2.0, 1e-5, Some(0.98), Some(1.5))
+    );
+    assert!(!o.decouple && o.use_bias_correction && o.safeguard_warmup);
+    // Written back and read again, the same settings.
+    let yaml = to_yaml(&job);
+    let again = parse(&yaml).job.expect("job").process().train.clone();
+    assert_eq!(again.optimizer_params, t.optimizer_params);
+}
+
+#[test]
+fn prodigy_with_an_adam_sized_lr_runs_at_one_like_ai_toolkit() {
+    let v = with_train("        lr: 0.0001\n        optimizer: prodigy\n");
+    assert!(v.is_valid());
+    assert_eq!(v.job.expect("job").process().train.lr, 1.0);
+    assert!(v
+        .findings
+        .iter()
+        .any(|f| f.key.ends_with("train.lr") && f.severity == Severity::Warning));
+    let v = with_train("        lr: 0.5\n        optimizer: prodigy\n");
+    assert!(v.findings.is_empty(), "{:#?}", v.findings);
+    assert_eq!(v.job.expect("job").process().train.lr, 0.5);
+}
+
+#[test]
+fn adafactor_reads_transformers_parameters() {
+    let v = with_train(
+        "        lr: 0.001\n        optimizer: adafactor\n        optimizer_params:\n          eps: [1e-29, 2e-3]\n          \
+         beta1: 0.9\n          clip_threshold: 0.5\n          decay_rate: -0.7\n          scale_parameter: true\n          \
+         weight_decay: 0.01\n",
+    );
+    assert!(v.findings.is_empty(), "{:#?}", v.findings);
+    let t = v.job.expect("job").process().train.clone();
+    let o = &t.optimizer_params;
+    assert_eq!(t.optimizer, Optimizer::Adafactor);
+    assert_eq!(o.adafactor_eps, [1e-29, 2e-3]);
+    assert_eq!(
+        (o.beta1, o.clip_threshold, o.decay_rate),
+        (Some(0.9), 0.5, -0.7)
+    );
+    assert!(o.scale_parameter);
+    assert_eq!(o.weight_decay, 0.01);
+    // Without weight_decay Adafactor's own default, 0.
+    let v = with_train("        optimizer: adafactor\n");
+    assert_eq!(
+        v.job
+            .expect("job")
+            .process()
+            .train
+            .optimizer_params
+            .weight_decay,
+        0.0
+    );
+    // relative_step replaces lr: AI Toolkit refuses it with an lr, so does wanlora.
+    let v = with_train(
+        "        optimizer: adafactor\n        optimizer_params: {relative_step: true}\n",
+    );
+    assert!(!v.is_valid());
+    assert!(v.findings.iter().any(|f| f.key.ends_with("relative_step")));
+    // eps as a pair only for Adafactor.
+    let v =
+        with_train("        optimizer: adamw\n        optimizer_params: {eps: [1e-30, 1e-3]}\n");
+    assert!(!v.is_valid());
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 use crate::experts::Expert;
-use crate::optim::{AdamState, AdamW};
+use crate::optim::choice::TrainOptimizer;
 use crate::TrainError;
 use wanlora_torch::weights::{save_safetensors, write_atomic, WeightSet};
 
@@ -55,7 +55,7 @@ pub fn rotate_saves(dir: &Path, job: &str, keep: u32) -> Result<Vec<PathBuf>, Tr
 pub struct ExpertState<'a> {
     pub expert: Expert,
     pub lora_flat: &'a Tensor,
-    pub optimizer: &'a AdamW,
+    pub optimizer: &'a TrainOptimizer,
     pub ema: Option<&'a Tensor>,
 }
 
@@ -92,22 +92,13 @@ pub fn save_state(root: &Path, run: &RunState, experts: &[ExpertState]) -> Resul
             "lora".to_string(),
             e.lora_flat.detach().to_device(Device::Cpu),
         )];
-        match &e.optimizer.state {
-            AdamState::Full { m, v } => {
-                tensors.push(("m".into(), m.to_device(Device::Cpu)));
-                tensors.push(("v".into(), v.to_device(Device::Cpu)));
-            }
-            AdamState::EightBit { m, v } => {
-                tensors.push(("m.codes".into(), m.codes.to_device(Device::Cpu)));
-                tensors.push(("m.absmax".into(), m.absmax.to_device(Device::Cpu)));
-                tensors.push(("v.codes".into(), v.codes.to_device(Device::Cpu)));
-                tensors.push(("v.absmax".into(), v.absmax.to_device(Device::Cpu)));
-            }
+        for (name, t) in e.optimizer.state_tensors() {
+            tensors.push((name, t.to_device(Device::Cpu)));
         }
         if let Some(ema) = e.ema {
             tensors.push(("ema".into(), ema.to_device(Device::Cpu)));
         }
-        let meta = BTreeMap::from([("optimizer_step".to_string(), e.optimizer.step.to_string())]);
+        let meta = e.optimizer.state_metadata();
         save_safetensors(
             &dir.join(format!("{}.safetensors", e.expert.name())),
             &tensors,
@@ -161,7 +152,7 @@ pub fn load_expert_state(
     dir: &Path,
     expert: Expert,
     lora_flat: &Tensor,
-    optimizer: &mut AdamW,
+    optimizer: &mut TrainOptimizer,
     ema: Option<&mut Tensor>,
 ) -> Result<(), TrainError> {
     let path = dir.join(format!("{}.safetensors", expert.name()));
@@ -179,28 +170,12 @@ pub fn load_expert_state(
         )));
     }
     tch::no_grad(|| lora_flat.shallow_clone().copy_(&lora));
-    match &mut optimizer.state {
-        AdamState::Full { m, v } => {
-            m.copy_(&get("m", Kind::Float)?);
-            v.copy_(&get("v", Kind::Float)?);
-        }
-        AdamState::EightBit { m, v } => {
-            m.codes = get("m.codes", m.codes.kind())?;
-            m.absmax = get("m.absmax", Kind::Float)?;
-            v.codes = get("v.codes", v.codes.kind())?;
-            v.absmax = get("v.absmax", Kind::Float)?;
-        }
-    }
-    optimizer.step = set
-        .metadata()
-        .get("optimizer_step")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            TrainError::Setup(format!(
-                "{}: no optimizer_step in its metadata",
-                path.display()
-            ))
-        })?;
+    let meta: BTreeMap<String, String> = set.metadata().into_iter().collect();
+    optimizer
+        .restore(&meta, |name, kind, device| {
+            set.load(name, kind, device).map_err(|e| e.to_string())
+        })
+        .map_err(|e| TrainError::Setup(format!("{}: {e}", path.display())))?;
     if let Some(ema) = ema {
         ema.copy_(&get("ema", Kind::Float)?);
     }

@@ -1,6 +1,11 @@
 //! Optimizers over the LoRA parameters: AdamW with fp32 state, and AdamW with block-wise 8-bit
 //! state (AI Toolkit's `adamw8bit`). The parameters live as views of one flat fp32 buffer, so an
-//! update is a handful of whole-buffer operations instead of hundreds of small kernels.
+//! update is a handful of whole-buffer operations instead of hundreds of small kernels. Prodigy and
+//! Adafactor live in their own modules; [`choice::TrainOptimizer`] is the one the trainer holds.
+
+pub mod adafactor;
+pub mod choice;
+pub mod prodigy;
 
 use tch::{Device, Kind, Tensor};
 

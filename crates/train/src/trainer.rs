@@ -12,7 +12,8 @@ use crate::encoders::{self, Umt5TextEncoder, VaeLatentEncoder};
 use crate::experts::{Expert, ExpertSchedule};
 use crate::job;
 use crate::loss::{self, LossType};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, FlatParams};
+use crate::optim::choice::TrainOptimizer;
+use crate::optim::{clip_grad_norm, FlatParams};
 use crate::output::{self, Control, JobFolder, Metrics, Status};
 use crate::perf::{PerfLog, Phase};
 use crate::sampling::{
@@ -23,7 +24,7 @@ use crate::schedule::LrSchedule;
 use crate::sources::ModelSource;
 use crate::timesteps::{self, Bias, TimestepType};
 use crate::TrainError;
-use wanlora_config::{LoadedJob, Optimizer, SaveDtype, TrainDtype};
+use wanlora_config::{LoadedJob, SaveDtype, TrainDtype};
 use wanlora_data::cache::{item_latents, run_cache_pass, text_embedding, Cache, CachePassOptions};
 use wanlora_data::rng::{derive_seed, SplitMix64};
 use wanlora_data::{BatchSampler, Catalog, DataItem};
@@ -64,7 +65,7 @@ struct ExpertRun {
     model: WanTransformer,
     flat: FlatParams,
     lora: LoraSet,
-    optimizer: AdamW,
+    optimizer: TrainOptimizer,
     ema: Option<Ema>,
 }
 
@@ -349,7 +350,6 @@ impl Trainer {
         let schedule = job::expert_schedule(&job.job);
         let rank = process.network.linear as i64;
         let alpha = process.network.alpha();
-        let adam = AdamWConfig::new(train.lr, &train.optimizer_params);
         let load = transformer_load_options(&process.model)?;
         let mut experts = Vec::new();
         for &expert in &schedule.trained {
@@ -376,7 +376,7 @@ impl Trainer {
             let fresh = LoraSet::new_trainable(&model.config, rank, alpha, device);
             let flat = FlatParams::new(&fresh.parameters(), device);
             let lora = fresh.with_parameters(&flat.params);
-            let optimizer = AdamW::new(&flat, adam, train.optimizer == Optimizer::AdamW8bit);
+            let optimizer = TrainOptimizer::new(&flat, train);
             let ema = train
                 .ema_config
                 .use_ema
@@ -709,8 +709,10 @@ impl Trainer {
                 lr: 0.0,
             });
         }
-        let lr = self.lr.at(step);
-        er.optimizer.update(&er.flat, &grad, lr);
+        let scheduled = self.lr.at(step);
+        // Prodigy's step is d·lr: the rate reported is the one applied.
+        let lr = er.optimizer.effective_lr(scheduled);
+        er.optimizer.update(&er.flat, &grad, scheduled);
         if let Some(ema) = &mut er.ema {
             ema.update(&er.flat.flat);
         }
