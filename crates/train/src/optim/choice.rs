@@ -21,13 +21,11 @@ impl TrainOptimizer {
     pub fn new(params: &FlatParams, train: &TrainConfig) -> TrainOptimizer {
         let o = &train.optimizer_params;
         match train.optimizer {
-            Optimizer::AdamW | Optimizer::AdamW8bit => {
-                TrainOptimizer::AdamW(AdamW::new(
-                    params,
-                    AdamWConfig::new(train.lr, o),
-                    train.optimizer == Optimizer::AdamW8bit,
-                ))
-            }
+            Optimizer::AdamW | Optimizer::AdamW8bit => TrainOptimizer::AdamW(AdamW::new(
+                params,
+                AdamWConfig::new(train.lr, o),
+                train.optimizer == Optimizer::AdamW8bit,
+            )),
             Optimizer::Prodigy => {
                 let config = ProdigyConfig {
                     beta1: o.betas[0],

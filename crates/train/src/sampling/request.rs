@@ -265,7 +265,8 @@ mod tests {
         assert_eq!(first.negative_prompt, WAN_NEGATIVE_PROMPT);
         assert_eq!(first.start_image, PathBuf::from("/data/dog.jpg"));
         assert_eq!((first.num_frames, first.steps), (41, 30));
-        assert_eq!((first.guidance_high, first.guidance_low), (4.0, 3.5));
+        // No guidance_scale_2: the low-noise expert follows guidance_scale, as AI Toolkit.
+        assert_eq!((first.guidance_high, first.guidance_low), (4.0, 4.0));
         assert_eq!(first.sampler, SamplerKind::UniPc);
         assert_eq!(first.resize, CtrlImgResize::Stretch);
         assert_eq!(first.format, SampleFormat::Mp4);
