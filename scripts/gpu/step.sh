@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The transformer training step on the GPU machine, side by side with the peer (diffusers + peft).
-# Usage (device tool): bash scripts/gpu/step.sh 41|81|sample|tests
+# Usage (device tool): bash scripts/gpu/step.sh 41|81|sample|tests|check
 set -uo pipefail
 source scripts/gpu/env.sh
 log() { echo "$@" | tee -a "$OUT/summary.txt"; }
@@ -61,6 +61,22 @@ print(f'cuda f32 parity (tiny model + LoRA): rel err {((a - r).norm() / r.norm()
     ;;
   tests)
     gpu_tests
+    ;;
+  check)
+    # A short call for a change that must not move the step time: CUDA parity of the tiny model,
+    # the 41-frame step in bf16 at the peer's memory and in fp8 with every block kept, the peer.
+    $WANLORA doctor 2>&1 | tee "$OUT/doctor.txt"
+    F=crates/models/tests/fixtures/transformer
+    $WANLORA debug transformer --weights $F/diffusers --inputs $F/inputs.safetensors --out /tmp/cuda_out.safetensors \
+      --lora $F/lora_comfy.safetensors --device cuda 2>&1 | tail -1
+    python3 -c "
+from safetensors.torch import load_file
+a = load_file('/tmp/cuda_out.safetensors')['output']; r = load_file('$F/reference.safetensors')['output_lora']
+print(f'cuda f32 parity (tiny model + LoRA): rel err {((a - r).norm() / r.norm()).item():.2e}')" | tee -a "$OUT/summary.txt"
+    S="bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5"
+    run_clocked $WANLORA $S --keep-attention 13
+    run_clocked $WANLORA $S --fp8 matmul --keep-blocks 40
+    run_clocked python3 .gpu/peers/diffusers_wan_lora_step.py 41 512 512 16 5
     ;;
   81)
     S="bench step --frames 81 --height 480 --width 832 --rank 16 --steps 3"

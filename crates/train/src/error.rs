@@ -18,6 +18,9 @@ pub enum TrainError {
     Sampler(#[from] wanlora_data::SamplerError),
     #[error(transparent)]
     Hub(#[from] wanlora_hub::Error),
+    /// A preview failed; the sampler's own kind (a bad setting, a start image, out of memory) is kept.
+    #[error("preview: {0}")]
+    Sampling(#[from] crate::sampling::SamplingError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -18,7 +18,7 @@ use crate::output::{self, Control, JobFolder, Metrics, Status};
 use crate::perf::{PerfLog, Phase};
 use crate::sampling::{
     sample_stem, start_condition, video_frames, write_sample, SampleFiles, SampleRequest,
-    SampleRun, SamplingError,
+    SampleRun,
 };
 use crate::schedule::LrSchedule;
 use crate::sources::ModelSource;
@@ -762,8 +762,7 @@ impl Trainer {
     /// the first time it is needed), decoding, and the files.
     fn sample_one(&mut self, step: u64, index: usize) -> Result<SampleFiles, TrainError> {
         let request = self.samples[index].clone();
-        let sampling = |e: SamplingError| TrainError::Setup(e.to_string());
-        let condition = tch::no_grad(|| start_condition(&request, &self.vae)).map_err(sampling)?;
+        let condition = tch::no_grad(|| start_condition(&request, &self.vae))?;
         let cond = self
             .context(&request.prompt)?
             .to_kind(self.kind)
@@ -773,7 +772,7 @@ impl Trainer {
             .to_kind(self.kind)
             .unsqueeze(0);
         let mut run =
-            SampleRun::new(&request, &cond, &uncond, &condition, self.device).map_err(sampling)?;
+            SampleRun::new(&request, &cond, &uncond, &condition, self.device)?;
         for expert in [Expert::High, Expert::Low] {
             if run.remaining(expert) == 0 {
                 continue;
@@ -786,16 +785,16 @@ impl Trainer {
                     .find(|e| e.expert == expert)
                     .expect("trained expert");
                 tch::no_grad(|| run.denoise_phase(expert, &er.model, Some(&er.lora), &mut |_| {}))
-                    .map_err(sampling)?;
+                    ?;
             } else {
                 self.prepare_untrained(expert)?;
                 let (_, model) = self.untrained.as_ref().expect("loaded above");
                 tch::no_grad(|| run.denoise_phase(expert, model, None, &mut |_| {}))
-                    .map_err(sampling)?;
+                    ?;
             }
         }
         let video = tch::no_grad(|| self.vae.decode(run.latents()))?;
-        let frames = video_frames(&video).map_err(sampling)?;
+        let frames = video_frames(&video)?;
         write_sample(
             &frames,
             request.fps,
@@ -803,7 +802,7 @@ impl Trainer {
             &self.folder.path("samples"),
             &sample_stem(step, index),
         )
-        .map_err(sampling)
+        .map_err(TrainError::from)
     }
 
     /// Loads the expert that is not trained (fetching its files if needed) or brings it back from host
