@@ -22,7 +22,7 @@ async fn jobs_on_overlapping_gpus_wait_for_each_other() {
     h.dataset("clips").await;
     let pair = create(&h, "slow_pair", "0,1").await;
     let zero = create(&h, "slow_zero", "0").await;
-    let one = create(&h, "slow_one", " 1 ").await;
+    let one = create(&h, "slow_one", "1").await;
     let two = create(&h, "slow_two", "2").await;
     h.app.supervisor.tick().await.unwrap();
     h.wait_state(pair, "running").await;
