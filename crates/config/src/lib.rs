@@ -13,9 +13,11 @@ mod env;
 mod error;
 mod finding;
 mod job;
+mod limits;
 mod load;
 mod logging;
 mod model;
+pub mod names;
 mod network;
 mod node;
 mod optimizer_params;
@@ -33,6 +35,7 @@ pub use dataset::DatasetConfig;
 pub use error::ConfigError;
 pub use finding::{Finding, Severity};
 pub use job::{Job, JobConfig, Process, ProcessType};
+pub use limits::{device_count_finding, visible_gpu_count};
 pub use load::{
     load_job, parse_job, parse_job_with_env, resolve_paths, Format, LoadedJob, SourceInfo,
     Validated,
@@ -40,6 +43,7 @@ pub use load::{
 pub use logging::LoggingConfig;
 pub use model::{ModelArch, ModelConfig, ModelKwargs, QType};
 pub use network::{NetworkConfig, NetworkType};
+pub use node::plain_message as yaml_error_message;
 pub use sample::{CtrlImgResize, ResolvedSample, SampleConfig, SampleFormat, SampleItem, Sampler};
 pub use save::{SaveConfig, SaveDtype, SaveFormat};
 pub use schema::{known_keys, KeyInfo, KeyKind, Origin, Support};

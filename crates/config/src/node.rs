@@ -5,7 +5,7 @@
 //! from this tree by [`crate::reader`].
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::{DuplicateKeyPolicy, Options, Spanned};
+use serde_saphyr::{DuplicateKeyPolicy, NonFiniteFloatPolicy, Options, Spanned};
 use std::fmt;
 
 /// A 1-based line and column in the job file.
@@ -77,6 +77,15 @@ impl Node {
 
     /// The value as the user would write it, for messages (`40`, `"prodigy"`, `[512, 768]`).
     pub fn show(&self) -> String {
+        // JSON has no spelling for these; YAML's is what the user wrote.
+        if let Value::Float(f) = self.value {
+            if f.is_nan() {
+                return ".nan".into();
+            }
+            if f.is_infinite() {
+                return if f > 0.0 { ".inf" } else { "-.inf" }.into();
+            }
+        }
         let text = serde_json::to_string(&self.to_json()).unwrap_or_default();
         const MAX: usize = 60;
         if text.chars().count() > MAX {
@@ -175,6 +184,9 @@ pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
     let mut options = Options::default();
     // Repeated keys reach us and are reported with both lines instead of stopping the parse.
     options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
+    // `.nan` / `.inf` reach the reader, which reports them at their key (the parser's own
+    // refusal names no key).
+    options.non_finite_float_policy = NonFiniteFloatPolicy::PassThrough;
     match serde_saphyr::from_str_with_options::<Spanned<RawValue>>(text, options) {
         Ok(root) => Ok(node_from(root)),
         Err(err) => Err(SyntaxError {
@@ -207,8 +219,12 @@ fn pos_from(line: u64, column: u64) -> Option<Pos> {
 }
 
 /// serde-saphyr's message without its source snippet and without the `line L column C:` prefix
-/// (the finding carries the position itself).
-fn plain_message(err: &serde_saphyr::Error) -> String {
+/// (the finding carries the position itself), in the user's terms: the parser's hints for
+/// developers (which name its own functions) are replaced.
+pub fn plain_message(err: &serde_saphyr::Error) -> String {
+    if let serde_saphyr::Error::MultipleDocuments { .. } = err.without_snippet() {
+        return "the file holds more than one YAML document (a `---` line after the job); a job file holds one job — remove the `---` and what follows, or put each job in a file of its own".into();
+    }
     let text = err.without_snippet().to_string();
     let text = text.strip_prefix("error: ").unwrap_or(&text);
     let text = match text.strip_prefix("line ") {
@@ -336,6 +352,19 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_second_document_is_explained_without_parser_function_names() {
+        let err = parse_yaml("a: 1\n---\nb: 2\n").expect_err("two documents");
+        assert!(
+            err.message.contains("more than one YAML document"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("from_str"), "{}", err.message);
+        // At the second document's first line.
+        assert_eq!(err.pos.map(|p| p.line), Some(3));
     }
 
     #[test]

@@ -352,14 +352,14 @@ impl<'n, 'c> Section<'n, 'c> {
 
     fn wrong_type(&mut self, keys: Keys, node: &Node, expected: &str) {
         let (key, _) = self.ctx.locate(&self.key_path(keys.canonical()));
+        let found = match node.value {
+            Value::Float(f) if !f.is_finite() => format!("{}, not a finite number", node.show()),
+            _ => format!("{} ({})", node.show(), node.kind()),
+        };
         self.ctx.findings.push(Finding::error(
             key,
             node.pos,
-            format!(
-                "expected {expected}, found {} ({})",
-                node.show(),
-                node.kind()
-            ),
+            format!("expected {expected}, found {found}"),
             format!("write {expected} here, or remove the key to use its default"),
         ));
     }

@@ -23,6 +23,7 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
     let sample = &process.sample;
 
     check_device(&process.device, &format!("{p}.device"), ctx);
+    crate::limits::check_limits(job, ctx);
 
     // network
     if process.network.linear == 0 {

@@ -25,6 +25,8 @@ pub struct RawCaption {
     pub non_utf8: Vec<PathBuf>,
     /// Caption files that exist but could not be read, with the reason.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// Caption files that exist but are empty or hold only whitespace (treated as absent).
+    pub empty: Vec<PathBuf>,
 }
 
 /// Text of a caption file: invalid UTF-8 is decoded lossily (and flagged), a byte-order mark
@@ -54,6 +56,7 @@ pub fn read_caption(
 ) -> RawCaption {
     let mut non_utf8 = Vec::new();
     let mut unreadable = Vec::new();
+    let mut empty = Vec::new();
     let mut try_file = |path: &Path| -> Option<String> {
         if !path.is_file() {
             return None;
@@ -62,6 +65,9 @@ pub fn read_caption(
             Ok((text, lossy)) => {
                 if lossy {
                     non_utf8.push(path.to_path_buf());
+                }
+                if text.is_empty() {
+                    empty.push(path.to_path_buf());
                 }
                 (!text.is_empty()).then_some(text)
             }
@@ -105,6 +111,7 @@ pub fn read_caption(
         source,
         non_utf8,
         unreadable,
+        empty,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::media::{
     count_decoded_frames, decode_video_frames, load_image, probe, probe_image, Frames, ImageInfo,
     MediaError, MediaInfo,
 };
-use crate::problems::{Problem, ProblemKind};
+use crate::problems::{shown_path, Problem, ProblemKind};
 use crate::rng::{derive_seed, text_seed};
 use crate::sampling::{plan_frames, ClipTiming, FramePlan, SamplingMode, SamplingNote};
 use crate::scan::{find_media, MediaKind, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS};
@@ -45,7 +45,7 @@ pub enum DataError {
 fn list_reasons(reasons: &[Problem]) -> String {
     reasons
         .iter()
-        .map(|p| format!("  {}: {}", p.path.display(), p.message))
+        .map(|p| format!("  {}: {}", shown_path(&p.path), p.message))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -197,15 +197,19 @@ impl Catalog {
         if !folder.is_dir() {
             return Err(DataError::FolderMissing { key, folder });
         }
-        let (files, walk_failures) = find_media(&folder);
-        let mut problems: Vec<Problem> = walk_failures
-            .into_iter()
-            .map(|f| Problem {
-                path: f.path,
-                kind: ProblemKind::WalkError,
-                message: f.reason,
-            })
-            .collect();
+        let found = find_media(&folder);
+        let files = found.files;
+        let walk_problems = found.failures.into_iter().map(|f| Problem {
+            path: f.path,
+            kind: ProblemKind::WalkError,
+            message: f.reason,
+        });
+        let unsupported = found.unsupported.into_iter().map(|f| Problem {
+            path: f.path,
+            kind: ProblemKind::UnsupportedFormat,
+            message: f.reason,
+        });
+        let mut problems: Vec<Problem> = walk_problems.chain(unsupported).collect();
         if files.is_empty() && problems.is_empty() {
             return Err(DataError::NoMedia { key, folder });
         }
@@ -298,7 +302,8 @@ impl Catalog {
             .preservation_class
             .as_deref()
             .and_then(|class| preservation_caption(&caption, plan.trigger, class));
-        let mut file_problems = caption_problems(path, &raw);
+        let own_caption = crate::caption::caption_path(path, &plan.caption_ext);
+        let mut file_problems = caption_problems(path, &raw, &own_caption);
         file_problems.extend(source_problems(path, facts));
 
         let sampling = sampling_mode(spec, kind);
@@ -550,6 +555,7 @@ pub fn problem_from_media_error(path: &Path, err: &MediaError) -> Problem {
         MediaError::ZeroLength { .. } => ProblemKind::ZeroLength,
         MediaError::NoVideoStream { .. } => ProblemKind::NoVideoStream,
         MediaError::ShortDecode { .. } | MediaError::Ffmpeg { .. } => ProblemKind::DecodeFailed,
+        MediaError::TooLarge { .. } => ProblemKind::TooLarge,
         _ => ProblemKind::Unreadable,
     };
     let full = err.to_string();
@@ -562,9 +568,29 @@ pub fn problem_from_media_error(path: &Path, err: &MediaError) -> Problem {
     }
 }
 
-fn caption_problems(path: &Path, raw: &crate::caption::RawCaption) -> Vec<Problem> {
+fn caption_problems(
+    path: &Path,
+    raw: &crate::caption::RawCaption,
+    own_caption: &Path,
+) -> Vec<Problem> {
     let mut out = Vec::new();
-    if raw.source == CaptionSource::Missing {
+    if raw.empty.iter().any(|p| p == own_caption) {
+        let used = match &raw.source {
+            CaptionSource::Missing => {
+                "trained with an empty caption (plus the trigger word, if any)".to_string()
+            }
+            CaptionSource::FolderDefault(default) => {
+                format!("{} was used instead", shown_path(default))
+            }
+            CaptionSource::DefaultCaption => "default_caption was used instead".to_string(),
+            CaptionSource::OwnFile(_) => String::new(),
+        };
+        out.push(Problem {
+            path: own_caption.to_path_buf(),
+            kind: ProblemKind::EmptyCaption,
+            message: format!("the caption file is empty or holds only whitespace; {used}"),
+        });
+    } else if raw.source == CaptionSource::Missing {
         out.push(Problem {
             path: path.to_path_buf(),
             kind: ProblemKind::MissingCaption,
@@ -618,6 +644,15 @@ fn source_problems(path: &Path, facts: &SourceFacts) -> Vec<Problem> {
             }
         }
         SourceFacts::Video(info) => {
+            if let Some(cut) = &info.truncation {
+                push(
+                    ProblemKind::Truncated,
+                    &format!(
+                        "truncated: the header lists {} frames, the file holds {} ({}); frames are chosen from those — re-export or re-download it to train on the whole clip",
+                        cut.header_frames, info.frame_count, cut.read_error
+                    ),
+                );
+            }
             if info.has_alpha {
                 push(
                     ProblemKind::Alpha,

@@ -4,7 +4,7 @@
 use crate::bucket::BucketKey;
 use crate::caption::CaptionSource;
 use crate::catalog::{problem_from_media_error, Catalog, Flip};
-use crate::problems::{summarise, Problem};
+use crate::problems::{shown_path, summarise, Problem};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -192,7 +192,7 @@ impl std::fmt::Display for InspectReport {
                 out,
                 "  [{}] {} at {}²{}: {} file(s), {} item(s), {} per epoch, batch size {}",
                 d.index,
-                d.folder.display(),
+                shown_path(&d.folder),
                 d.resolution,
                 if d.is_reg { " (regularisation)" } else { "" },
                 d.files,
@@ -230,7 +230,7 @@ impl std::fmt::Display for InspectReport {
                 out,
                 "  [{}] {} ({}): {:?}",
                 c.dataset,
-                shown.display(),
+                shown_path(shown),
                 source_label(&c.source),
                 c.caption
             )?;

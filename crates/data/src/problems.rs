@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The kinds of trouble a dataset file can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -19,6 +19,10 @@ pub enum ProblemKind {
     DecodeFailed,
     /// Smaller than one 16×16 bucket.
     TooSmall,
+    /// More pixels than [`crate::media::MAX_SOURCE_PIXELS`] (checked from the header, before decoding).
+    TooLarge,
+    /// A file format wanlora does not read (GIF, BMP, TIFF, HEIC, …).
+    UnsupportedFormat,
     /// A folder or file the scan could not enter or read.
     WalkError,
     // The file is used, with a warning.
@@ -30,6 +34,9 @@ pub enum ProblemKind {
     SlowSource,
     /// The header's frame count was wrong; the decodable frames were counted and used.
     FrameCountMismatch,
+    /// Fewer frames in the file than its header lists, with read errors (a cut-off download);
+    /// the frames it holds are used.
+    Truncated,
     /// An image with an alpha channel (composited onto white).
     Alpha,
     /// A CMYK JPEG (converted to RGB).
@@ -38,6 +45,8 @@ pub enum ProblemKind {
     HighBitDepth,
     /// No caption file, no `default.txt` and no `default_caption`: the caption is empty.
     MissingCaption,
+    /// The caption file exists but is empty or only whitespace.
+    EmptyCaption,
     /// A caption file that is not UTF-8 (read lossily).
     NonUtf8Caption,
     /// A caption file that exists but cannot be read (the default was used).
@@ -54,6 +63,8 @@ impl ProblemKind {
                 | Self::NoVideoStream
                 | Self::DecodeFailed
                 | Self::TooSmall
+                | Self::TooLarge
+                | Self::UnsupportedFormat
                 | Self::WalkError
         )
     }
@@ -66,15 +77,19 @@ impl ProblemKind {
             Self::NoVideoStream => "no video stream",
             Self::DecodeFailed => "decode failed",
             Self::TooSmall => "too small",
+            Self::TooLarge => "too many pixels",
+            Self::UnsupportedFormat => "unsupported format",
             Self::WalkError => "not readable",
             Self::ShortClip => "shorter than num_frames (frames repeated)",
             Self::Stretched => "too short for real-time sampling (spread instead)",
             Self::SlowSource => "frame rate below the dataset's (frames repeated)",
             Self::FrameCountMismatch => "wrong frame count in header",
+            Self::Truncated => "truncated (the frames it holds are used)",
             Self::Alpha => "alpha channel (composited onto white)",
             Self::Cmyk => "CMYK JPEG (converted to RGB)",
             Self::HighBitDepth => "16-bit (reduced to 8-bit)",
             Self::MissingCaption => "no caption (empty caption used)",
+            Self::EmptyCaption => "empty caption file",
             Self::NonUtf8Caption => "caption not UTF-8 (read lossily)",
             Self::UnreadableCaption => "caption file unreadable",
         }
@@ -97,7 +112,18 @@ impl std::fmt::Display for Problem {
         } else {
             "warning"
         };
-        write!(f, "{}: {verdict}: {}", self.path.display(), self.message)
+        write!(f, "{}: {verdict}: {}", shown_path(&self.path), self.message)
+    }
+}
+
+/// A path for a one-line report: as it is, unless it holds a control character (a newline in a
+/// file name would split the report's line), then quoted with the characters escaped.
+pub fn shown_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if text.chars().any(char::is_control) {
+        format!("{text:?}")
+    } else {
+        text.into_owned()
     }
 }
 
@@ -123,7 +149,7 @@ pub fn summarise(problems: &[Problem]) -> String {
         let verdict = if warning { "warning" } else { "skipped" };
         out.push_str(&format!("  {verdict}: {} ({})\n", kind.label(), list.len()));
         for p in list {
-            out.push_str(&format!("    {}: {}\n", p.path.display(), p.message));
+            out.push_str(&format!("    {}: {}\n", shown_path(&p.path), p.message));
         }
     }
     out
@@ -155,6 +181,25 @@ mod tests {
         assert_eq!(
             problems[1].to_string(),
             "b.mp4: skipped: moov atom not found"
+        );
+    }
+
+    #[test]
+    fn a_newline_in_a_file_name_stays_on_its_line() {
+        let problems = vec![Problem {
+            path: "clips/two\nlines.mp4".into(),
+            kind: ProblemKind::Unreadable,
+            message: "moov atom not found".into(),
+        }];
+        let text = summarise(&problems);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.contains("    \"clips/two\\nlines.mp4\": moov atom not found\n"),
+            "{text}"
+        );
+        assert_eq!(
+            problems[0].to_string(),
+            "\"clips/two\\nlines.mp4\": skipped: moov atom not found"
         );
     }
 }

@@ -254,6 +254,11 @@ fn flips_store_both_variants_and_undecodable_files_are_dropped() {
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].path, data.join("z.mp4"));
     assert_eq!(report.failed[0].kind, ProblemKind::DecodeFailed);
+    // The report (as the trainer logs it) names the file and says why.
+    let shown = report.to_string();
+    let line = format!("\n  {}: skipped: ", data.join("z.mp4").display());
+    assert!(shown.contains(&line), "{shown}");
+    assert!(shown.contains("1 file(s) failed"), "{shown}");
     assert_eq!(catalog.usable_items().count(), 6);
     assert!(catalog
         .problems

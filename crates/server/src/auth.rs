@@ -7,11 +7,13 @@
 //! (their `Origin` must match `Host`), and a UI bound to loopback answers only to loopback host
 //! names, which defeats DNS rebinding.
 
+use crate::login_limit::LoginLimiter;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 pub const COOKIE: &str = "wanlora_token";
 
@@ -21,6 +23,8 @@ pub struct Access {
     token: Option<String>,
     /// Only loopback host names are answered (the server is bound to loopback).
     loopback_only: bool,
+    /// Wrong tokens per client address at `/api/login`.
+    pub login_limit: Arc<LoginLimiter>,
 }
 
 impl Access {
@@ -28,6 +32,7 @@ impl Access {
         Access {
             token: token.filter(|t| !t.is_empty()),
             loopback_only,
+            login_limit: Arc::default(),
         }
     }
 

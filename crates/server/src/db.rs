@@ -3,7 +3,8 @@
 //! Every function takes a `&Connection` and is synchronous; [`Db::call`] runs them on tokio's
 //! blocking pool so request handlers never block the async executor on disk I/O.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::devices::Reservations;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -253,34 +254,52 @@ pub fn enqueue(conn: &Connection, id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
-/// The queued job that should start next on `gpu`, unless a job is active there.
-pub fn next_for_gpu(conn: &Connection, gpu: &str) -> Result<Option<JobRecord>, DbError> {
-    let busy: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM jobs WHERE gpu = ?1 AND state IN ('running', 'stopping')",
-        [gpu],
-        |r| r.get(0),
-    )?;
-    if busy > 0 {
-        return Ok(None);
-    }
-    Ok(conn
-        .query_row(
-            &format!(
-                "SELECT {COLUMNS} FROM jobs WHERE gpu = ?1 AND state = 'queued'
-                 ORDER BY queue_position, id LIMIT 1"
-            ),
-            [gpu],
-            job_from_row,
-        )
-        .optional()?)
+/// How long a claimed job may stay without a trainer pid before a UI counts its trainer as gone
+/// (the UI that claimed it died between the claim and the start).
+pub const CLAIM_GRACE_SECS: i64 = 60;
+
+/// True for a job claimed by a UI whose trainer has not been started yet.
+pub fn is_being_started(job: &JobRecord) -> bool {
+    job.state == JobState::Running
+        && job.pid.is_none()
+        && job
+            .started_at
+            .is_some_and(|at| now_unix() - at < CLAIM_GRACE_SECS)
 }
 
-/// The GPUs that have queued jobs.
-pub fn queued_gpus(conn: &Connection) -> Result<Vec<String>, DbError> {
-    let mut stmt =
-        conn.prepare("SELECT DISTINCT gpu FROM jobs WHERE state = 'queued' ORDER BY gpu")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Claims the queued jobs that may start now and marks them running (their pid still unknown).
+///
+/// A job may start when none of its devices is held by an active job or by a job ahead of it in
+/// the queue (so "0,1" waits for "0", and a later "1" does not overtake the waiting "0,1"). It is
+/// one write transaction (BEGIN IMMEDIATE): two UIs on one data folder never claim the same job.
+pub fn claim_startable(conn: &Connection) -> Result<Vec<JobRecord>, DbError> {
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let jobs = list_jobs(&tx)?;
+    let mut held = Reservations::default();
+    for job in jobs.iter().filter(|j| j.state.is_active()) {
+        held.hold(&job.gpu);
+    }
+    let mut queued: Vec<&JobRecord> = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Queued)
+        .collect();
+    queued.sort_by_key(|j| (j.queue_position.unwrap_or(i64::MAX), j.id));
+    let now = now_unix();
+    let mut claimed = Vec::new();
+    for job in queued {
+        if held.is_free(&job.gpu) {
+            tx.execute(
+                "UPDATE jobs SET state = 'running', pid = NULL, queue_position = NULL, message = '',
+                 stop_requested_at = NULL, started_at = ?2, updated_at = ?2
+                 WHERE id = ?1 AND state = 'queued'",
+                params![job.id, now],
+            )?;
+            claimed.extend(get_job(&tx, job.id)?);
+        }
+        held.hold(&job.gpu);
+    }
+    tx.commit()?;
+    Ok(claimed)
 }
 
 pub fn set_state(
@@ -309,10 +328,10 @@ pub fn set_state(
     Ok(())
 }
 
-pub fn mark_started(conn: &Connection, id: i64, pid: i64) -> Result<(), DbError> {
+/// Records the trainer of a claimed job (its state stays: a stop may have come in meanwhile).
+pub fn record_pid(conn: &Connection, id: i64, pid: i64) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE jobs SET state = 'running', pid = ?2, queue_position = NULL, message = '',
-         stop_requested_at = NULL, started_at = ?3, updated_at = ?3 WHERE id = ?1",
+        "UPDATE jobs SET pid = ?2, updated_at = ?3 WHERE id = ?1",
         params![id, pid, now_unix()],
     )?;
     Ok(())
@@ -408,8 +427,12 @@ mod tests {
         ));
     }
 
+    fn names(jobs: &[JobRecord]) -> Vec<&str> {
+        jobs.iter().map(|j| j.name.as_str()).collect()
+    }
+
     #[test]
-    fn queue_is_per_gpu_and_in_order() {
+    fn queue_is_per_device_and_in_order() {
         let conn = memory();
         let a = insert_job(&conn, "a", "0", "", 1).unwrap();
         let b = insert_job(&conn, "b", "0", "", 1).unwrap();
@@ -417,15 +440,20 @@ mod tests {
         enqueue(&conn, b.id).unwrap();
         enqueue(&conn, a.id).unwrap();
         enqueue(&conn, c.id).unwrap();
-        assert_eq!(queued_gpus(&conn).unwrap(), vec!["0", "1"]);
-        assert_eq!(next_for_gpu(&conn, "0").unwrap().unwrap().name, "b");
-        mark_started(&conn, b.id, 99).unwrap();
-        // GPU 0 is busy until b stops; GPU 1 is independent.
-        assert!(next_for_gpu(&conn, "0").unwrap().is_none());
-        assert_eq!(next_for_gpu(&conn, "1").unwrap().unwrap().name, "c");
+        // b is first on GPU 0; GPU 1 is independent.
+        assert_eq!(names(&claim_startable(&conn).unwrap()), ["b", "c"]);
+        let claimed = get_job(&conn, b.id).unwrap().unwrap();
+        assert_eq!(
+            (claimed.state, claimed.pid, claimed.queue_position),
+            (JobState::Running, None, None)
+        );
+        assert!(is_being_started(&claimed));
+        record_pid(&conn, b.id, 99).unwrap();
+        assert!(!is_being_started(&get_job(&conn, b.id).unwrap().unwrap()));
+        // GPU 0 is busy until b ends.
+        assert!(claim_startable(&conn).unwrap().is_empty());
         set_state(&conn, b.id, JobState::Completed, "").unwrap();
-        let next = next_for_gpu(&conn, "0").unwrap().unwrap();
-        assert_eq!(next.name, "a");
+        assert_eq!(names(&claim_startable(&conn).unwrap()), ["a"]);
         let b = get_job(&conn, b.id).unwrap().unwrap();
         assert_eq!(
             (b.state, b.pid, b.queue_position),
@@ -434,10 +462,68 @@ mod tests {
     }
 
     #[test]
+    fn jobs_sharing_a_device_never_run_at_once() {
+        let conn = memory();
+        let pair = insert_job(&conn, "pair", "0,1", "", 1).unwrap();
+        let zero = insert_job(&conn, "zero", "0", "", 1).unwrap();
+        let one = insert_job(&conn, "one", "1", "", 1).unwrap();
+        let two = insert_job(&conn, "two", "2", "", 1).unwrap();
+        for job in [&pair, &zero, &one, &two] {
+            enqueue(&conn, job.id).unwrap();
+        }
+        // "0" and "1" share devices with the running "0,1"; "2" does not.
+        assert_eq!(names(&claim_startable(&conn).unwrap()), ["pair", "two"]);
+        set_state(&conn, pair.id, JobState::Completed, "").unwrap();
+        assert_eq!(names(&claim_startable(&conn).unwrap()), ["zero", "one"]);
+    }
+
+    #[test]
+    fn a_waiting_job_is_not_overtaken_on_its_devices() {
+        let conn = memory();
+        let zero = insert_job(&conn, "zero", "0", "", 1).unwrap();
+        let pair = insert_job(&conn, "pair", "0,1", "", 1).unwrap();
+        let one = insert_job(&conn, "one", "1", "", 1).unwrap();
+        enqueue(&conn, zero.id).unwrap();
+        assert_eq!(names(&claim_startable(&conn).unwrap()), ["zero"]);
+        enqueue(&conn, pair.id).unwrap();
+        enqueue(&conn, one.id).unwrap();
+        // "pair" waits for device 0; "one" would take device 1 from it.
+        assert!(claim_startable(&conn).unwrap().is_empty());
+        set_state(&conn, zero.id, JobState::Stopped, "").unwrap();
+        assert_eq!(names(&claim_startable(&conn).unwrap()), ["pair"]);
+    }
+
+    #[test]
+    fn two_connections_to_one_database_claim_a_job_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wanlora.db");
+        let first = open(&path).unwrap();
+        let job = insert_job(&first, "only_once", "0", "", 1).unwrap();
+        enqueue(&first, job.id).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let claims: Vec<usize> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let conn = open(&path).unwrap();
+                    barrier.wait();
+                    claim_startable(&conn).unwrap().len()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(claims.iter().sum::<usize>(), 1, "{claims:?}");
+    }
+
+    #[test]
     fn stopping_keeps_pid_and_records_time() {
         let conn = memory();
         let a = insert_job(&conn, "a", "0", "", 1).unwrap();
-        mark_started(&conn, a.id, 1234).unwrap();
+        enqueue(&conn, a.id).unwrap();
+        claim_startable(&conn).unwrap();
+        record_pid(&conn, a.id, 1234).unwrap();
         mark_stopping(&conn, a.id).unwrap();
         let a = get_job(&conn, a.id).unwrap().unwrap();
         assert_eq!(a.state, JobState::Stopping);

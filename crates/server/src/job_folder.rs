@@ -17,6 +17,22 @@ pub const PID: &str = "pid";
 pub const CONTROL: &str = "control";
 pub const SAMPLES: &str = "samples";
 
+/// Opens a job-folder file for reading without following a symlink at its name: a link planted
+/// in the job folder must not make the UI read (and show) a file from elsewhere. A symlink fails
+/// with ELOOP (see [`is_symlink_refusal`]).
+pub fn open_no_follow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// True for the error [`open_no_follow`] gives for a symlink.
+pub fn is_symlink_refusal(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
 /// status.json as the trainer writes it. Unknown fields are ignored; missing ones default.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -124,7 +140,7 @@ impl Follower {
 
     /// The complete lines appended since the last call (without their newlines).
     pub fn read_lines(&mut self, path: &Path) -> io::Result<Vec<String>> {
-        let mut file = match File::open(path) {
+        let mut file = match open_no_follow(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -174,8 +190,9 @@ pub fn parse_metrics(lines: &[String]) -> Vec<serde_json::Value> {
 
 /// All metric lines of a job, the last one of each step, in step order.
 pub fn read_all_metrics(job_dir: &Path) -> io::Result<Vec<serde_json::Value>> {
-    let text = match std::fs::read_to_string(job_dir.join(METRICS)) {
-        Ok(t) => t,
+    let mut text = String::new();
+    match open_no_follow(&job_dir.join(METRICS)) {
+        Ok(mut file) => file.read_to_string(&mut text)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
@@ -190,7 +207,7 @@ pub fn read_all_metrics(job_dir: &Path) -> io::Result<Vec<serde_json::Value>> {
 
 /// The last `n` lines of a text file (reading at most its last 256 KiB).
 pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
-    let mut file = match File::open(path) {
+    let mut file = match open_no_follow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),

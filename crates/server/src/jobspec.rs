@@ -57,8 +57,12 @@ pub fn has_errors(findings: &[Finding]) -> bool {
 /// Parses YAML (or JSON) into the job tree; a syntax error is a finding with its position.
 pub fn parse_yaml(text: &str) -> Result<Tree, Finding> {
     let tree: Tree = serde_saphyr::from_str(text).map_err(|e| {
-        let message = e.to_string();
-        let (line, column) = position_in(&message);
+        let (line, column) = match e.location() {
+            Some(at) => (Some(at.line()), Some(at.column())),
+            None => position_in(&e.to_string()),
+        };
+        // The same wording as `wanlora validate` (no parser function names).
+        let message = wanlora_config::yaml_error_message(&e);
         Finding {
             line,
             column,

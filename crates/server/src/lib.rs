@@ -9,9 +9,11 @@ pub mod assets;
 pub mod auth;
 pub mod datasets;
 pub mod db;
+pub mod devices;
 pub mod error;
 pub mod job_folder;
 pub mod jobspec;
+pub mod login_limit;
 pub mod paths;
 pub mod process;
 pub mod settings;
@@ -145,7 +147,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         app.state.dirs.root.display()
     );
     let shutdown = app.shutdown;
-    axum::serve(listener, app.router)
+    // The client address is what the login limit counts wrong tokens by.
+    let service = app
+        .router
+        .into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             let _ = shutdown.send(true);

@@ -76,36 +76,20 @@ impl DataDirs {
 }
 
 /// Longest name accepted for a dataset, job or file.
-pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_NAME_LEN: usize = wanlora_config::names::MAX_NAME_LEN;
 
-/// Checks that `name` is one plain path component: no separators, no `..`, no leading dot (hidden
-/// files and `.`/`..`), no control characters, and only letters, digits and ` ._-()+,@`.
+/// Checks that `name` is one plain path component, by the rule `wanlora validate` applies to
+/// `config.name` too ([`wanlora_config::names::name_problem`]): no separators, no `..`, no leading
+/// dot, no control characters, and only letters, digits and ` ._-()+,@`.
 pub fn checked_name<'a>(what: &'static str, name: &'a str) -> Result<&'a str, PathError> {
-    let bad = |why| PathError::BadName {
-        what,
-        name: name.to_string(),
-        why,
-    };
-    if name.is_empty() {
-        return Err(bad("it is empty"));
+    match wanlora_config::names::name_problem(name) {
+        None => Ok(name),
+        Some(why) => Err(PathError::BadName {
+            what,
+            name: name.to_string(),
+            why,
+        }),
     }
-    if name.len() > MAX_NAME_LEN {
-        return Err(bad("it is longer than 128 bytes"));
-    }
-    if name.contains(['/', '\\']) {
-        return Err(bad("it contains a path separator"));
-    }
-    if name.starts_with('.') {
-        return Err(bad("it starts with a dot"));
-    }
-    if name.ends_with(' ') || name.starts_with(' ') {
-        return Err(bad("it starts or ends with a space"));
-    }
-    let allowed = |c: char| c.is_alphanumeric() || " ._-()+,@".contains(c);
-    if !name.chars().all(allowed) {
-        return Err(bad("use letters, digits, spaces and . _ - ( ) + , @ only"));
-    }
-    Ok(name)
 }
 
 /// `base/name` for a name that passed [`checked_name`], refusing a symlink at that place and any

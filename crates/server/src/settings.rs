@@ -40,26 +40,3 @@ pub fn apply(conn: &Connection, update: &SettingsUpdate) -> Result<(), db::DbErr
     }
     Ok(())
 }
-
-/// A GPU queue name: CUDA device indices separated by commas ("0", "1", "0,1").
-pub fn valid_gpu(gpu: &str) -> bool {
-    !gpu.is_empty()
-        && gpu.len() <= 32
-        && gpu
-            .split(',')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gpu_lists() {
-        assert!(valid_gpu("0"));
-        assert!(valid_gpu("0,1"));
-        for bad in ["", "a", "0,", "0;rm -rf /", "-1", "0 1"] {
-            assert!(!valid_gpu(bad), "{bad}");
-        }
-    }
-}

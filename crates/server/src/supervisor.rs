@@ -1,7 +1,8 @@
 //! The job queue and the trainer processes it runs.
 //!
-//! One queue per GPU string: when no job is running or stopping on a GPU, its queued job with the
-//! lowest position starts. A started trainer is watched in two ways: the child's exit (when this UI
+//! One queue, shared by the CUDA devices: a queued job starts when none of its devices is used by
+//! a running or stopping job or by a job ahead of it in the queue (see [`db::claim_startable`];
+//! the claim is one SQLite transaction, so two UIs on one data folder never start a job twice). A started trainer is watched in two ways: the child's exit (when this UI
 //! started it) and, for trainers adopted from an earlier UI run, its pid checked on every tick.
 //! When a trainer is gone, status.json (if written by this run) says how it ended; otherwise the
 //! job failed and its last log lines say why.
@@ -109,7 +110,9 @@ impl Supervisor {
             let alive = job
                 .pid
                 .is_some_and(|pid| process::runs_job(pid, &self.yaml_path(&job)));
-            if alive {
+            if db::is_being_started(&job) {
+                tracing::info!("job {:?}: another UI is starting its trainer", job.name);
+            } else if alive {
                 tracing::info!(
                     "job {:?}: trainer pid {:?} still runs, adopted",
                     job.name,
@@ -136,7 +139,7 @@ impl Supervisor {
             let alive = job
                 .pid
                 .is_some_and(|pid| process::runs_job(pid, &dir.join(job_folder::JOB_YAML)));
-            if !alive && !self.is_child(job.id) {
+            if !alive && !self.is_child(job.id) && !db::is_being_started(job) {
                 self.finish(job.id, None).await?;
                 continue;
             }
@@ -155,12 +158,8 @@ impl Supervisor {
                 }
             }
         }
-        let gpus = self.db.call(db::queued_gpus).await?;
-        for gpu in gpus {
-            let next = self.db.call(move |c| db::next_for_gpu(c, &gpu)).await?;
-            if let Some(job) = next {
-                self.start(job).await?;
-            }
+        for job in self.db.call(db::claim_startable).await? {
+            self.start(job).await?;
         }
         Ok(())
     }
@@ -186,9 +185,18 @@ impl Supervisor {
             let path = path.clone();
             move |source| SupervisorError::Io { path, source }
         };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        std::fs::write(&yaml, &job.config_yaml).map_err(io(&yaml))?;
-        job_folder::clear_controls(&dir).map_err(io(&dir))?;
+        let prepared = std::fs::create_dir_all(&dir)
+            .map_err(io(&dir))
+            .and_then(|()| std::fs::write(&yaml, &job.config_yaml).map_err(io(&yaml)))
+            .and_then(|()| job_folder::clear_controls(&dir).map_err(io(&dir)));
+        if let Err(e) = prepared {
+            // The job is claimed: left as it is, it would look like a trainer being started.
+            let (id, message) = (job.id, format!("could not prepare the job folder: {e}"));
+            self.db
+                .call(move |c| db::set_state(c, id, JobState::Failed, &message))
+                .await?;
+            return Err(e);
+        }
         let hf_token = self
             .db
             .call(|c| db::get_setting(c, crate::settings::HF_TOKEN))
@@ -215,7 +223,7 @@ impl Supervisor {
             }
         };
         let pid = child.id().map(i64::from).unwrap_or(0);
-        self.db.call(move |c| db::mark_started(c, id, pid)).await?;
+        self.db.call(move |c| db::record_pid(c, id, pid)).await?;
         let pid_file = dir.join(job_folder::PID);
         if let Err(e) = std::fs::write(&pid_file, format!("{pid}\n")) {
             tracing::warn!("{}: {e}", pid_file.display());

@@ -13,15 +13,7 @@ use std::time::Duration;
 use tower::ServiceExt;
 
 async fn create(h: &Harness, name: &str, gpu: &str, start: bool) -> i64 {
-    let folder = h.data.join("datasets/clips").display().to_string();
-    let r = h
-        .post(
-            "/api/jobs",
-            json!({ "yaml": job_yaml(name, &folder), "gpu": gpu, "start": start }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.error());
-    r.json()["job"]["id"].as_i64().unwrap()
+    h.create_job(name, gpu, start).await
 }
 
 #[tokio::test]

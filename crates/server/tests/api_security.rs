@@ -114,6 +114,44 @@ async fn every_api_route_needs_the_token_when_one_is_set() {
     );
 }
 
+/// A login attempt from `client` (as the server's connect info records it).
+fn login_from(client: [u8; 4], token: &str) -> Request<Body> {
+    let mut req = request(Method::POST, "/api/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({ "token": token }).to_string()))
+        .unwrap();
+    let addr = std::net::SocketAddr::from((client, 40000));
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    req
+}
+
+#[tokio::test]
+async fn login_is_rate_limited_per_client_address() {
+    let h = harness_with(Some(TOKEN)).await;
+    let guesser = [192, 168, 1, 66];
+    for i in 0..wanlora_server::login_limit::MAX_FAILURES {
+        let r = h.send(login_from(guesser, &format!("guess-{i}"))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    // Over the limit even the right token waits: the limit must not tell a guesser it is right.
+    for token in ["guess-again", TOKEN] {
+        let r = h.send(login_from(guesser, token)).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{token}");
+        let wait: u64 = r.headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        assert!(r.error().contains("try again in"), "{}", r.error());
+        assert!(r.headers.get(header::SET_COOKIE).is_none());
+    }
+    // Another address still logs in.
+    let r = h.send(login_from([192, 168, 1, 7], TOKEN)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.error());
+}
+
 #[tokio::test]
 async fn without_a_token_loopback_host_names_only_and_no_cross_site_writes() {
     let h = harness().await;
@@ -415,6 +453,36 @@ async fn job_files_are_limited_to_outputs() {
         r.headers[header::CONTENT_DISPOSITION],
         "attachment; filename=\"files_job_high_noise.safetensors\""
     );
+}
+
+#[tokio::test]
+async fn log_and_metrics_routes_refuse_symlinks_like_the_file_routes() {
+    let h = harness().await;
+    h.dataset("clips").await;
+    let id = h.create_job("linked_log", "0", false).await;
+    let dir = h.job_dir("linked_log");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = h.dir.path().join("secret.txt");
+    std::fs::write(
+        &secret,
+        "{\"step\":1,\"secret\":\"outside the data folder\"}\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("log.txt")).unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("metrics.jsonl")).unwrap();
+    for route in ["log", "files/log.txt", "metrics"] {
+        let r = h.get(&format!("/api/jobs/{id}/{route}")).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{route}");
+        assert!(
+            !String::from_utf8_lossy(&r.bytes).contains("outside the data folder"),
+            "{route}"
+        );
+        assert!(
+            r.error().contains("symbolic link"),
+            "{route}: {}",
+            r.error()
+        );
+    }
 }
 
 #[tokio::test]

@@ -337,6 +337,9 @@ impl Trainer {
                 report.failed.len(),
                 report.seconds
             ));
+            for problem in &report.failed {
+                folder.log(&format!("cache pass: {problem}"));
+            }
         }
 
         let sampler = BatchSampler::new(&catalog, |i| !i.is_reg)?;

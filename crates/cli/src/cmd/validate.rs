@@ -50,7 +50,17 @@ pub fn run(args: ValidateArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.job)
         .with_context(|| format!("cannot read the job file {}", args.job.display()))?;
     let source = SourceInfo::for_file(&args.job);
-    let validated = parse_job(&text, &source);
+    let mut validated = parse_job(&text, &source);
+    // `cuda:N` against the GPUs this machine has (the config crate does not look at the machine).
+    let gpus = wanlora_config::visible_gpu_count(
+        std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+        wanlora_sysinfo::gpus().ok().map(|g| g.len()),
+    );
+    if let (Some(job), Some(count)) = (validated.job.as_ref(), gpus) {
+        validated
+            .findings
+            .extend(wanlora_config::device_count_finding(job, count));
+    }
     let report = report(&source, &validated);
     if args.json {
         write_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;

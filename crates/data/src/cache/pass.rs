@@ -72,7 +72,12 @@ impl std::fmt::Display for CacheReport {
             self.texts_reused,
             self.failed.len(),
             self.seconds
-        )
+        )?;
+        // Every failed file by name, with its reason (one line each; see `Problem`'s Display).
+        for problem in &self.failed {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
     }
 }
 

@@ -35,6 +35,17 @@ pub enum MediaError {
     },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
+    #[error(
+        "{}: {width}×{height} is {:.0} megapixels, above the limit of {:.0} (8192×8192); downscale it (e.g. to 4096 on the long side) — training buckets are about 1 megapixel",
+        path.display(),
+        f64::from(*width) * f64::from(*height) / 1e6,
+        super::MAX_SOURCE_PIXELS as f64 / 1e6
+    )]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {

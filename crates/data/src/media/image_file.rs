@@ -53,6 +53,7 @@ pub fn probe_image(path: &Path) -> Result<ImageInfo, MediaError> {
             path: path.to_path_buf(),
         });
     }
+    super::check_pixel_limit(path, width, height)?;
     if swaps_sides(orientation) {
         std::mem::swap(&mut width, &mut height);
     }
@@ -79,6 +80,8 @@ fn swaps_sides(orientation: image::metadata::Orientation) -> bool {
 /// Loads an image as one RGB frame of `bucket`'s size.
 pub fn load_image(path: &Path, bucket: BucketSize) -> Result<Frames, MediaError> {
     let mut decoder = open_decoder(path)?;
+    let (width, height) = decoder.dimensions();
+    super::check_pixel_limit(path, width, height)?;
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);

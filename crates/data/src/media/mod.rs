@@ -14,4 +14,25 @@ pub use encode::{thumbnail, write_jpeg, write_mp4, write_webp};
 pub use error::MediaError;
 pub use frames::{FrameRef, Frames};
 pub use image_file::{load_image, probe_image, ImageInfo, ImageNotes};
-pub use probe::{pix_fmt_has_alpha, probe, FrameCountSource, MediaInfo, Rational};
+pub use probe::{pix_fmt_has_alpha, probe, FrameCountSource, MediaInfo, Rational, Truncation};
+
+/// The most pixels a source image or video frame may have: 8192×8192 (67 MP). The largest
+/// bucket of a 1024 run is about 1 MP, so this leaves a 64× margin for downscaling, while a
+/// 30000×30000 PNG (900 MP, 3.6 GB as RGBA) is refused from its header before anything is decoded.
+pub const MAX_SOURCE_PIXELS: u64 = 8192 * 8192;
+
+/// Refuses a source whose header size exceeds [`MAX_SOURCE_PIXELS`].
+pub(crate) fn check_pixel_limit(
+    path: &std::path::Path,
+    width: u32,
+    height: u32,
+) -> Result<(), MediaError> {
+    if u64::from(width) * u64::from(height) > MAX_SOURCE_PIXELS {
+        return Err(MediaError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+        });
+    }
+    Ok(())
+}

@@ -65,6 +65,19 @@ pub struct MediaInfo {
     pub duration_s: f64,
     pub pix_fmt: String,
     pub has_alpha: bool,
+    /// Set when the file holds fewer frames than its header lists and reading it failed: a
+    /// cut-off file (found by demuxing, without decoding).
+    #[serde(default)]
+    pub truncation: Option<Truncation>,
+}
+
+/// How a cut-off clip was recognised.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Truncation {
+    /// The frame count the header lists (the file holds `frame_count`).
+    pub header_frames: usize,
+    /// What ffprobe said while reading (e.g. "partial file").
+    pub read_error: String,
 }
 
 /// Pixel formats that carry an alpha channel.
@@ -115,8 +128,20 @@ pub fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
             message,
         },
     })?;
+    super::check_pixel_limit(path, info.width, info.height)?;
+    // Demuxing reads every packet without decoding: it finds the frame count of containers
+    // without one in the header, and a cut-off file whose index lists frames it does not hold.
+    let counted = count_packets(path)?;
     if info.frame_count == 0 {
-        info.frame_count = count_packets(path)?;
+        info.frame_count = counted.packets;
+        info.frame_count_source = FrameCountSource::CountedPackets;
+    } else if counted.packets < info.frame_count {
+        // Frames are chosen from those the file holds (decoding re-counts if even fewer decode).
+        info.truncation = counted.read_error.map(|read_error| Truncation {
+            header_frames: info.frame_count,
+            read_error,
+        });
+        info.frame_count = counted.packets;
         info.frame_count_source = FrameCountSource::CountedPackets;
     }
     if info.frame_count == 0 {
@@ -139,8 +164,15 @@ fn first_line(stderr: &str) -> String {
     }
 }
 
+/// What demuxing a whole file found.
+struct PacketCount {
+    packets: usize,
+    /// The first error ffprobe reported while reading (e.g. "partial file"), if any.
+    read_error: Option<String>,
+}
+
 /// Video packets in the file, by demuxing it (no decoding).
-fn count_packets(path: &Path) -> Result<usize, MediaError> {
+fn count_packets(path: &Path) -> Result<PacketCount, MediaError> {
     let mut argv = args([
         "-v",
         "error",
@@ -160,11 +192,16 @@ fn count_packets(path: &Path) -> Result<usize, MediaError> {
             message: first_line(&out.stderr),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let packets = String::from_utf8_lossy(&out.stdout)
         .trim()
         .trim_end_matches(',')
         .parse()
-        .unwrap_or(0))
+        .unwrap_or(0);
+    let stderr = short_stderr(&out.stderr);
+    Ok(PacketCount {
+        packets,
+        read_error: (!stderr.is_empty()).then_some(stderr),
+    })
 }
 
 #[derive(Debug, PartialEq)]
@@ -254,6 +291,7 @@ fn parse_probe_json(json: &str) -> Result<MediaInfo, ProbeProblem> {
         duration_s,
         has_alpha: alpha_tag || pix_fmt_has_alpha(&pix_fmt),
         pix_fmt,
+        truncation: None,
     })
 }
 

@@ -5,7 +5,7 @@ use super::AppState;
 use crate::db::{self, JobRecord, JobState};
 use crate::error::{ApiError, ApiResult};
 use crate::job_folder::{self, Control};
-use crate::{jobspec, paths, settings};
+use crate::{devices, jobspec, paths};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -81,20 +81,16 @@ pub struct JobBody {
     pub start: bool,
 }
 
+/// The job's GPU field in its stored spelling ("00" is "0"), or the finding that refuses it.
+fn prepare_gpu(body: &JobBody) -> ApiResult<String> {
+    devices::normalize_gpu(&body.gpu).map_err(|message| ApiError {
+        findings: vec![jobspec::Finding::error("gpu", devices::GPU_FIELD_HINT)],
+        ..ApiError::bad_request(message)
+    })
+}
+
 /// Parses, checks and confines a submitted job: (name, YAML to store, steps).
 fn prepare(state: &AppState, body: &JobBody) -> ApiResult<(String, String, i64)> {
-    if !settings::valid_gpu(&body.gpu) {
-        return Err(ApiError {
-            findings: vec![jobspec::Finding::error(
-                "gpu",
-                "use CUDA device indices such as 0 or 0,1",
-            )],
-            ..ApiError::bad_request(format!(
-                "gpu {:?}: use CUDA device indices such as 0 or 0,1",
-                body.gpu
-            ))
-        });
-    }
     let mut tree = jobspec::parse_yaml(&body.yaml).map_err(|f| ApiError::invalid_job(vec![f]))?;
     let findings = jobspec::validate(&tree, &body.yaml, &state.dirs);
     if jobspec::has_errors(&findings) {
@@ -110,6 +106,7 @@ pub async fn create(
     State(state): State<AppState>,
     Json(body): Json<JobBody>,
 ) -> ApiResult<Response> {
+    let gpu = prepare_gpu(&body)?;
     let (name, yaml, steps) = prepare(&state, &body)?;
     let dir = paths::confined_join(&state.dirs.output, "job name", &name)?;
     if dir.exists() {
@@ -119,7 +116,6 @@ pub async fn create(
             dir.display()
         )));
     }
-    let gpu = body.gpu.clone();
     let job = state
         .db
         .call(move |c| db::insert_job(c, &name, &gpu, &yaml, steps))
@@ -147,6 +143,7 @@ pub async fn update(
             job.state.as_str()
         )));
     }
+    let gpu = prepare_gpu(&body)?;
     let (name, yaml, steps) = prepare(&state, &body)?;
     if name != job.name && state.dirs.output.join(&job.name).exists() {
         return Err(ApiError {
@@ -157,7 +154,6 @@ pub async fn update(
             ..ApiError::conflict(format!("job {:?} cannot be renamed after it has run", job.name))
         });
     }
-    let gpu = body.gpu.clone();
     state
         .db
         .call(move |c| db::update_job_config(c, id, &name, &gpu, &yaml, steps))
@@ -282,13 +278,21 @@ pub async fn clone_job(
     Ok((StatusCode::CREATED, Json(job_view(&state, &copy))).into_response())
 }
 
+/// A job-folder file that could not be read: a symlink is refused as the file routes refuse it.
+fn read_error(path: std::path::PathBuf, e: std::io::Error) -> ApiError {
+    if job_folder::is_symlink_refusal(&e) {
+        paths::PathError::Symlink(path).into()
+    } else {
+        ApiError::internal(format!("{}: {e}", path.display()))
+    }
+}
+
 /// Every metrics line, the last one of each step.
 pub async fn metrics(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
     let job = load(&state, id).await?;
     let dir = state.dirs.output.join(&job.name);
-    let lines = job_folder::read_all_metrics(&dir).map_err(|e| {
-        ApiError::internal(format!("{}: {e}", dir.join(job_folder::METRICS).display()))
-    })?;
+    let lines = job_folder::read_all_metrics(&dir)
+        .map_err(|e| read_error(dir.join(job_folder::METRICS), e))?;
     Ok(Json(json!({ "metrics": lines })))
 }
 
@@ -305,7 +309,7 @@ pub async fn log(
     let job = load(&state, id).await?;
     let path = state.dirs.output.join(&job.name).join(job_folder::LOG);
     let lines = job_folder::tail_lines(&path, q.lines.unwrap_or(200).min(5000))
-        .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+        .map_err(|e| read_error(path, e))?;
     Ok(Json(json!({ "lines": lines })))
 }
 

@@ -2,14 +2,17 @@
 
 use super::AppState;
 use crate::auth::{self, Access};
+use crate::devices;
 use crate::error::{ApiError, ApiResult};
 use crate::settings::{self, SettingsUpdate};
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Whether the page must ask for a token, and whether this request already has it.
 pub async fn auth_status(Extension(access): Extension<Access>, headers: HeaderMap) -> Json<Value> {
@@ -25,13 +28,33 @@ pub struct Login {
 }
 
 /// Checks the token and sets it as an HttpOnly, same-site cookie for media and event streams.
-pub async fn login(Extension(access): Extension<Access>, Json(body): Json<Login>) -> Response {
+/// Wrong tokens are limited per client address (see `login_limit`): 429 with Retry-After.
+pub async fn login(
+    Extension(access): Extension<Access>,
+    extensions: Extensions,
+    Json(body): Json<Login>,
+) -> Response {
     if !access.token_required() {
         return Json(json!({ "authorized": true })).into_response();
     }
+    let client = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let now = Instant::now();
+    if let Err(wait) = access.login_limit.check(client, now) {
+        let message =
+            format!("too many wrong access tokens from this address; try again in {wait} s");
+        return (
+            [(header::RETRY_AFTER, wait.to_string())],
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, message),
+        )
+            .into_response();
+    }
     if !access.token_matches(&body.token) {
+        access.login_limit.record_failure(client, now);
         return ApiError::new(StatusCode::UNAUTHORIZED, "wrong access token").into_response();
     }
+    access.login_limit.record_success(client);
     // The token passed the comparison, so it is exactly the configured one; keep it out of
     // anything but the cookie header.
     let cookie = format!(
@@ -104,14 +127,12 @@ pub async fn get_settings(
 
 pub async fn put_settings(
     State(state): State<AppState>,
-    Json(update): Json<SettingsUpdate>,
+    Json(mut update): Json<SettingsUpdate>,
 ) -> ApiResult<Json<settings::SettingsView>> {
     if let Some(gpu) = &update.default_gpu {
-        if !settings::valid_gpu(gpu) {
-            return Err(ApiError::bad_request(format!(
-                "default_gpu {gpu:?}: use CUDA device indices such as 0 or 0,1"
-            )));
-        }
+        let normalized = devices::normalize_gpu(gpu)
+            .map_err(|e| ApiError::bad_request(format!("default_gpu: {e}")))?;
+        update.default_gpu = Some(normalized);
     }
     state
         .db

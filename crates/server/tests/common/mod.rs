@@ -163,6 +163,20 @@ impl Harness {
         self.send(req).await
     }
 
+    /// Creates job `name` on `gpu` training on dataset `clips` (made by [`Harness::dataset`]),
+    /// queued when `start`; its id.
+    pub async fn create_job(&self, name: &str, gpu: &str, start: bool) -> i64 {
+        let folder = self.data.join("datasets/clips").display().to_string();
+        let r = self
+            .post(
+                "/api/jobs",
+                serde_json::json!({ "yaml": job_yaml(name, &folder), "gpu": gpu, "start": start }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.error());
+        r.json()["job"]["id"].as_i64().unwrap()
+    }
+
     pub fn job_dir(&self, name: &str) -> PathBuf {
         self.data.join("output").join(name)
     }
