@@ -38,26 +38,31 @@ impl Choice for ModelArch {
 }
 choice_serde!(ModelArch);
 
-/// How the frozen weights are quantised. Both spellings mean fp8 (e4m3) weights with per-channel
-/// scales; `qfloat8` is AI Toolkit's default name (optimum-quanto), `float8` its torchao name.
+/// How the frozen weights are quantised. `qfloat8` and `float8` both mean fp8 (e4m3) weights with
+/// per-channel scales (`qfloat8` is AI Toolkit's default name, optimum-quanto; `float8` its torchao
+/// name); `uint4` is AI Toolkit's 4-bit scheme (torchao's UIntX), normally with an accuracy
+/// recovery adapter (`"uint4|<adapter>"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QType {
     #[default]
     Qfloat8,
     Float8,
+    Uint4,
 }
 
 impl Choice for QType {
-    const SPELLINGS: &'static [(&'static str, Self)] =
-        &[("qfloat8", QType::Qfloat8), ("float8", QType::Float8)];
+    const SPELLINGS: &'static [(&'static str, Self)] = &[
+        ("qfloat8", QType::Qfloat8),
+        ("float8", QType::Float8),
+        ("uint4", QType::Uint4),
+    ];
     const REFUSED: &'static [(&'static str, &'static str)] = &[
-        ("uint2", "integer weight quantisation is not implemented"),
-        ("uint3", "integer weight quantisation is not implemented"),
-        ("uint4", "4-bit weights (with or without an accuracy recovery adapter) are not implemented; float8 with low_vram fits a 24 GB card"),
-        ("uint5", "integer weight quantisation is not implemented"),
-        ("uint6", "integer weight quantisation is not implemented"),
-        ("uint7", "integer weight quantisation is not implemented"),
-        ("uint8", "integer weight quantisation is not implemented"),
+        ("uint2", "2-bit weights are not implemented; use uint4 (with its accuracy recovery adapter) or float8"),
+        ("uint3", "3-bit weights are not implemented; use uint4 (with its accuracy recovery adapter) or float8"),
+        ("uint5", "5-bit weights are not implemented; use uint4 (with its accuracy recovery adapter) or float8"),
+        ("uint6", "6-bit weights are not implemented; use uint4 (with its accuracy recovery adapter) or float8"),
+        ("uint7", "7-bit weights are not implemented; use uint4 (with its accuracy recovery adapter) or float8"),
+        ("uint8", "AI Toolkit's uint8 quantises nothing (torchao refuses 8-bit packing); use float8"),
         ("int8", "int8 weights are not implemented"),
         ("qint8", "int8 weights are not implemented"),
         ("qint4", "4-bit weights are not implemented"),
@@ -135,8 +140,13 @@ pub struct ModelConfig {
     pub boundary_ratio: f64,
     /// `quantize`: store the frozen transformer weights as `qtype`. Default false.
     pub quantize: bool,
-    /// `qtype`: only fp8 (`qfloat8` or `float8`). AI Toolkit's `"uint4|<adapter>"` is refused.
+    /// `qtype`: fp8 (`qfloat8` or `float8`) or AI Toolkit's 4-bit `uint4`, written
+    /// `"uint4|<adapter>"` with an accuracy recovery adapter.
     pub qtype: QType,
+    /// `accuracy_recovery_adapter` (or the part of `qtype` after `|`): the LoRA that recovers
+    /// what uint4 loses, as a local file or `owner/repo/file.safetensors` on the Hugging Face hub.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_recovery_adapter: Option<String>,
     /// `quantize_te`: quantise the text encoder too; absent means the same as `quantize`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantize_te: Option<bool>,
@@ -171,6 +181,7 @@ impl Default for ModelConfig {
             boundary_ratio: 0.9,
             quantize: false,
             qtype: QType::Qfloat8,
+            accuracy_recovery_adapter: None,
             quantize_te: None,
             qtype_te: QType::Qfloat8,
             low_vram: false,
@@ -196,15 +207,22 @@ impl ModelConfig {
     }
 }
 
-/// Reads a qtype, which AI Toolkit writes as `type` or `"type|accuracy recovery adapter"`.
-/// Only checked when that quantisation is switched on; otherwise the value does not matter.
-fn read_qtype(s: &mut Section, key: &'static str, enabled: bool, doc: &'static str) -> QType {
+/// Reads a qtype, which AI Toolkit writes as `type` or `"type|accuracy recovery adapter"`, and
+/// the adapter. Only checked when that quantisation is switched on; otherwise the value does not
+/// matter. `transformer` says whether this is the transformer's qtype (the only one with 4 bits).
+fn read_qtype(
+    s: &mut Section,
+    key: &'static str,
+    enabled: bool,
+    transformer: bool,
+    doc: &'static str,
+) -> (QType, Option<String>) {
     let default = QType::default();
     let Some(node) = s.raw(key, KeyKind::Choice, json!(default.name()), ai(doc)) else {
-        return default;
+        return (default, None);
     };
     if !enabled {
-        return default;
+        return (default, None);
     }
     let Some(text) = node.as_str() else {
         s.invalid(
@@ -213,18 +231,44 @@ fn read_qtype(s: &mut Section, key: &'static str, enabled: bool, doc: &'static s
             format!("expected text, found {}", node.show()),
             "write qtype: float8".into(),
         );
-        return default;
+        return (default, None);
     };
-    if let Some((base, adapter)) = text.split_once('|') {
+    let (base, adapter) = match text.split_once('|') {
+        Some((base, adapter)) => (base, Some(adapter.trim().to_string())),
+        None => (text, None),
+    };
+    let Some(qtype) = s.parse_choice(key.into(), node, base) else {
+        return (default, None);
+    };
+    if qtype == QType::Uint4 && !transformer {
         s.invalid(
             key.into(),
             node,
-            format!("`{base}` with the accuracy recovery adapter `{adapter}` is not supported by wanlora: 4-bit weights are not implemented"),
-            "use qtype: float8 (fp8 weights); with low_vram it fits a 24 GB card".into(),
+            "the text encoder is not stored in 4 bits by wanlora".into(),
+            format!("write {key}: float8 (fp8 text encoder weights)"),
         );
-        return default;
+        return (default, None);
     }
-    s.parse_choice(key.into(), node, text).unwrap_or(default)
+    if adapter.is_some() && qtype != QType::Uint4 {
+        s.invalid(
+            key.into(),
+            node,
+            format!("an accuracy recovery adapter goes with uint4 weights, not with `{base}`"),
+            format!("write {key}: {base} without `|…`, or uint4|<adapter>"),
+        );
+        return (qtype, None);
+    }
+    if adapter.as_deref() == Some("") {
+        s.invalid(
+            key.into(),
+            node,
+            "the accuracy recovery adapter after `|` is empty".into(),
+            "write uint4|ostris/accuracy_recovery_adapters/wan22_14b_i2v_torchao_uint4.safetensors"
+                .into(),
+        );
+        return (qtype, None);
+    }
+    (qtype, adapter)
 }
 
 pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
@@ -293,11 +337,12 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
         d.quantize,
         ai("Store the frozen transformer weights as qtype"),
     );
-    let qtype = read_qtype(
+    let (qtype, qtype_adapter) = read_qtype(
         s,
         "qtype",
         quantize,
-        "Transformer quantisation: qfloat8 or float8 (fp8 weights)",
+        true,
+        "Transformer quantisation: qfloat8 or float8 (fp8 weights), or uint4|<accuracy recovery adapter>",
     );
     let quantize_te = s.raw(
         "quantize_te",
@@ -320,10 +365,11 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
             }
         },
     };
-    let qtype_te = read_qtype(
+    let (qtype_te, _) = read_qtype(
         s,
         "qtype_te",
         quantize_te.unwrap_or(quantize),
+        false,
         "Text encoder quantisation: qfloat8 or float8",
     );
     let low_vram = s.bool(
@@ -371,11 +417,38 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
         },
     );
 
-    s.refuse(
+    let adapter_key = s.opt_text(
         "accuracy_recovery_adapter",
-        Neutral::Off,
-        "4-bit weights with an accuracy recovery adapter are not implemented; use qtype: float8",
+        ai("The LoRA that recovers uint4's accuracy: local file or owner/repo/file.safetensors"),
     );
+    let accuracy_recovery_adapter = match (qtype_adapter, adapter_key) {
+        (Some(a), Some(b)) if a != b => {
+            let path = s.key_path("accuracy_recovery_adapter");
+            s.ctx().error_at(
+                &path,
+                format!("model.qtype names the accuracy recovery adapter `{a}` and model.accuracy_recovery_adapter names `{b}`"),
+                "name one adapter, in one of the two places",
+            );
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    };
+    let uint4 = quantize && qtype == QType::Uint4;
+    if accuracy_recovery_adapter.is_some() && !uint4 {
+        let path = s.key_path("accuracy_recovery_adapter");
+        s.ctx().error_at(
+            &path,
+            "an accuracy recovery adapter is only used with 4-bit weights",
+            "set quantize: true and qtype: uint4, or remove the adapter",
+        );
+    } else if uint4 && accuracy_recovery_adapter.is_none() {
+        let path = s.key_path("qtype");
+        s.ctx().warning_at(
+            &path,
+            "uint4 without an accuracy recovery adapter: the base model loses noticeably more than with float8, and your LoRA learns around that loss",
+            "write qtype: uint4|ostris/accuracy_recovery_adapters/wan22_14b_i2v_torchao_uint4.safetensors, or use float8",
+        );
+    }
     s.accept(
         "layer_offloading_text_encoder_percent",
         "only with layer_offloading",
@@ -477,6 +550,7 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
         boundary_ratio,
         quantize,
         qtype,
+        accuracy_recovery_adapter,
         quantize_te,
         qtype_te,
         low_vram,

@@ -342,7 +342,7 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
             "use 1.0 to stream every block, or e.g. 0.5 to keep half of them on the GPU",
         );
     }
-    if model.fp8_matmul && !model.quantize {
+    if model.fp8_matmul && !(model.quantize && model.qtype != crate::QType::Uint4) {
         ctx.error_at(
             &format!("{m}.fp8_matmul"),
             "fp8_matmul needs fp8 weights",

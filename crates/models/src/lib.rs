@@ -5,8 +5,10 @@ pub mod conditioning;
 pub mod error;
 pub mod lora;
 pub mod quant;
+pub mod recovery;
 pub mod tokenizer;
 pub mod transformer;
+pub mod uint4;
 pub mod umt5;
 pub mod vae;
 

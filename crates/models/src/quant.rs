@@ -9,8 +9,11 @@
 //!   made just in time for this one layer — autograd exactly as for a dense weight;
 //! * [`Weight::Fp8Matmul`]: the input is quantised per token the same way and the codes are
 //!   multiplied by a scaled matmul (`_scaled_mm`), with a backward `dX = dY · dequant(W)` in the
-//!   compute dtype from the C++ helper.
+//!   compute dtype from the C++ helper;
+//! * [`Weight::Uint4`]: AI Toolkit's 4-bit scheme (crate::uint4), dequantised per layer like fp8;
+//! * [`Weight::Recovered`]: a frozen base weight plus its accuracy recovery adapter (README-uint4.md).
 
+use crate::uint4::Uint4Weight;
 use tch::{Device, Kind, TchError, Tensor};
 use wanlora_torch::cuda as helper;
 use wanlora_torch::weights::{Fp8Stored, Loader, WeightError};
@@ -30,6 +33,10 @@ pub enum Fp8Mode {
     /// fp8 weights and fp8 matmuls against per-token quantised inputs: the fast path on GPUs with
     /// fp8 tensor cores (sm89 and newer).
     Matmul,
+    /// AI Toolkit's `uint4` (4-bit codes, groups of 64 inputs, bf16 scales, uint8 zero points),
+    /// dequantised per layer for a compute-dtype matmul. Linears whose inputs do not split into
+    /// groups of 64 stay in the compute dtype.
+    Uint4,
 }
 
 impl Fp8Mode {
@@ -39,6 +46,7 @@ impl Fp8Mode {
             "off" => Some(Fp8Mode::Off),
             "weights" => Some(Fp8Mode::WeightOnly),
             "matmul" => Some(Fp8Mode::Matmul),
+            "uint4" => Some(Fp8Mode::Uint4),
             _ => None,
         }
     }
@@ -48,12 +56,13 @@ impl Fp8Mode {
             Fp8Mode::Off => "off",
             Fp8Mode::WeightOnly => "weights",
             Fp8Mode::Matmul => "matmul",
+            Fp8Mode::Uint4 => "uint4",
         }
     }
 
     /// Whether weights are stored as fp8.
     pub fn stores_fp8(self) -> bool {
-        self != Fp8Mode::Off
+        matches!(self, Fp8Mode::WeightOnly | Fp8Mode::Matmul)
     }
 }
 
@@ -159,6 +168,38 @@ pub enum Weight {
     Fp8(Fp8Weight),
     /// fp8, multiplied in fp8 against the per-token quantised input ([`Fp8Mode::Matmul`]).
     Fp8Matmul(Fp8Weight),
+    /// 4-bit, dequantised to the input's dtype for a normal matmul ([`Fp8Mode::Uint4`]).
+    Uint4(Uint4Weight),
+    /// A frozen base weight with its frozen accuracy recovery adapter beside it, never merged.
+    Recovered(Box<RecoveredWeight>),
+}
+
+/// `y = x·Wᵀ + b + (x·Aᵀ)·Bᵀ`: the base weight (4-bit, or kept dense where it cannot be) and the
+/// adapter that recovers what quantising it lost (AI Toolkit's ARA: rank from the file, α = r, so
+/// the scale is 1).
+#[derive(Debug)]
+pub struct RecoveredWeight {
+    pub base: Weight,
+    /// A `[r, in]`, in the compute dtype, no grad.
+    pub down: Tensor,
+    /// B `[out, r]`, in the compute dtype, no grad.
+    pub up: Tensor,
+}
+
+impl RecoveredWeight {
+    fn linear(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, TchError> {
+        let y = self.base.linear(x, bias)?;
+        let size = y.size();
+        let out = *size.last().unwrap_or(&0);
+        let rank = self.down.size()[0];
+        let h = x.f_linear::<Tensor>(&self.down.f_to_kind(x.kind())?, None)?;
+        y.f_reshape([-1, out])?
+            .f_addmm(
+                &h.f_reshape([-1, rank])?,
+                &self.up.f_to_kind(x.kind())?.f_tr()?,
+            )?
+            .f_view(size.as_slice())
+    }
 }
 
 impl Weight {
@@ -170,6 +211,8 @@ impl Weight {
             Weight::Fp8Matmul(w) => {
                 helper::fp8_linear(x, &w.codes, &w.scale, bias).map_err(torch_error)
             }
+            Weight::Uint4(w) => x.f_linear(&w.dequantize(x.kind())?, bias),
+            Weight::Recovered(r) => r.linear(x, bias),
         }
     }
 
@@ -184,6 +227,9 @@ impl Weight {
                     .f_reshape(shape.as_slice())
             }
             Weight::Fp8(w) | Weight::Fp8Matmul(w) => w.rows(ids, kind),
+            Weight::Uint4(_) | Weight::Recovered(_) => Err(TchError::Kind(
+                "4-bit weights are not used as embedding tables".into(),
+            )),
         }
     }
 
@@ -193,17 +239,25 @@ impl Weight {
             Weight::Dense(_) => Fp8Mode::Off,
             Weight::Fp8(_) => Fp8Mode::WeightOnly,
             Weight::Fp8Matmul(_) => Fp8Mode::Matmul,
+            Weight::Uint4(_) => Fp8Mode::Uint4,
+            Weight::Recovered(r) => r.base.mode(),
         }
     }
 
     /// This weight in `mode`: dense weights are quantised, fp8 weights dequantised to `kind` (for
     /// [`Fp8Mode::Off`]) or shared under the other fp8 label.
+    /// 4-bit weights (and their adapters) stay as they are: they cannot be re-stored without
+    /// the source weights.
     pub fn to_mode(&self, mode: Fp8Mode, kind: Kind) -> Result<Weight, TchError> {
         let shared = |w: &Fp8Weight| Fp8Weight {
             codes: w.codes.shallow_clone(),
             scale: w.scale.shallow_clone(),
         };
         Ok(match (self, mode) {
+            (Weight::Uint4(_) | Weight::Recovered(_), _) => {
+                self.map(&mut |t| Ok(t.shallow_clone()))?
+            }
+            (Weight::Dense(w), Fp8Mode::Uint4) => Weight::from_dense(w.shallow_clone(), mode)?,
             (Weight::Dense(w), Fp8Mode::Off) => Weight::Dense(w.shallow_clone()),
             (Weight::Dense(w), Fp8Mode::WeightOnly) => Weight::Fp8(Fp8Weight::quantize(w)?),
             (Weight::Dense(w), Fp8Mode::Matmul) => Weight::Fp8Matmul(Fp8Weight::quantize(w)?),
@@ -214,13 +268,23 @@ impl Weight {
             (Weight::Fp8(w) | Weight::Fp8Matmul(w), Fp8Mode::Matmul) => {
                 Weight::Fp8Matmul(shared(w))
             }
+            (Weight::Fp8(w) | Weight::Fp8Matmul(w), Fp8Mode::Uint4) => {
+                Weight::from_dense(w.dequantize(kind)?, mode)?
+            }
         })
     }
 
-    /// A dense weight in `mode`: kept, or quantised.
+    /// A dense weight in `mode`: kept, or quantised (for [`Fp8Mode::Uint4`] only where its inputs
+    /// split into groups of 64).
     pub fn from_dense(weight: Tensor, mode: Fp8Mode) -> Result<Weight, TchError> {
         Ok(match mode {
             Fp8Mode::Off => Weight::Dense(weight),
+            Fp8Mode::Uint4 => match weight.size()[..] {
+                [_, inp] if Uint4Weight::supports(inp) => {
+                    Weight::Uint4(Uint4Weight::quantize(&weight)?)
+                }
+                _ => Weight::Dense(weight),
+            },
             Fp8Mode::WeightOnly => Weight::Fp8(Fp8Weight::quantize(&weight)?),
             Fp8Mode::Matmul => Weight::Fp8Matmul(Fp8Weight::quantize(&weight)?),
         })
@@ -232,6 +296,7 @@ impl Weight {
             Fp8Mode::Off => Weight::Dense(weight.dequantize(kind)?),
             Fp8Mode::WeightOnly => Weight::Fp8(weight),
             Fp8Mode::Matmul => Weight::Fp8Matmul(weight),
+            Fp8Mode::Uint4 => Weight::from_dense(weight.dequantize(kind)?, mode)?,
         })
     }
 
@@ -249,10 +314,13 @@ impl Weight {
             match p {
                 Weight::Dense(w) => dense.push(w),
                 Weight::Fp8(w) | Weight::Fp8Matmul(w) => fp8.push(w),
+                Weight::Uint4(_) | Weight::Recovered(_) => {
+                    return Err(TchError::Kind("4-bit weights are not stacked".into()))
+                }
             }
         }
         Ok(match mode {
-            Fp8Mode::Off => Weight::Dense(Tensor::f_cat(&dense, 0)?),
+            Fp8Mode::Off | Fp8Mode::Uint4 => Weight::Dense(Tensor::f_cat(&dense, 0)?),
             Fp8Mode::WeightOnly => Weight::Fp8(Fp8Weight::cat(&fp8)?),
             Fp8Mode::Matmul => Weight::Fp8Matmul(Fp8Weight::cat(&fp8)?),
         })
@@ -267,6 +335,12 @@ impl Weight {
             Weight::Dense(w) => Weight::Dense(f(w)?),
             Weight::Fp8(w) => Weight::Fp8(w.map(f)?),
             Weight::Fp8Matmul(w) => Weight::Fp8Matmul(w.map(f)?),
+            Weight::Uint4(w) => Weight::Uint4(w.map(f)?),
+            Weight::Recovered(r) => Weight::Recovered(Box::new(RecoveredWeight {
+                base: r.base.map(f)?,
+                down: f(&r.down)?,
+                up: f(&r.up)?,
+            })),
         })
     }
 
@@ -275,6 +349,12 @@ impl Weight {
         match self {
             Weight::Dense(w) => vec![w],
             Weight::Fp8(w) | Weight::Fp8Matmul(w) => vec![&w.codes, &w.scale],
+            Weight::Uint4(w) => w.tensors(),
+            Weight::Recovered(r) => {
+                let mut t = r.base.tensors();
+                t.extend([&r.down, &r.up]);
+                t
+            }
         }
     }
 
@@ -283,6 +363,8 @@ impl Weight {
         let codes_or_weight = match self {
             Weight::Dense(w) => w,
             Weight::Fp8(w) | Weight::Fp8Matmul(w) => &w.codes,
+            Weight::Uint4(w) => return [w.out_features(), w.in_features()],
+            Weight::Recovered(r) => return r.base.size(),
         };
         match codes_or_weight.size()[..] {
             [out, inp] => [out, inp],

@@ -98,8 +98,10 @@ const JOB_PANELS = [
     fields: [
       { path: `${P}.model.quantize`, label: 'Quantize transformer', type: 'bool',
         help: 'Store the frozen transformer weights in fewer bits to save memory. The LoRA itself trains in full precision.' },
-      { path: `${P}.model.qtype`, label: 'Transformer type', type: 'select', options: ['float8', 'qfloat8'],
-        help: 'Number format for the frozen transformer weights.' },
+      { path: `${P}.model.qtype`, label: 'Transformer type', type: 'select',
+        options: ['float8', 'qfloat8', 'uint4|ostris/accuracy_recovery_adapters/wan22_14b_i2v_torchao_uint4.safetensors'],
+        labels: { 'uint4|ostris/accuracy_recovery_adapters/wan22_14b_i2v_torchao_uint4.safetensors': '4 bit with ARA' },
+        help: 'Number format for the frozen transformer weights. "4 bit with ARA" halves fp8\'s weight memory and adds ostris\' accuracy recovery adapter (downloaded once).' },
       { path: `${P}.model.quantize_te`, label: 'Quantize text encoder', type: 'bool',
         help: 'Store the UMT5 text encoder in fewer bits. It only encodes captions, so quality barely changes.' },
       { path: `${P}.model.qtype_te`, label: 'Text encoder type', type: 'select', options: ['float8', 'qfloat8'],
@@ -263,7 +265,8 @@ function buildJobForm(root, ctx) {
   function choicesFor(field, fullPath) {
     const info = ctx.schema && ctx.schema.get(schemaKey(fullPath));
     const fromSchema = info && info.choices && info.choices.length ? info.choices : null;
-    return fromSchema || field.options || [];
+    // The form's own options come on top of the schema's (e.g. qtype's "uint4|<adapter>" preset).
+    return [...new Set([...(fromSchema || []), ...(field.options || [])])];
   }
 
   function changed() {

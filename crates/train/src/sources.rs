@@ -8,13 +8,44 @@ use tch::{Device, Kind};
 use crate::experts::Expert;
 use crate::TrainError;
 use wanlora_hub::{CheckOptions, Component, HubConfig, ModelSpec, ResolvedModel, Stage};
+use wanlora_models::quant::Fp8Mode;
+use wanlora_models::recovery::{AraExpert, RecoveryAdapter};
 use wanlora_models::tokenizer::Tokenizer;
 use wanlora_models::transformer::{
     self, LoadOptions, TransformerConfig, TransformerWeights, WanTransformer,
 };
 use wanlora_models::umt5::{Umt5Config, Umt5Encoder};
 use wanlora_models::vae::{Vae, VaeConfig};
-use wanlora_torch::weights::{RandomWeights, WeightSet};
+use wanlora_torch::weights::{RandomWeights, WeightSet, WeightSource};
+
+/// Where quantised experts are kept between starts: `wanlora-uint4/` beside the Hugging Face hub
+/// cache (`~/.cache/huggingface/wanlora-uint4`), shared by every job on the machine.
+fn uint4_cache_dir(hub: &HubConfig) -> PathBuf {
+    hub.cache_dir
+        .parent()
+        .unwrap_or(&hub.cache_dir)
+        .join("wanlora-uint4")
+}
+
+/// Path, size and modification time: what identifies a file's content in cache keys without
+/// reading it.
+fn file_fingerprint(path: &Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let size = meta.as_ref().map_or(0, |m| m.len());
+    let mtime = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}:{size}:{mtime}", path.display())
+}
+
+/// 64-bit FNV-1a: a file name for a cache key that is stable across builds (the key itself is
+/// stored in the file and compared on reading).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// Model files resolved (and fetched) by the hub crate.
 pub struct FileSource {
@@ -22,6 +53,8 @@ pub struct FileSource {
     pub hub: HubConfig,
     pub resolved: ResolvedModel,
     pub exact_sizes: bool,
+    /// The accuracy recovery adapter for uint4 weights, once fetched.
+    pub recovery_adapter: Option<PathBuf>,
 }
 
 /// `model.name_or_path` that selects random A14B-shaped weights made on the device.
@@ -29,7 +62,11 @@ pub const RANDOM_A14B: &str = "wanlora:random-a14b";
 
 pub enum ModelSource {
     Files(Box<FileSource>),
-    Random { seed: i64, tokenizer: PathBuf },
+    Random {
+        seed: i64,
+        tokenizer: PathBuf,
+        recovery_adapter: Option<PathBuf>,
+    },
 }
 
 impl ModelSource {
@@ -46,7 +83,11 @@ impl ModelSource {
                 &tokenizer,
                 crate::tiny::tokenizer_json(&[]).as_bytes(),
             )?;
-            return Ok(ModelSource::Random { seed: 1, tokenizer });
+            return Ok(ModelSource::Random {
+                seed: 1,
+                tokenizer,
+                recovery_adapter: None,
+            });
         }
         let exact_sizes = !is_tiny(&spec, &hub);
         let resolved =
@@ -59,6 +100,7 @@ impl ModelSource {
             hub,
             resolved,
             exact_sizes,
+            recovery_adapter: None,
         })))
     }
 
@@ -75,7 +117,39 @@ impl ModelSource {
             hub,
             resolved,
             exact_sizes,
+            recovery_adapter: None,
         }))
+    }
+
+    /// Finds (or downloads, with progress) the accuracy recovery adapter `reference` (a local file
+    /// or `owner/repo/file.safetensors`), which every expert loaded afterwards with
+    /// [`Fp8Mode::Uint4`] gets beside its 4-bit linears.
+    pub fn fetch_recovery_adapter(
+        &mut self,
+        reference: &str,
+        hub: &HubConfig,
+    ) -> Result<PathBuf, TrainError> {
+        let path = wanlora_hub::fetch_file(reference, hub).map_err(|e| {
+            TrainError::Setup(format!(
+                "model.accuracy_recovery_adapter `{reference}`: {e}"
+            ))
+        })?;
+        match self {
+            ModelSource::Files(f) => f.recovery_adapter = Some(path.clone()),
+            ModelSource::Random {
+                recovery_adapter, ..
+            } => *recovery_adapter = Some(path.clone()),
+        }
+        Ok(path)
+    }
+
+    fn recovery_adapter(&self) -> Option<&Path> {
+        match self {
+            ModelSource::Files(f) => f.recovery_adapter.as_deref(),
+            ModelSource::Random {
+                recovery_adapter, ..
+            } => recovery_adapter.as_deref(),
+        }
     }
 
     /// Makes sure the untrained expert is on disk (fetched only when previews first need it).
@@ -116,6 +190,8 @@ impl ModelSource {
         }
     }
 
+    /// One expert, stored as `options` say; with 4-bit weights and a fetched accuracy recovery
+    /// adapter, the linears it names are 4-bit with the adapter beside them.
     pub fn transformer(
         &self,
         expert: Expert,
@@ -123,26 +199,124 @@ impl ModelSource {
         device: Device,
         options: &LoadOptions,
     ) -> Result<WanTransformer, TrainError> {
+        let load = |weights: &dyn WeightSource, cfg: Option<TransformerConfig>| {
+            if options.fp8 != Fp8Mode::Uint4 {
+                return Ok(WanTransformer::load_with(
+                    weights, cfg, kind, device, options,
+                )?);
+            }
+            let cfg = match cfg {
+                Some(c) => c,
+                None => TransformerConfig::infer(weights, None).map_err(|reason| {
+                    TrainError::Setup(format!("{}: {reason}", weights.describe()))
+                })?,
+            };
+            let ara = match self.recovery_adapter() {
+                Some(path) => {
+                    let ara_expert = match expert {
+                        Expert::High => AraExpert::High,
+                        Expert::Low => AraExpert::Low,
+                    };
+                    let ara = RecoveryAdapter::load(path, ara_expert, &cfg, kind, device)?;
+                    tracing::info!(
+                        "{} expert: accuracy recovery adapter {} (rank {}, {} linears)",
+                        expert.name(),
+                        path.display(),
+                        ara.rank(),
+                        ara.len()
+                    );
+                    Some(ara)
+                }
+                None => None,
+            };
+            self.load_uint4_cached(expert, weights, cfg, kind, device, options, ara.as_ref())
+        };
         match self {
-            ModelSource::Random { seed, .. } => Ok(WanTransformer::load_with(
+            ModelSource::Random { seed, .. } => load(
                 &RandomWeights {
                     std: 0.02,
                     seed: *seed + expert as i64,
                 },
                 Some(TransformerConfig::wan22_i2v_a14b()),
-                kind,
-                device,
-                options,
-            )?),
+            ),
             ModelSource::Files(_) => {
                 let component = match expert {
                     Expert::High => Component::HighNoiseExpert,
                     Expert::Low => Component::LowNoiseExpert,
                 };
                 let path = self.path(component)?;
-                load_transformer(&path, self.config_file(component), kind, device, options)
+                let cfg = transformer_config(&path, self.config_file(component))?;
+                let weights = TransformerWeights::new(WeightSet::open(&path)?)?;
+                load(&weights, cfg)
             }
         }
+    }
+
+    /// A 4-bit expert, its quantised linears read from the on-disk cache when an earlier start
+    /// left them there (keyed by the expert's files, the adapter's file and the scheme), else
+    /// quantised and saved there for the next start. Random weights are not cached.
+    #[allow(clippy::too_many_arguments)]
+    fn load_uint4_cached(
+        &self,
+        expert: Expert,
+        weights: &dyn WeightSource,
+        cfg: TransformerConfig,
+        kind: Kind,
+        device: Device,
+        options: &LoadOptions,
+        ara: Option<&RecoveryAdapter>,
+    ) -> Result<WanTransformer, TrainError> {
+        let ModelSource::Files(files) = self else {
+            return Ok(WanTransformer::load_uint4(
+                weights, cfg, kind, device, options, ara, None,
+            )?);
+        };
+        let component = match expert {
+            Expert::High => Component::HighNoiseExpert,
+            Expert::Low => Component::LowNoiseExpert,
+        };
+        let key = format!(
+            "{} | {} | adapter {} | {kind:?}",
+            wanlora_models::uint4::SCHEME,
+            self.fingerprint(component),
+            ara.map(|a| file_fingerprint(&a.path))
+                .unwrap_or_else(|| "none".into()),
+        );
+        let path = uint4_cache_dir(&files.hub).join(format!("{:016x}.safetensors", fnv1a(&key)));
+        let cached = WeightSet::open(&path)
+            .ok()
+            .filter(|c| c.metadata().get("key") == Some(&key));
+        let model =
+            WanTransformer::load_uint4(weights, cfg, kind, device, options, ara, cached.as_ref())?;
+        if cached.is_some() {
+            tracing::info!(
+                "{} expert: 4-bit weights from {}",
+                expert.name(),
+                path.display()
+            );
+            return Ok(model);
+        }
+        let saved = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let metadata = [("key".to_string(), key)].into_iter().collect();
+                wanlora_torch::weights::save_safetensors(
+                    &path,
+                    &model.uint4_cache_entries(),
+                    &metadata,
+                )
+                .map_err(|e| e.to_string())
+            });
+        match saved {
+            Ok(()) => tracing::info!(
+                "{} expert: 4-bit weights saved to {} for the next start",
+                expert.name(),
+                path.display()
+            ),
+            // The cache only saves time: a full disk must not stop training.
+            Err(e) => tracing::warn!("4-bit weights not cached at {}: {e}", path.display()),
+        }
+        Ok(model)
     }
 
     pub fn vae(&self, kind: Kind, device: Device) -> Result<Vae, TrainError> {
@@ -223,18 +397,7 @@ impl ModelSource {
                     .component(component)
                     .map(|c| c.weight_files())
                     .unwrap_or_default();
-                let parts: Vec<String> = files
-                    .iter()
-                    .map(|f| {
-                        let meta = std::fs::metadata(f).ok();
-                        let size = meta.as_ref().map_or(0, |m| m.len());
-                        let mtime = meta
-                            .and_then(|m| m.modified().ok())
-                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                            .map_or(0, |d| d.as_nanos());
-                        format!("{}:{size}:{mtime}", f.display())
-                    })
-                    .collect();
+                let parts: Vec<String> = files.iter().map(|f| file_fingerprint(f)).collect();
                 format!("{component:?} {}", parts.join(","))
             }
         }
@@ -251,14 +414,23 @@ pub fn load_transformer(
     device: Device,
     options: &LoadOptions,
 ) -> Result<WanTransformer, TrainError> {
-    let cfg = match config_file.or_else(|| transformer::config_file_for(path)) {
-        Some(c) => Some(TransformerConfig::from_json_file(&c)?),
-        None => None,
-    };
+    let cfg = transformer_config(path, config_file)?;
     let weights = TransformerWeights::new(WeightSet::open(path)?)?;
     Ok(WanTransformer::load_with(
         &weights, cfg, kind, device, options,
     )?)
+}
+
+/// The config of transformer weights at `path`: `config_file` (the resolved component's), else a
+/// config.json by `models::transformer::config_file_for`, else none (inferred from the shapes).
+fn transformer_config(
+    path: &Path,
+    config_file: Option<PathBuf>,
+) -> Result<Option<TransformerConfig>, TrainError> {
+    match config_file.or_else(|| transformer::config_file_for(path)) {
+        Some(c) => Ok(Some(TransformerConfig::from_json_file(&c)?)),
+        None => Ok(None),
+    }
 }
 
 /// The demo's tiny models carry a marker file at their root (or next to their single files); the hub's

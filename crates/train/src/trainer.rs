@@ -234,8 +234,15 @@ impl Trainer {
         }
         catalog.check_usable()?;
 
-        let sources =
+        let mut sources =
             ModelSource::for_training(job::model_spec(&job), opts.hub.clone(), &folder.root)?;
+        if let (Fp8Mode::Uint4, Some(reference)) = (
+            transformer_load_options(&process.model)?.fp8,
+            &process.model.accuracy_recovery_adapter,
+        ) {
+            let path = sources.fetch_recovery_adapter(reference, &opts.hub)?;
+            folder.log(&format!("accuracy recovery adapter: {}", path.display()));
+        }
         let cache_root = folder.root.join("cache");
         let mut cache = Cache::open(&cache_root)?;
 
@@ -1215,10 +1222,11 @@ impl Trainer {
 fn transformer_load_options(
     model: &wanlora_config::ModelConfig,
 ) -> Result<LoadOptions, TrainError> {
-    let fp8 = match (model.quantize, model.fp8_matmul) {
-        (false, _) => Fp8Mode::Off,
-        (true, false) => Fp8Mode::WeightOnly,
-        (true, true) => Fp8Mode::Matmul,
+    let fp8 = match (model.quantize, model.qtype, model.fp8_matmul) {
+        (false, _, _) => Fp8Mode::Off,
+        (true, wanlora_config::QType::Uint4, _) => Fp8Mode::Uint4,
+        (true, _, false) => Fp8Mode::WeightOnly,
+        (true, _, true) => Fp8Mode::Matmul,
     };
     let offload = if model.layer_offloading {
         // The share is of A14B's 40 blocks; smaller models stream at most all of theirs.

@@ -29,6 +29,9 @@ pub enum AttentionMemo<'a> {
 /// A function that makes a tensor's copy elsewhere (host or device memory).
 pub type TensorMap<'a> = dyn FnMut(&Tensor) -> Result<Tensor, TchError> + 'a;
 
+/// Builds one block linear from the loader: (loader, weight name stem, which linear, in, out).
+pub type LoadLinear<'a> = dyn Fn(&Loader, &str, LoraTarget, i64, i64) -> Linear + 'a;
+
 /// A dense layer `y = x Wᵀ + b`; the weight in the compute dtype or in fp8 (crate::quant).
 pub struct Linear {
     pub weight: Weight,
@@ -118,13 +121,19 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn load(w: &Loader, prefix: &str, cfg: &TransformerConfig, mode: Fp8Mode) -> Attention {
+    fn load(
+        w: &Loader,
+        prefix: &str,
+        cfg: &TransformerConfig,
+        targets: [LoraTarget; 4],
+        linear: &LoadLinear,
+    ) -> Attention {
         let d = cfg.dim();
         Attention {
-            q: Linear::load_as(w, &format!("{prefix}.q"), d, d, mode),
-            k: Linear::load_as(w, &format!("{prefix}.k"), d, d, mode),
-            v: Linear::load_as(w, &format!("{prefix}.v"), d, d, mode),
-            o: Linear::load_as(w, &format!("{prefix}.o"), d, d, mode),
+            q: linear(w, &format!("{prefix}.q"), targets[0], d, d),
+            k: linear(w, &format!("{prefix}.k"), targets[1], d, d),
+            v: linear(w, &format!("{prefix}.v"), targets[2], d, d),
+            o: linear(w, &format!("{prefix}.o"), targets[3], d, d),
             norm_q: w.get(&format!("{prefix}.norm_q.weight"), &[d]),
             norm_k: w.get(&format!("{prefix}.norm_k.weight"), &[d]),
             heads: cfg.num_attention_heads,
@@ -334,20 +343,32 @@ impl WanBlock {
 
     /// The block with its ten linears stored as `mode` says.
     pub fn load_as(w: &Loader, index: usize, cfg: &TransformerConfig, mode: Fp8Mode) -> WanBlock {
+        WanBlock::load_with_linears(w, index, cfg, &|w, name, _, inp, out| {
+            Linear::load_as(w, name, inp, out, mode)
+        })
+    }
+
+    /// The block with each of its ten linears made by `linear` (e.g. 4-bit with an adapter).
+    pub fn load_with_linears(
+        w: &Loader,
+        index: usize,
+        cfg: &TransformerConfig,
+        linear: &LoadLinear,
+    ) -> WanBlock {
         let p = format!("blocks.{index}");
         let d = cfg.dim();
         WanBlock {
             modulation: w.get_as(&format!("{p}.modulation"), &[1, 6, d], Kind::Float),
-            self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg, mode),
-            cross_attn: Attention::load(w, &format!("{p}.cross_attn"), cfg, mode),
+            self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg, SELF_TARGETS, linear),
+            cross_attn: Attention::load(w, &format!("{p}.cross_attn"), cfg, CROSS_TARGETS, linear),
             norm3: cfg.cross_attn_norm.then(|| {
                 (
                     w.get_as(&format!("{p}.norm3.weight"), &[d], Kind::Float),
                     w.get_as(&format!("{p}.norm3.bias"), &[d], Kind::Float),
                 )
             }),
-            ffn0: Linear::load_as(w, &format!("{p}.ffn.0"), d, cfg.ffn_dim, mode),
-            ffn2: Linear::load_as(w, &format!("{p}.ffn.2"), cfg.ffn_dim, d, mode),
+            ffn0: linear(w, &format!("{p}.ffn.0"), LoraTarget::Ffn0, d, cfg.ffn_dim),
+            ffn2: linear(w, &format!("{p}.ffn.2"), LoraTarget::Ffn2, cfg.ffn_dim, d),
             eps: cfg.eps,
         }
     }
@@ -366,6 +387,23 @@ impl WanBlock {
             ffn2: self.ffn2.map(f)?,
             eps: self.eps,
         })
+    }
+
+    /// The ten linears with their paths inside the block (`self_attn.q`, …, `ffn.2`).
+    pub fn named_linears(&self) -> [(&'static str, &Linear); 10] {
+        let (s, c) = (&self.self_attn, &self.cross_attn);
+        [
+            ("self_attn.q", &s.q),
+            ("self_attn.k", &s.k),
+            ("self_attn.v", &s.v),
+            ("self_attn.o", &s.o),
+            ("cross_attn.q", &c.q),
+            ("cross_attn.k", &c.k),
+            ("cross_attn.v", &c.v),
+            ("cross_attn.o", &c.o),
+            ("ffn.0", &self.ffn0),
+            ("ffn.2", &self.ffn2),
+        ]
     }
 
     /// Every tensor of the block.

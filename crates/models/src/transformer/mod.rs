@@ -8,7 +8,9 @@ pub mod naming;
 mod rope;
 pub mod stream;
 
-pub use block::{layer_norm_f32, AttentionMemo, BlockLora, Linear, TensorMap, WanBlock};
+pub use block::{
+    layer_norm_f32, AttentionMemo, BlockLora, Linear, LoadLinear, TensorMap, WanBlock,
+};
 pub use config::TransformerConfig;
 pub use naming::TransformerWeights;
 pub use rope::{Grid, Rope};
@@ -22,7 +24,9 @@ use tch::{Device, Kind, TchError, Tensor};
 
 use crate::error::ModelError;
 use crate::lora::LoraApply;
-use crate::quant::{check_fp8_matmul, tensor_bytes, Fp8Mode, Weight};
+use crate::quant::{check_fp8_matmul, tensor_bytes, Fp8Mode, RecoveredWeight, Weight};
+use crate::recovery::RecoveryAdapter;
+use crate::uint4::Uint4Weight;
 use wanlora_torch::weights::{Loader, WeightSet, WeightSource};
 
 /// How the expert's weights are stored and where they live (README-quant.md).
@@ -181,6 +185,97 @@ impl WanTransformer {
         device: Device,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
+        Self::load_blocks_with(source, config, kind, device, options, &|w, i, cfg| {
+            WanBlock::load_as(w, i, cfg, options.fp8)
+        })
+    }
+
+    /// [`WanTransformer::load_with`] with AI Toolkit's 4-bit block linears (README-uint4.md).
+    /// With an `adapter` ("4 bit with ARA"), the linears it names are stored in uint4 (where their
+    /// inputs split into groups of 64) with the adapter frozen beside them and every other linear
+    /// stays in the compute dtype; without one, every block linear that can be is 4-bit. A linear
+    /// that `cache` (a file written from [`WanTransformer::uint4_cache_entries`]) holds is taken
+    /// from it instead of reading and quantising its weight.
+    pub fn load_uint4(
+        source: &dyn WeightSource,
+        config: TransformerConfig,
+        kind: Kind,
+        device: Device,
+        options: &LoadOptions,
+        adapter: Option<&RecoveryAdapter>,
+        cache: Option<&WeightSet>,
+    ) -> Result<Self, ModelError> {
+        let options = LoadOptions {
+            fp8: Fp8Mode::Uint4,
+            ..*options
+        };
+        Self::load_blocks_with(
+            source,
+            Some(config),
+            kind,
+            device,
+            &options,
+            &|w, i, cfg| {
+                WanBlock::load_with_linears(w, i, cfg, &|w, name, target, inp, out| {
+                    let recovery = adapter.map(|a| a.get(i, target));
+                    if let Some(None) = recovery {
+                        return Linear::load_as(w, name, inp, out, Fp8Mode::Off);
+                    }
+                    let cached =
+                        cache.map(|c| Uint4Weight::from_cache(c, name, [out, inp], device));
+                    let base = match cached {
+                        Some(Ok(Some(q))) => Linear {
+                            weight: Weight::Uint4(q),
+                            bias: w.get(&format!("{name}.bias"), &[out]),
+                        },
+                        Some(Err(e)) => {
+                            w.fail(e);
+                            Linear::load_as(w, name, inp, out, Fp8Mode::Off)
+                        }
+                        Some(Ok(None)) | None => Linear::load_as(w, name, inp, out, Fp8Mode::Uint4),
+                    };
+                    match recovery {
+                        Some(Some((down, up))) => Linear {
+                            weight: Weight::Recovered(Box::new(RecoveredWeight {
+                                base: base.weight,
+                                down: down.shallow_clone(),
+                                up: up.shallow_clone(),
+                            })),
+                            bias: base.bias,
+                        },
+                        _ => base,
+                    }
+                })
+            },
+        )
+    }
+
+    /// Every 4-bit block linear's tensors, named for a cache file that
+    /// [`WanTransformer::load_uint4`] reads back.
+    pub fn uint4_cache_entries(&self) -> Vec<(String, Tensor)> {
+        let mut entries = Vec::new();
+        for (i, block) in self.blocks.iter().enumerate() {
+            for (path, linear) in block.named_linears() {
+                let weight = match &linear.weight {
+                    Weight::Recovered(r) => &r.base,
+                    w => w,
+                };
+                if let Weight::Uint4(q) = weight {
+                    entries.extend(q.cache_entries(&format!("blocks.{i}.{path}")));
+                }
+            }
+        }
+        entries
+    }
+
+    fn load_blocks_with(
+        source: &dyn WeightSource,
+        config: Option<TransformerConfig>,
+        kind: Kind,
+        device: Device,
+        options: &LoadOptions,
+        load_block: &dyn Fn(&Loader, usize, &TransformerConfig) -> WanBlock,
+    ) -> Result<Self, ModelError> {
         let cfg = match config {
             Some(c) => c,
             None => {
@@ -206,7 +301,7 @@ impl WanTransformer {
             Some(o) => (o.streamed(n), o.ring_slots.max(1)),
             None => (vec![false; n], 0),
         };
-        let embedding_mode = if options.fp8_embeddings {
+        let embedding_mode = if options.fp8_embeddings && options.fp8.stores_fp8() {
             options.fp8
         } else {
             Fp8Mode::Off
@@ -240,7 +335,7 @@ impl WanTransformer {
         let mut blocks = Vec::with_capacity(n);
         let mut host = HostArena::new(device);
         for (i, &to_host) in streamed.iter().enumerate() {
-            let block = WanBlock::load_as(&w, i, &cfg, options.fp8);
+            let block = load_block(&w, i, &cfg);
             // A block that failed to load holds placeholders; the loader reports it below.
             let complete = block.tensors().iter().all(|t| t.numel() > 0);
             blocks.push(if to_host && complete {
@@ -318,6 +413,14 @@ impl WanTransformer {
     /// and fp8 matmuls. [`Fp8Mode::Matmul`] is refused where fp8 matmuls do not run.
     pub fn set_fp8_mode(&mut self, mode: Fp8Mode) -> Result<(), ModelError> {
         self.check_loaded()?;
+        if (self.fp8 == Fp8Mode::Uint4) != (mode == Fp8Mode::Uint4) {
+            return Err(ModelError::Input(format!(
+                "the block weights are stored as {}; they cannot be re-stored as {} (load the \
+                 model again instead)",
+                self.fp8.name(),
+                mode.name()
+            )));
+        }
         if mode == Fp8Mode::Matmul {
             check_fp8_matmul(self.device, self.kind).map_err(|reason| {
                 ModelError::Input(format!(

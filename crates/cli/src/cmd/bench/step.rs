@@ -8,6 +8,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
 use wanlora_models::quant::Fp8Mode;
+use wanlora_models::recovery::RecoveryAdapter;
 use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
 use wanlora_models::transformer::{BlockOffload, LoadOptions, TransformerConfig, WanTransformer};
 use wanlora_torch::weights::RandomWeights;
@@ -42,13 +43,17 @@ pub struct StepArgs {
     /// cuda or cpu.
     #[arg(long, default_value = "cuda")]
     pub device: String,
-    /// Block linears: off (compute dtype), weights (fp8, dequantised per layer) or matmul (fp8
-    /// matmuls, sm89 or newer).
+    /// Block linears: off (compute dtype), weights (fp8, dequantised per layer), matmul (fp8
+    /// matmuls, sm89 or newer) or uint4 (AI Toolkit's 4-bit, dequantised per layer).
     #[arg(long, default_value = "off", value_parser = parse_fp8)]
     pub fp8: Fp8Mode,
     /// Also store the text embedding and the time projection in fp8.
     #[arg(long)]
     pub fp8_embeddings: bool,
+    /// With `--fp8 uint4`: a frozen accuracy recovery adapter of this rank (random factors) beside
+    /// every block linear, as AI Toolkit's "4 bit with ARA".
+    #[arg(long)]
+    pub ara_rank: Option<i64>,
     /// Blocks streamed from pinned host memory (layer offloading), spread over the depth.
     #[arg(long, default_value_t = 0, conflicts_with = "offload_percent")]
     pub offload_blocks: usize,
@@ -69,7 +74,8 @@ pub struct StepArgs {
 }
 
 pub(crate) fn parse_fp8(s: &str) -> Result<Fp8Mode, String> {
-    Fp8Mode::from_name(s).ok_or_else(|| format!("--fp8 {s}: expected off, weights or matmul"))
+    Fp8Mode::from_name(s)
+        .ok_or_else(|| format!("--fp8 {s}: expected off, weights, matmul or uint4"))
 }
 
 /// Caps the CUDA caching allocator at `gib` GiB of the first GPU, before anything is allocated.
@@ -202,19 +208,32 @@ pub fn run(args: StepArgs) -> Result<()> {
         offload,
     };
     let t0 = Instant::now();
-    let mut model = WanTransformer::load_with(
-        &RandomWeights { std: 0.02, seed: 1 },
-        Some(cfg.clone()),
-        kind,
-        device,
-        &options,
-    )?;
+    let weights = RandomWeights { std: 0.02, seed: 1 };
+    let mut model = match args.ara_rank {
+        Some(rank) if args.fp8 == Fp8Mode::Uint4 => {
+            let ara = RecoveryAdapter::random(&cfg, rank, kind, device);
+            WanTransformer::load_uint4(
+                &weights,
+                cfg.clone(),
+                kind,
+                device,
+                &options,
+                Some(&ara),
+                None,
+            )?
+        }
+        Some(_) => bail!("--ara-rank goes with --fp8 uint4"),
+        None => WanTransformer::load_with(&weights, Some(cfg.clone()), kind, device, &options)?,
+    };
     sync(device);
     let weights = model.weight_bytes();
     let streamed = (0..layers).filter(|&i| model.is_streamed(i)).count();
     let mode = format!(
-        "fp8={}{} offload={streamed}/{layers} ring={}",
+        "fp8={}{}{} offload={streamed}/{layers} ring={}",
         args.fp8.name(),
+        args.ara_rank
+            .map(|r| format!("+ara{r}"))
+            .unwrap_or_default(),
         if args.fp8_embeddings {
             "+embeddings"
         } else {
