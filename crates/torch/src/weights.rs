@@ -768,12 +768,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WeightError> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    {
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // A full disk must not stay full because of our half-written temporary file.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
     }
-    std::fs::rename(&tmp, path).map_err(io)?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }

@@ -147,3 +147,21 @@ fn random_weights_are_nonzero_and_repeatable() {
         .unwrap();
     assert!((n.mean(Kind::Float).double_value(&[]) - 1.0).abs() < 0.05);
 }
+
+/// A failed atomic write leaves neither the target nor its temporary file behind (on a full disk
+/// the temporary file would keep it full).
+#[test]
+fn a_failed_atomic_write_removes_its_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // The target is a folder that is not empty: writing the temporary file works, the rename fails.
+    let target = dir.path().join("status.json");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("inside"), b"x").unwrap();
+    let err = wanlora_torch::weights::write_atomic(&target, b"{}").unwrap_err();
+    assert!(err.to_string().contains("status.json"), "{err}");
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["status.json"], "a temporary file was left");
+}

@@ -1,8 +1,10 @@
 //! What a save writes: the LoRA files users load in ComfyUI (one per trained expert, optionally EMA),
 //! their rotation, and the training state that resume continues from.
 //!
-//! State lives in `state/step_<N>/`, written completely before a `complete` marker file; resume picks
-//! the newest complete one, so a crash during a save (even SIGKILL) never loses the previous state.
+//! State lives in `state/step_<N>/`, written completely before a `complete` marker file that holds
+//! the SHA-256 of each of its files; resume picks the newest complete state whose files match, so a
+//! crash during a save (even SIGKILL) never loses the previous state, and a state damaged later
+//! (flipped bytes, an edited run.json) is passed over for the previous one, which is kept for that.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 use crate::experts::Expert;
 use crate::optim::choice::TrainOptimizer;
 use crate::TrainError;
-use wanlora_torch::weights::{save_safetensors, write_atomic, WeightSet};
+use wanlora_torch::weights::{save_safetensors, write_atomic, WeightError, WeightSet};
 
 /// LoRA file name: `<name>_<step:09>_high_noise.safetensors`, or without the step for the final save.
 pub fn lora_file_name(job: &str, step: Option<u64>, expert: Expert, ema: bool) -> String {
@@ -80,7 +82,9 @@ fn state_dir(root: &Path, step: u64) -> PathBuf {
     root.join("state").join(format!("step_{step:09}"))
 }
 
-/// Writes `state/step_<N>/` and marks it complete, then removes older complete states.
+/// Writes `state/step_<N>/`, marks it complete with the checksums of its files, reads it back to
+/// verify them, and only then removes older states — all but the newest earlier complete one,
+/// which stays as the fallback for a newest state damaged later.
 pub fn save_state(root: &Path, run: &RunState, experts: &[ExpertState]) -> Result<(), TrainError> {
     let dir = state_dir(root, run.step);
     if dir.exists() {
@@ -109,8 +113,17 @@ pub fn save_state(root: &Path, run: &RunState, experts: &[ExpertState]) -> Resul
         &dir.join("run.json"),
         serde_json::to_string_pretty(run)?.as_bytes(),
     )?;
-    write_atomic(&dir.join("complete"), b"")?;
-    // Older states are removed only once this one is complete.
+    seal_state(&dir)?;
+    if let Err(reason) = verify_state(&dir) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(TrainError::Setup(format!(
+            "{}: the state just saved does not read back as written ({reason}); the previous state is kept. \
+             Check the disk, then run the job again to resume",
+            dir.display()
+        )));
+    }
+    // Older states go only now that this one is verified; the newest earlier one stays.
+    let previous = complete_states(root).into_iter().rfind(|p| *p < dir);
     let parent = root.join("state");
     for entry in std::fs::read_dir(&parent)
         .map_err(|e| TrainError::io(&parent, e))?
@@ -118,6 +131,7 @@ pub fn save_state(root: &Path, run: &RunState, experts: &[ExpertState]) -> Resul
     {
         let p = entry.path();
         if p != dir
+            && Some(&p) != previous.as_ref()
             && p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("step_"))
         {
@@ -127,24 +141,144 @@ pub fn save_state(root: &Path, run: &RunState, experts: &[ExpertState]) -> Resul
     Ok(())
 }
 
-/// The newest complete state, if any.
-pub fn latest_state(root: &Path) -> Result<Option<(RunState, PathBuf)>, TrainError> {
-    let parent = root.join("state");
-    let Ok(entries) = std::fs::read_dir(&parent) else {
-        return Ok(None);
+/// The `complete` marker's content: the SHA-256 of every other file of the state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StateChecksums {
+    sha256: BTreeMap<String, String>,
+}
+
+const COMPLETE: &str = "complete";
+
+fn sha256_of(path: &Path) -> Result<String, std::io::Error> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path)?;
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Marks a state folder complete: writes `complete` with the checksum of each of its files.
+pub fn seal_state(dir: &Path) -> Result<(), TrainError> {
+    let mut sha256 = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
+        let path = entry.map_err(|e| TrainError::io(dir, e))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name == COMPLETE || name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        sha256.insert(
+            name,
+            sha256_of(&path).map_err(|e| TrainError::io(&path, e))?,
+        );
+    }
+    write_atomic(
+        &dir.join(COMPLETE),
+        serde_json::to_string_pretty(&StateChecksums { sha256 })?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Checks every file of a complete state against the checksums in its `complete` marker; the
+/// reason names the file that differs. A marker without checksums (states saved before they
+/// existed) is accepted.
+pub fn verify_state(dir: &Path) -> Result<(), String> {
+    let marker = dir.join(COMPLETE);
+    let text = std::fs::read_to_string(&marker).map_err(|e| format!("{COMPLETE}: {e}"))?;
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    let sums: StateChecksums = serde_json::from_str(&text)
+        .map_err(|e| format!("{COMPLETE}: not a list of checksums ({e})"))?;
+    for (name, want) in &sums.sha256 {
+        let got = sha256_of(&dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        if &got != want {
+            return Err(format!(
+                "{name}: its checksum differs from the one saved with it (the file changed after it was saved)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The complete state folders, oldest first.
+fn complete_states(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root.join("state")) else {
+        return Vec::new();
     };
     let mut dirs: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.join("complete").exists() && p.join("run.json").exists())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step_"))
+                && p.join(COMPLETE).exists()
+        })
         .collect();
     dirs.sort();
-    let Some(dir) = dirs.pop() else {
+    dirs
+}
+
+fn read_run_state(dir: &Path) -> Result<RunState, String> {
+    let path = dir.join("run.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("run.json: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("run.json: {e}"))
+}
+
+/// The newest complete state whose files match their checksums. A damaged newer state is passed
+/// over for the previous one, and `warn` is told which and why; when every complete state is
+/// damaged the error lists them.
+pub fn latest_state(
+    root: &Path,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Option<(RunState, PathBuf)>, TrainError> {
+    let mut damaged = Vec::new();
+    for dir in complete_states(root).into_iter().rev() {
+        match verify_state(&dir).and_then(|()| read_run_state(&dir)) {
+            Ok(run) => {
+                if !damaged.is_empty() {
+                    warn(&format!(
+                        "the newest saved state is damaged ({}); resuming from the previous one, {}",
+                        damaged.join("; "),
+                        dir.display()
+                    ));
+                }
+                return Ok(Some((run, dir)));
+            }
+            Err(reason) => damaged.push(format!("{}: {reason}", dir.display())),
+        }
+    }
+    if damaged.is_empty() {
         return Ok(None);
-    };
-    let text =
-        std::fs::read_to_string(dir.join("run.json")).map_err(|e| TrainError::io(&dir, e))?;
-    Ok(Some((serde_json::from_str(&text)?, dir)))
+    }
+    Err(TrainError::Setup(format!(
+        "every saved training state is damaged ({}); delete the folder {} to start this job over",
+        damaged.join("; "),
+        root.join("state").display()
+    )))
+}
+
+/// About how many bytes a save writes: each expert's LoRA file (and EMA file) in `lora_kind`, and
+/// its state (LoRA, optimizer moments, EMA as stored), with room for headers and JSON.
+pub fn save_bytes(experts: &[ExpertState], lora_kind: Kind) -> u64 {
+    let bytes = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
+    let headers = 1 << 20;
+    experts
+        .iter()
+        .map(|e| {
+            let lora_file = e.lora_flat.numel() as u64 * lora_kind.elt_size_in_bytes() as u64;
+            let moments: u64 = e
+                .optimizer
+                .state_tensors()
+                .iter()
+                .map(|(_, t)| bytes(t))
+                .sum();
+            let ema = e.ema.map_or(0, |t| lora_file + bytes(t));
+            lora_file + bytes(e.lora_flat) + moments + ema + headers
+        })
+        .sum()
 }
 
 /// Restores one expert's LoRA values, optimizer moments and EMA from a state folder.
@@ -156,7 +290,18 @@ pub fn load_expert_state(
     ema: Option<&mut Tensor>,
 ) -> Result<(), TrainError> {
     let path = dir.join(format!("{}.safetensors", expert.name()));
-    let set = WeightSet::open(&path)?;
+    let set = WeightSet::open(&path).map_err(|e| {
+        let reason = match e {
+            WeightError::Format { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        TrainError::Setup(format!(
+            "{}: this saved training state is damaged ({reason}); delete its folder {} to resume from \
+             the previous state, or the whole state/ folder to start over",
+            path.display(),
+            dir.display()
+        ))
+    })?;
     let device = lora_flat.device();
     let get = |n: &str, kind: Kind| set.load(n, kind, device);
     let lora = get("lora", Kind::Float)?;
@@ -241,11 +386,136 @@ mod tests {
         );
     }
 
+    /// A real two-expert state at `step` (LoRA values all `value`), saved with `save_state`.
+    fn save_test_state(root: &Path, step: u64, value: f64) {
+        let flat = crate::optim::FlatParams::new(
+            &[Tensor::zeros([6], (Kind::Float, Device::Cpu))],
+            Device::Cpu,
+        );
+        let _ = flat.flat.detach().fill_(value);
+        let adam = crate::optim::AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let optimizer = crate::optim::choice::TrainOptimizer::AdamW(crate::optim::AdamW::new(
+            &flat, adam, false,
+        ));
+        let experts: Vec<ExpertState> = [Expert::High, Expert::Low]
+            .into_iter()
+            .map(|expert| ExpertState {
+                expert,
+                lora_flat: &flat.flat,
+                optimizer: &optimizer,
+                ema: None,
+            })
+            .collect();
+        let run = RunState {
+            format: STATE_FORMAT,
+            step,
+            seed: 7,
+            rank: 4,
+            alpha: 4.0,
+            experts: vec![Expert::High, Expert::Low],
+            sampler: wanlora_data::SamplerState {
+                epoch: 0,
+                position: step as usize,
+                fingerprint: "test".into(),
+            },
+            reg_sampler: None,
+        };
+        save_state(root, &run, &experts).unwrap();
+    }
+
+    fn state_steps(root: &Path) -> Vec<String> {
+        complete_states(root)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_save_keeps_the_previous_complete_state_and_no_older() {
+        let dir = tempfile::tempdir().unwrap();
+        for step in [2, 4, 6] {
+            save_test_state(dir.path(), step, step as f64);
+        }
+        assert_eq!(
+            state_steps(dir.path()),
+            vec!["step_000000004", "step_000000006"]
+        );
+        let (run, _) = latest_state(dir.path(), &mut |_| {}).unwrap().unwrap();
+        assert_eq!(run.step, 6);
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_newest_state_falls_back_to_the_previous_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        save_test_state(dir.path(), 2, 0.5);
+        save_test_state(dir.path(), 4, 0.25);
+        let file = dir
+            .path()
+            .join("state/step_000000004/low_noise.safetensors");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40; // inside the tensor data, the header still valid
+        std::fs::write(&file, bytes).unwrap();
+        let mut warnings = Vec::new();
+        let (run, used) = latest_state(dir.path(), &mut |m| warnings.push(m.to_string()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.step, 2);
+        assert!(used.ends_with("step_000000002"));
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("low_noise.safetensors") && warnings[0].contains("previous"),
+            "{}",
+            warnings[0]
+        );
+    }
+
+    #[test]
+    fn an_edited_run_json_is_damage_and_when_all_are_damaged_the_error_names_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        save_test_state(dir.path(), 2, 0.5);
+        save_test_state(dir.path(), 4, 0.25);
+        for step in ["step_000000002", "step_000000004"] {
+            let p = dir.path().join("state").join(step).join("run.json");
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("\"seed\": 7", "\"seed\": 8");
+            std::fs::write(&p, text).unwrap();
+        }
+        let err = latest_state(dir.path(), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("step_000000004: run.json") && err.contains("step_000000002: run.json"),
+            "{err}"
+        );
+        assert!(!err.contains("download"), "{err}");
+    }
+
+    #[test]
+    fn a_json_error_in_a_state_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state/step_000000003");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("run.json"), b"{\"format\": 1,").unwrap();
+        seal_state(&state).unwrap();
+        let err = latest_state(dir.path(), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("step_000000003: run.json: "), "{err}");
+    }
+
     #[test]
     fn an_incomplete_state_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("state/step_000000005")).unwrap();
         std::fs::write(dir.path().join("state/step_000000005/run.json"), b"{}").unwrap();
-        assert!(latest_state(dir.path()).unwrap().is_none());
+        assert!(latest_state(dir.path(), &mut |_| {}).unwrap().is_none());
     }
 }

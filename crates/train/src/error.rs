@@ -43,9 +43,30 @@ pub enum TrainError {
     /// non-fallible methods); the message is libtorch's.
     #[error("{0}")]
     Libtorch(String),
-    /// Several steps in a row produced a NaN or infinite loss.
-    #[error("{count} steps in a row gave a non-finite loss (last at step {step}); stopped, the last good checkpoint is kept. Lower the learning rate or check the data.")]
-    Diverged { count: u32, step: u64 },
+    /// Several steps in a row of one expert produced a NaN or infinite loss or gradient.
+    #[error("{count} {expert} steps in a row gave a non-finite loss (last at step {step}); stopped, the last good checkpoint is kept. Lower the learning rate or check the data.")]
+    Diverged {
+        count: u32,
+        expert: &'static str,
+        step: u64,
+    },
+    /// A save found NaN or infinite values in what it would write; nothing was written.
+    #[error("step {step}: {parts} hold non-finite (NaN or infinite) values; nothing was saved, the last good checkpoint is kept. Lower the learning rate or check the data.")]
+    NonFiniteValues { step: u64, parts: String },
+    /// Another trainer holds the job folder's lock.
+    #[error("{}: this job is already being trained by {}; stop that run first (Ctrl+C, or an empty file control/stop in the job folder), or give this job another `config.name`", folder.display(), pid.map_or("another process".to_string(), |p| format!("process {p}")))]
+    JobInUse { folder: PathBuf, pid: Option<u32> },
+    /// Too little free disk space for a save.
+    #[error("{}: not enough free disk space for the save at step {step}: it needs about {needed}, {free} are free. Free some space, then run the job again to resume from the last save", folder.display())]
+    DiskFull {
+        folder: PathBuf,
+        step: u64,
+        needed: String,
+        free: String,
+    },
+    /// Ctrl+C or control/stop during set-up (caption encoding, the latent cache pass).
+    #[error("stopped during set-up ({phase}); run the job again to continue")]
+    StoppedDuringSetup { phase: &'static str },
 }
 
 impl TrainError {

@@ -2,17 +2,21 @@
 
 pub mod checkpoint;
 pub mod demo;
+pub mod divergence;
 pub mod ema;
 pub mod encoders;
 mod error;
 pub mod experts;
 pub mod job;
+pub mod jobfiles;
+pub mod lock;
 pub mod loss;
 pub mod optim;
 pub mod output;
 pub mod perf;
 pub mod sampling;
 pub mod schedule;
+pub mod setup_stop;
 pub mod sources;
 pub mod timesteps;
 pub mod tiny;

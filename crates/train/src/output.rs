@@ -134,6 +134,16 @@ impl JobFolder {
         Ok(())
     }
 
+    /// status.json at the end of a run, also on a full disk: when the atomic write fails (no room
+    /// for its temporary file) the file is rewritten in place, which reuses its own blocks.
+    pub fn write_final_status(&self, status: &Status) {
+        if self.write_status(status).is_err() {
+            if let Ok(text) = serde_json::to_string_pretty(status) {
+                let _ = std::fs::write(self.path("status.json"), text);
+            }
+        }
+    }
+
     pub fn append_metrics(&self, m: &Metrics) -> Result<(), TrainError> {
         let p = self.path("metrics.jsonl");
         let mut f = OpenOptions::new()
@@ -141,8 +151,33 @@ impl JobFolder {
             .append(true)
             .open(&p)
             .map_err(|e| TrainError::io(&p, e))?;
-        writeln!(f, "{}", serde_json::to_string(m)?).map_err(|e| TrainError::io(&p, e))?;
-        f.flush().map_err(|e| TrainError::io(&p, e))
+        // One write of the record with its newline: a kill leaves the line whole or cut, never a
+        // whole record without its newline that the next record would be glued to.
+        let line = format!("{}\n", serde_json::to_string(m)?);
+        f.write_all(line.as_bytes())
+            .map_err(|e| TrainError::io(&p, e))
+    }
+
+    /// Cuts a last line without its newline (a run killed while writing it) off metrics.jsonl, so
+    /// the resumed run's records start on a line of their own; the resumed run writes that step's
+    /// record again. Returns the bytes removed.
+    pub fn repair_metrics(&self) -> Result<u64, TrainError> {
+        let p = self.path("metrics.jsonl");
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(TrainError::io(&p, e)),
+        };
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let torn = (bytes.len() - whole) as u64;
+        if torn > 0 {
+            OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .and_then(|f| f.set_len(whole as u64))
+                .map_err(|e| TrainError::io(&p, e))?;
+        }
+        Ok(torn)
     }
 
     /// Appends a line to log.txt (the UI also redirects the process output there).
@@ -160,6 +195,11 @@ impl JobFolder {
 
     pub fn remove_pid(&self) {
         let _ = std::fs::remove_file(self.path("pid"));
+    }
+
+    /// Whether a stop was asked for (SIGINT, or `control/stop`, which this takes).
+    pub fn stop_requested(&self) -> bool {
+        interrupted() || self.take_control(Control::Stop)
     }
 
     /// Takes a pending request (deleting its file) if there is one.
@@ -217,5 +257,46 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["step"], 2);
         assert!(lines[0].get("loss_preservation").is_none());
+    }
+
+    #[test]
+    fn a_torn_last_metrics_line_is_cut_and_the_step_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = JobFolder::create(dir.path()).unwrap();
+        let record = |step| Metrics {
+            step,
+            expert: "low_noise",
+            loss: 0.25,
+            loss_main: 0.25,
+            loss_preservation: None,
+            lr: 1e-4,
+            grad_norm: 1.0,
+            timestep: 300.0,
+            seconds: 0.1,
+            time: now_rfc3339(),
+        };
+        f.append_metrics(&record(1)).unwrap();
+        // A kill in the middle of step 2's record.
+        let whole = serde_json::to_string(&record(2)).unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("metrics.jsonl"))
+            .unwrap();
+        file.write_all(&whole.as_bytes()[..whole.len() / 2])
+            .unwrap();
+        drop(file);
+        assert_eq!(f.repair_metrics().unwrap(), (whole.len() / 2) as u64);
+        assert_eq!(f.repair_metrics().unwrap(), 0);
+        f.append_metrics(&record(2)).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        let steps: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(steps, vec![1, 2]);
     }
 }

@@ -7,18 +7,20 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, ExpertState, RunState, STATE_FORMAT};
+use crate::divergence::{self, NonFiniteCounter};
 use crate::ema::Ema;
 use crate::encoders::{self, Umt5TextEncoder, VaeLatentEncoder};
 use crate::experts::{Expert, ExpertSchedule};
 use crate::job;
+use crate::jobfiles;
+use crate::lock::JobLock;
 use crate::loss::{self, LossType};
 use crate::optim::choice::TrainOptimizer;
 use crate::optim::{clip_grad_norm, FlatParams};
 use crate::output::{self, Control, JobFolder, Metrics, Status};
 use crate::perf::{PerfLog, Phase};
 use crate::sampling::{
-    sample_stem, start_condition, video_frames, write_sample, SampleFiles, SampleRequest,
-    SampleRun,
+    sample_stem, start_condition, video_frames, write_sample, SampleFiles, SampleRequest, SampleRun,
 };
 use crate::schedule::LrSchedule;
 use crate::sources::ModelSource;
@@ -153,40 +155,71 @@ pub struct Trainer {
     samples: Vec<SampleRequest>,
     /// The expert that is not trained, loaded only when previews first need it.
     untrained: Option<(Expert, WanTransformer)>,
+    /// The job folder's lock, held while this trainer lives.
+    _lock: JobLock,
 }
 
 impl Trainer {
     /// Sets up a run: output folder, dataset scan, text and latent caching, the trained experts, and
     /// the state of an earlier run in the same folder if there is one.
     pub fn new(job: LoadedJob, opts: RunOptions) -> Result<Trainer, TrainError> {
+        // First of all: a second trainer of this job stops here, having written nothing.
+        let lock = JobLock::acquire(&job::output_folder(&job.job))?;
         let folder = JobFolder::create(&job::output_folder(&job.job))?;
+        for stale in jobfiles::remove_stale_temp_files(&folder.root) {
+            folder.log(&format!(
+                "removed {} (left by a killed run)",
+                stale.display()
+            ));
+        }
+        // Ctrl+C stops cleanly from here on, also during caption encoding and the cache pass.
+        output::install_sigint_handler();
         let total = job.job.process().train.steps as u64;
         let root = folder.root.clone();
-        crate::error::catch_libtorch(|| Self::setup(job, opts, JobFolder { root })).map_err(|e| {
-            // A run that cannot start still tells the UI and the user why, in the job folder.
-            let status = Status {
-                state: "failed",
-                step: 0,
-                total_steps: total,
-                expert: None,
-                seconds_per_step: None,
-                eta_seconds: None,
-                message: "Failed before training started".into(),
-                pid: std::process::id(),
-                updated: output::now_rfc3339(),
-                error: Some(e.to_string()),
-            };
-            let _ = folder.write_status(&status);
-            folder.log(&format!("failed: {e}"));
-            folder.remove_pid();
-            e
-        })
+        crate::error::catch_libtorch(|| Self::setup(job, opts, JobFolder { root }, lock)).map_err(
+            |e| {
+                // A run that cannot start still tells the UI and the user why, in the job folder.
+                let stopped = matches!(e, TrainError::StoppedDuringSetup { .. });
+                let status = Status {
+                    state: if stopped { "stopped" } else { "failed" },
+                    step: 0,
+                    total_steps: total,
+                    expert: None,
+                    seconds_per_step: None,
+                    eta_seconds: None,
+                    message: if stopped {
+                        e.to_string()
+                    } else {
+                        "Failed before training started".into()
+                    },
+                    pid: std::process::id(),
+                    updated: output::now_rfc3339(),
+                    error: (!stopped).then(|| e.to_string()),
+                };
+                folder.write_final_status(&status);
+                folder.log(&if stopped {
+                    e.to_string()
+                } else {
+                    format!("failed: {e}")
+                });
+                folder.remove_pid();
+                e
+            },
+        )
     }
 
-    fn setup(job: LoadedJob, opts: RunOptions, folder: JobFolder) -> Result<Trainer, TrainError> {
+    fn setup(
+        job: LoadedJob,
+        opts: RunOptions,
+        folder: JobFolder,
+        lock: JobLock,
+    ) -> Result<Trainer, TrainError> {
         let process = job.job.process().clone();
         let train = &process.train;
         folder.write_pid()?;
+        if folder.repair_metrics()? > 0 {
+            folder.log("metrics.jsonl: cut its last line, torn by a killed run");
+        }
         wanlora_torch::weights::write_atomic(
             &folder.path("config.yaml"),
             wanlora_config::to_yaml(&job.job).as_bytes(),
@@ -215,7 +248,10 @@ impl Trainer {
             TrainDtype::Bf16 => Kind::BFloat16,
             TrainDtype::Fp32 => Kind::Float,
         };
-        let previous = checkpoint::latest_state(&folder.root)?;
+        let previous = checkpoint::latest_state(&folder.root, &mut |warning| {
+            eprintln!("warning: {warning}");
+            folder.log(warning);
+        })?;
         let seed = match (&previous, process.training_seed) {
             (Some((run, _)), _) => run.seed,
             (None, Some(s)) => s,
@@ -295,6 +331,11 @@ impl Trainer {
             wanted.dedup();
             let mut out = HashMap::new();
             for text in wanted {
+                if folder.stop_requested() {
+                    return Err(TrainError::StoppedDuringSetup {
+                        phase: "encoding captions",
+                    });
+                }
                 let t = text_embedding(&text, use_cache.then_some(&cache), &mut te)?;
                 let ctx = t.get(encoders::CONTEXT).ok_or_else(|| {
                     TrainError::Setup("text cache entry without a context tensor".into())
@@ -324,9 +365,12 @@ impl Trainer {
             sources.fingerprint(Component::Vae)
         );
         {
-            let mut enc = VaeLatentEncoder {
-                vae: &vae,
-                fingerprint: vae_fingerprint.clone(),
+            let mut enc = crate::setup_stop::StopChecked {
+                inner: VaeLatentEncoder {
+                    vae: &vae,
+                    fingerprint: vae_fingerprint.clone(),
+                },
+                folder: &folder,
             };
             let report = run_cache_pass(
                 &mut catalog,
@@ -336,7 +380,8 @@ impl Trainer {
                 CachePassOptions {
                     progress: opts.progress,
                 },
-            )?;
+            )
+            .map_err(crate::setup_stop::cache_pass_error)?;
             folder.log(&format!(
                 "cache pass: {} encoded, {} reused, {} failed in {:.1} s",
                 report.latents_encoded,
@@ -428,6 +473,7 @@ impl Trainer {
             load,
             samples,
             untrained: None,
+            _lock: lock,
         };
         if let Some((run, dir)) = previous {
             trainer.resume(&run, &dir)?;
@@ -781,8 +827,7 @@ impl Trainer {
             .context(&request.negative_prompt)?
             .to_kind(self.kind)
             .unsqueeze(0);
-        let mut run =
-            SampleRun::new(&request, &cond, &uncond, &condition, self.device)?;
+        let mut run = SampleRun::new(&request, &cond, &uncond, &condition, self.device)?;
         for expert in [Expert::High, Expert::Low] {
             if run.remaining(expert) == 0 {
                 continue;
@@ -794,13 +839,11 @@ impl Trainer {
                     .iter()
                     .find(|e| e.expert == expert)
                     .expect("trained expert");
-                tch::no_grad(|| run.denoise_phase(expert, &er.model, Some(&er.lora), &mut |_| {}))
-                    ?;
+                tch::no_grad(|| run.denoise_phase(expert, &er.model, Some(&er.lora), &mut |_| {}))?;
             } else {
                 self.prepare_untrained(expert)?;
                 let (_, model) = self.untrained.as_ref().expect("loaded above");
-                tch::no_grad(|| run.denoise_phase(expert, model, None, &mut |_| {}))
-                    ?;
+                tch::no_grad(|| run.denoise_phase(expert, model, None, &mut |_| {}))?;
             }
         }
         let video = tch::no_grad(|| self.vae.decode(run.latents()))?;
@@ -905,6 +948,7 @@ impl Trainer {
         let p = self.job.job.process().clone();
         let name = &self.job.job.config.name;
         let kind = save_kind(p.save.dtype);
+        self.check_before_save(kind)?;
         let mut files = Vec::new();
         for e in &self.experts {
             let meta = self.metadata(e.expert);
@@ -944,8 +988,16 @@ impl Trainer {
             sampler: self.sampler.state(),
             reg_sampler: self.reg_sampler.as_ref().map(|s| s.state()),
         };
-        let states: Vec<ExpertState> = self
-            .experts
+        let states = self.expert_states();
+        checkpoint::save_state(&self.folder.root, &run, &states)?;
+        self.folder
+            .log(&format!("saved step {}: {}", self.step, files.len()));
+        Ok(files)
+    }
+
+    /// What a save writes of each trained expert.
+    fn expert_states(&self) -> Vec<ExpertState<'_>> {
+        self.experts
             .iter()
             .map(|e| ExpertState {
                 expert: e.expert,
@@ -953,11 +1005,25 @@ impl Trainer {
                 optimizer: &e.optimizer,
                 ema: e.ema.as_ref().map(|m| &m.shadow),
             })
-            .collect();
-        checkpoint::save_state(&self.folder.root, &run, &states)?;
-        self.folder
-            .log(&format!("saved step {}: {}", self.step, files.len()));
-        Ok(files)
+            .collect()
+    }
+
+    /// Refuses a save that would write NaN or infinite values (a clean earlier checkpoint must not
+    /// be rotated away for it) or that the disk has no room for.
+    fn check_before_save(&self, kind: Kind) -> Result<(), TrainError> {
+        let states = self.expert_states();
+        let bad = divergence::non_finite_parts(&states);
+        if !bad.is_empty() {
+            return Err(TrainError::NonFiniteValues {
+                step: self.step,
+                parts: bad.join(", "),
+            });
+        }
+        jobfiles::check_free_space(
+            &self.folder.root,
+            self.step,
+            checkpoint::save_bytes(&states, kind),
+        )
     }
 
     /// safetensors metadata of a LoRA file: what it is and how it was trained (all strings).
@@ -1015,8 +1081,13 @@ impl Trainer {
         m
     }
 
-    /// Runs until `train.steps`, a stop request, or an error. Saves on the way and at the end.
+    /// Runs until `train.steps`, a stop request, or an error. Saves on the way and at the end. Any
+    /// error marks the job failed, with the reason, in status.json and log.txt.
     pub fn run(mut self) -> Result<RunSummary, TrainError> {
+        crate::error::catch_libtorch(|| self.run_steps()).map_err(|e| self.fail(e))
+    }
+
+    fn run_steps(&mut self) -> Result<RunSummary, TrainError> {
         let p = self.job.job.process().clone();
         let total = p.train.steps as u64;
         let bar = self.opts.progress.then(|| {
@@ -1028,11 +1099,10 @@ impl Trainer {
             b.set_position(self.step);
             b
         });
-        output::install_sigint_handler();
         let mut losses = Vec::new();
         let mut smoothed: Option<f64> = None;
         let mut sps: Option<f64> = None;
-        let mut bad_in_a_row = 0u32;
+        let mut non_finite = NonFiniteCounter::default();
         let mut stopped = false;
         let mut files = Vec::new();
         let mut done_this_run = 0u64;
@@ -1045,17 +1115,13 @@ impl Trainer {
         }
         while self.step < total {
             let t0 = Instant::now();
-            let outcome = match self.advance() {
-                Ok(o) => o,
-                Err(e) => return Err(self.fail(e)),
-            };
+            let outcome = self.advance()?;
             done_this_run += 1;
             let (expert, secs) = (outcome.expert, t0.elapsed().as_secs_f64());
             sps = Some(sps.map_or(secs, |s| 0.9 * s + 0.1 * secs));
             perf.step(secs);
             match outcome.loss {
                 Some(l) => {
-                    bad_in_a_row = 0;
                     smoothed = Some(smoothed.map_or(l, |s| 0.95 * s + 0.05 * l));
                     losses.push((self.step, expert, l));
                     self.folder.append_metrics(&Metrics {
@@ -1072,20 +1138,20 @@ impl Trainer {
                     })?;
                 }
                 None => {
-                    bad_in_a_row += 1;
                     let msg = format!(
                         "step {}: non-finite loss or gradient, step skipped",
                         self.step
                     );
                     eprintln!("warning: {msg}");
                     self.folder.log(&msg);
-                    if bad_in_a_row >= 5 {
-                        return Err(self.fail(TrainError::Diverged {
-                            count: bad_in_a_row,
-                            step: self.step,
-                        }));
-                    }
                 }
+            }
+            if let Some(count) = non_finite.record(expert, outcome.loss.is_some()) {
+                return Err(TrainError::Diverged {
+                    count,
+                    expert: expert.name(),
+                    step: self.step,
+                });
             }
             let message = format!(
                 "loss {:.4} | {:.2} s/step | {}",
@@ -1173,7 +1239,7 @@ impl Trainer {
     fn fail(&self, e: TrainError) -> TrainError {
         let mut s = self.status("failed", "Failed", None, None);
         s.error = Some(e.to_string());
-        let _ = self.folder.write_status(&s);
+        self.folder.write_final_status(&s);
         self.folder.log(&format!("failed: {e}"));
         self.folder.remove_pid();
         e
@@ -1254,5 +1320,19 @@ fn transformer_load_options(
 
 /// Runs a whole job: `wanlora train JOB.yaml`.
 pub fn train(job: LoadedJob, opts: RunOptions) -> Result<RunSummary, TrainError> {
-    Trainer::new(job, opts)?.run()
+    let output = job::output_folder(&job.job);
+    match Trainer::new(job, opts) {
+        Ok(trainer) => trainer.run(),
+        Err(TrainError::StoppedDuringSetup { .. }) => Ok(RunSummary {
+            step: checkpoint::latest_state(&output, &mut |_| {})
+                .ok()
+                .flatten()
+                .map_or(0, |(run, _)| run.step),
+            output,
+            losses: Vec::new(),
+            stopped: true,
+            files: Vec::new(),
+        }),
+        Err(e) => Err(e),
+    }
 }

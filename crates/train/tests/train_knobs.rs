@@ -103,9 +103,11 @@ fn blank_prompt_preservation_logs_its_loss() {
 fn a_diverging_run_stops_after_five_bad_steps_and_says_why() {
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
-    // A learning rate that makes the weights overflow after the first update.
+    // A learning rate that makes the weights overflow after the first update; no save in reach
+    // (a save would refuse the non-finite values first).
     let path = job(dir.path(), 20, |t| {
         t.replace("        lr: 0.003\n", "        lr: 1.0e38\n")
+            .replace("save_every: 10\n", "save_every: 100\n")
             .replace(
                 "        max_grad_norm: 1.0\n",
                 "        max_grad_norm: 0.0\n",
@@ -222,4 +224,178 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&p, to.join(e.file_name())).unwrap();
         }
     }
+}
+
+/// The job file's `save_every` set to `every`.
+fn set_save_every(path: &Path, every: u32) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("save_every:"))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        path,
+        text.replace(&line, &format!("        save_every: {every}")),
+    )
+    .unwrap();
+}
+
+fn all_finite(path: &Path) -> bool {
+    let set = WeightSet::open(path).unwrap();
+    set.names().iter().all(|n| {
+        let t = set.load(n, Kind::Float, Device::Cpu).unwrap();
+        t.isfinite().all().int64_value(&[]) != 0
+    })
+}
+
+/// With `switch_boundary_every: 1` the experts alternate; one expert whose LoRA went non-finite
+/// (here: its saved state poisoned with NaN) must still stop the run although the other expert's
+/// steps are finite, and no save may write its NaN values or rotate away the clean state.
+#[test]
+fn one_diverging_expert_stops_the_run_and_nothing_non_finite_is_saved() {
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = job(dir.path(), 40, |t| {
+        t.replace("switch_boundary_every: 5", "switch_boundary_every: 1")
+    });
+    let out = dir.path().join("demo");
+    set_save_every(&path, 2);
+    let first = RunOptions {
+        stop_after: Some(2),
+        ..opts(dir.path())
+    };
+    train(wanlora_config::load_job(&path).unwrap(), first).unwrap();
+    let state = out.join("state/step_000000002");
+    assert!(state.join("complete").exists());
+
+    // The high-noise expert's LoRA values become NaN; the state stays consistent (checksums too).
+    let file = state.join("high_noise.safetensors");
+    let set = WeightSet::open(&file).unwrap();
+    let tensors: Vec<(String, tch::Tensor)> = set
+        .names()
+        .into_iter()
+        .map(|n| {
+            let t = set.load(&n, Kind::Float, Device::Cpu).unwrap();
+            let t = if n == "lora" { t.fill(f64::NAN) } else { t };
+            (n, t)
+        })
+        .collect();
+    let meta = set.metadata().clone();
+    drop(set);
+    save_safetensors(&file, &tensors, &meta.into_iter().collect()).unwrap();
+    wanlora_train::checkpoint::seal_state(&state).unwrap();
+
+    // A save due at step 3 refuses the NaN values and keeps the clean state and files.
+    set_save_every(&path, 3);
+    let err = train(wanlora_config::load_job(&path).unwrap(), opts(dir.path())).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::NonFiniteValues { step: 3, parts } if parts == "high_noise LoRA"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("the last good checkpoint is kept"));
+    assert!(
+        state.join("complete").exists(),
+        "the clean state was removed"
+    );
+    assert!(!out.join("state/step_000000003").exists());
+    for e in ["high_noise", "low_noise"] {
+        assert!(!out.join(format!("demo_000000003_{e}.safetensors")).exists());
+        assert!(all_finite(
+            &out.join(format!("demo_000000002_{e}.safetensors"))
+        ));
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["state"], "failed");
+
+    // Without a save in reach, the high-noise expert's five non-finite steps in a row stop the run
+    // although every low-noise step between them was finite.
+    set_save_every(&path, 1000);
+    let err = train(wanlora_config::load_job(&path).unwrap(), opts(dir.path())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrainError::Diverged {
+                count: 5,
+                expert: "high_noise",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let low_steps = metrics(&out)
+        .iter()
+        .filter(|m| m["expert"] == "low_noise" && m["step"].as_u64().unwrap() > 2)
+        .count();
+    assert!(low_steps >= 4, "{low_steps} finite low-noise steps");
+    assert!(state.join("complete").exists());
+    assert!(!out.join("demo_high_noise.safetensors").exists());
+}
+
+/// A second trainer of a job that is being trained stops before it writes anything and names the
+/// process that holds the job folder.
+#[test]
+fn a_second_trainer_of_a_running_job_is_refused() {
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = job(dir.path(), 4, |t| t);
+    let first = wanlora_train::trainer::Trainer::new(
+        wanlora_config::load_job(&path).unwrap(),
+        opts(dir.path()),
+    )
+    .unwrap();
+    let out = dir.path().join("demo");
+    let status_before = std::fs::read_to_string(out.join("status.json")).unwrap();
+    let err = train(wanlora_config::load_job(&path).unwrap(), opts(dir.path())).unwrap_err();
+    let me = std::process::id();
+    assert!(
+        matches!(err, TrainError::JobInUse { pid: Some(p), .. } if p == me),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&format!("process {me}")), "{err}");
+    // The running trainer's status and pid file are untouched.
+    assert_eq!(
+        std::fs::read_to_string(out.join("status.json")).unwrap(),
+        status_before
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("pid")).unwrap(),
+        me.to_string()
+    );
+    let summary = first.run().unwrap();
+    assert_eq!(summary.step, 4);
+    // Once the first has ended, the job can be trained again.
+    train(wanlora_config::load_job(&path).unwrap(), opts(dir.path())).unwrap();
+}
+
+/// `control/stop` during set-up (here: already there when caption encoding starts) ends the run
+/// cleanly as `stopped`, before any step, with the pid file removed.
+#[test]
+fn a_stop_during_caption_encoding_ends_the_run_cleanly() {
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = job(dir.path(), 4, |t| t);
+    let out = dir.path().join("demo");
+    std::fs::create_dir_all(out.join("control")).unwrap();
+    std::fs::write(out.join("control/stop"), b"").unwrap();
+    let summary = train(wanlora_config::load_job(&path).unwrap(), opts(dir.path())).unwrap();
+    assert!(summary.stopped);
+    assert_eq!(summary.step, 0);
+    assert!(!out.join("metrics.jsonl").exists(), "a step was trained");
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["state"], "stopped");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("encoding captions"),
+        "{status}"
+    );
+    assert!(!out.join("pid").exists());
+    assert!(!out.join("control/stop").exists());
+    // Running the job again trains it.
+    let summary = train(wanlora_config::load_job(&path).unwrap(), opts(dir.path())).unwrap();
+    assert_eq!(summary.step, 4);
 }
