@@ -192,7 +192,7 @@ fn read_process(s: &mut Section, job_name: &str) -> Process {
             );
         }
     }
-    let process = Process {
+    let mut process = Process {
         process_type,
         training_folder: s.text(
             "training_folder",
@@ -224,6 +224,12 @@ fn read_process(s: &mut Section, job_name: &str) -> Process {
         sample: s.section("sample", ai("Preview videos"), read_sample),
         logging: s.section("logging", ai("Logging"), read_logging),
     };
+    // The sampling shift's default is the arch's official one (5 for I2V, 12 for T2V); the sample
+    // section is read without knowing the arch.
+    let shift_key = s.key_path("sample.shift");
+    if !s.ctx().written.contains_key(&shift_key) {
+        process.sample.shift = process.model.arch.facts().sample_shift;
+    }
     s.accept(
         "sqlite_db_path",
         "AI Toolkit's UI database; wanlora's UI reads the output folder",
