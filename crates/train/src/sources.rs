@@ -7,6 +7,7 @@ use tch::{Device, Kind};
 
 use crate::experts::Expert;
 use crate::TrainError;
+use wanlora_config::ModelArch;
 use wanlora_hub::{CheckOptions, Component, HubConfig, ModelSpec, ResolvedModel, Stage};
 use wanlora_models::tokenizer::Tokenizer;
 use wanlora_models::transformer::{
@@ -21,7 +22,8 @@ pub struct FileSource {
     pub spec: ModelSpec,
     pub hub: HubConfig,
     pub resolved: ResolvedModel,
-    pub exact_sizes: bool,
+    /// The header checks: the job's arch, and the real A14B sizes unless the model is the demo's.
+    pub checks: CheckOptions,
 }
 
 /// `model.name_or_path` that selects random A14B-shaped weights made on the device.
@@ -29,14 +31,20 @@ pub const RANDOM_A14B: &str = "wanlora:random-a14b";
 
 pub enum ModelSource {
     Files(Box<FileSource>),
-    Random { seed: i64, tokenizer: PathBuf },
+    /// Random weights shaped like `arch`'s experts.
+    Random {
+        seed: i64,
+        tokenizer: PathBuf,
+        arch: ModelArch,
+    },
 }
 
 impl ModelSource {
-    /// Resolves and (when needed) downloads what training needs. `exact_sizes` requires the real A14B
-    /// dimensions in the header checks (off for the demo's tiny model).
+    /// Resolves and (when needed) downloads what training needs, checking that the experts are
+    /// `arch`'s and (except for the demo's tiny model) have the real A14B dimensions.
     pub fn for_training(
         spec: ModelSpec,
+        arch: ModelArch,
         hub: HubConfig,
         work_dir: &Path,
     ) -> Result<ModelSource, TrainError> {
@@ -46,29 +54,31 @@ impl ModelSource {
                 &tokenizer,
                 crate::tiny::tokenizer_json(&[]).as_bytes(),
             )?;
-            return Ok(ModelSource::Random { seed: 1, tokenizer });
+            return Ok(ModelSource::Random {
+                seed: 1,
+                tokenizer,
+                arch,
+            });
         }
-        let exact_sizes = !is_tiny(&spec, &hub);
-        let resolved =
-            wanlora_hub::fetch(&spec, &hub, Stage::Training, &CheckOptions { exact_sizes })?;
-        let checks =
-            wanlora_hub::check_model(&resolved, Stage::Training, &CheckOptions { exact_sizes })?;
-        tracing::debug!("model checks: {checks:?}");
+        let checks = CheckOptions {
+            exact_sizes: !is_tiny(&spec, &hub),
+            arch,
+        };
+        let resolved = wanlora_hub::fetch(&spec, &hub, Stage::Training, &checks)?;
+        let reports = wanlora_hub::check_model(&resolved, Stage::Training, &checks)?;
+        tracing::debug!("model checks: {reports:?}");
         Ok(ModelSource::Files(Box::new(FileSource {
             spec,
             hub,
             resolved,
-            exact_sizes,
+            checks,
         })))
     }
 
     /// Makes sure the untrained expert is on disk (fetched only when previews first need it).
     pub fn prepare_samples(&mut self) -> Result<(), TrainError> {
         if let ModelSource::Files(f) = self {
-            let options = CheckOptions {
-                exact_sizes: f.exact_sizes,
-            };
-            f.resolved = wanlora_hub::fetch(&f.spec, &f.hub, Stage::Samples, &options)?;
+            f.resolved = wanlora_hub::fetch(&f.spec, &f.hub, Stage::Samples, &f.checks)?;
         }
         Ok(())
     }
@@ -108,12 +118,14 @@ impl ModelSource {
         options: &LoadOptions,
     ) -> Result<WanTransformer, TrainError> {
         match self {
-            ModelSource::Random { seed, .. } => Ok(WanTransformer::load_with(
+            ModelSource::Random { seed, arch, .. } => Ok(WanTransformer::load_with(
                 &RandomWeights {
                     std: 0.02,
                     seed: *seed + expert as i64,
                 },
-                Some(TransformerConfig::wan22_i2v_a14b()),
+                Some(TransformerConfig::wan22_a14b(
+                    arch.facts().in_channels as i64,
+                )),
                 kind,
                 device,
                 options,
