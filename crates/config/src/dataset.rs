@@ -309,7 +309,7 @@ pub(crate) fn read_dataset(s: &mut Section) -> DatasetConfig {
     s.accept("prefetch_factor", "AI Toolkit's data loader setting");
     s.accept(
         "do_i2v",
-        "the I2V first-frame conditioning is always on for wan22_14b_i2v",
+        "model.arch decides: the first-frame conditioning is always on for wan22_14b_i2v, never for wan22_14b",
     );
     s.refuse("do_audio", Neutral::Off, "Wan 2.2 I2V has no audio");
     s.accept("audio_normalize", "only used with do_audio");

@@ -225,6 +225,12 @@ fn read_process(s: &mut Section, job_name: &str) -> Process {
         logging: s.section("logging", ai("Logging"), read_logging),
     };
     adopt_single_dataset_batch_size(&mut process, s);
+    // The sampling shift's default is the arch's official one (5 for I2V, 12 for T2V); the sample
+    // section is read without knowing the arch.
+    let shift_key = s.key_path("sample.shift");
+    if !s.ctx().written.contains_key(&shift_key) {
+        process.sample.shift = process.model.arch.facts().sample_shift;
+    }
     s.accept(
         "sqlite_db_path",
         "AI Toolkit's UI database; wanlora's UI reads the output folder",

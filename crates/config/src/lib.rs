@@ -1,4 +1,4 @@
-//! The wanlora job: AI Toolkit's YAML/JSON job format for Wan 2.2 I2V A14B LoRA training, read into
+//! The wanlora job: AI Toolkit's YAML/JSON job format for Wan 2.2 A14B (I2V and T2V) LoRA training, read into
 //! typed structs with AI Toolkit's defaults, checked all at once, and written back.
 //!
 //! Data flow: text → `${VAR}` substitution ([`env`]) → span-aware tree ([`node`]) → `[name]`
@@ -7,6 +7,7 @@
 //! fails on errors; [`to_yaml`] writes a job back; [`known_keys`] lists the schema; [`presets`]
 //! holds the example jobs.
 
+pub mod arch;
 mod choice;
 mod dataset;
 mod env;
@@ -31,6 +32,7 @@ mod train;
 mod validate;
 mod yaml;
 
+pub use arch::{ArchFacts, ModelArch};
 pub use dataset::DatasetConfig;
 pub use error::ConfigError;
 pub use finding::{Finding, Severity};
@@ -41,7 +43,7 @@ pub use load::{
     Validated,
 };
 pub use logging::LoggingConfig;
-pub use model::{ModelArch, ModelConfig, ModelKwargs, QType};
+pub use model::{ModelConfig, ModelKwargs, QType};
 pub use network::{NetworkConfig, NetworkType};
 pub use node::plain_message as yaml_error_message;
 pub use sample::{CtrlImgResize, ResolvedSample, SampleConfig, SampleFormat, SampleItem, Sampler};

@@ -1,42 +1,12 @@
-//! `model`: which Wan 2.2 I2V weights to load, from where, and how (AI Toolkit's `ModelConfig`,
+//! `model`: which Wan 2.2 A14B weights to load, from where, and how (AI Toolkit's `ModelConfig`,
 //! plus wanlora's expert boundary and per-component file paths).
 
+pub use crate::arch::ModelArch;
 use crate::choice::{choice_serde, Choice};
 use crate::reader::{ai, ours, Neutral, Section};
 use crate::schema::KeyKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-/// The model family. wanlora trains only Wan 2.2 image-to-video A14B.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ModelArch {
-    #[default]
-    Wan22_14bI2v,
-}
-
-impl Choice for ModelArch {
-    const SPELLINGS: &'static [(&'static str, Self)] =
-        &[("wan22_14b_i2v", ModelArch::Wan22_14bI2v)];
-    const REFUSED: &'static [(&'static str, &'static str)] = &[
-        (
-            "wan22_14b",
-            "Wan 2.2 text-to-video is not supported; wanlora trains the image-to-video A14B model",
-        ),
-        (
-            "wan22_5b",
-            "Wan 2.2 TI2V 5B is not supported; wanlora trains the image-to-video A14B model",
-        ),
-        (
-            "wan21",
-            "Wan 2.1 is not supported; wanlora trains Wan 2.2 image-to-video A14B",
-        ),
-        (
-            "wan21_i2v",
-            "Wan 2.1 is not supported; wanlora trains Wan 2.2 image-to-video A14B",
-        ),
-    ];
-}
-choice_serde!(ModelArch);
 
 /// How the frozen weights are quantised. `qfloat8` and `float8` both mean fp8 (e4m3) weights with
 /// per-channel scales (`qfloat8` is AI Toolkit's default name, optimum-quanto; `float8` its torchao
@@ -110,7 +80,8 @@ pub struct ModelConfig {
     /// local diffusers folder. Required unless every component has its own path below.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name_or_path: Option<String>,
-    /// `arch`: `wan22_14b_i2v` (AI Toolkit's UI may append `:tag`, which is dropped).
+    /// `arch`: `wan22_14b_i2v` (image-to-video) or `wan22_14b` (text-to-video); AI Toolkit's UI may
+    /// append `:tag`, which is dropped. See [`crate::arch`] for what differs.
     pub arch: ModelArch,
     /// `extras_name_or_path`: where the VAE, text encoder and tokenizer come from when they are not
     /// in `name_or_path` (AI Toolkit's key; default: `name_or_path`).
@@ -135,8 +106,8 @@ pub struct ModelConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub low_noise_model_path: Option<String>,
     /// `boundary_ratio` (wanlora): the expert switch as a fraction of the 1000 training timesteps;
-    /// the high-noise expert handles t ≥ ratio·1000. Default 0.9, the official Wan 2.2 I2V value
-    /// (AI Toolkit uses the text-to-video value 0.875 for I2V too).
+    /// the high-noise expert handles t ≥ ratio·1000. Default: the arch's official value, 0.9 for I2V and
+    /// 0.875 for T2V (AI Toolkit uses the text-to-video value 0.875 for I2V too).
     pub boundary_ratio: f64,
     /// `quantize`: store the frozen transformer weights as `qtype`. Default false.
     pub quantize: bool,
@@ -275,20 +246,20 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
     let d = ModelConfig::default();
     let name_or_path = s.opt_text(
         "name_or_path",
-        ai("Hugging Face repo id or local diffusers folder of Wan2.2-I2V-A14B"),
+        ai("Hugging Face repo id or local diffusers folder of Wan2.2-I2V-A14B or -T2V-A14B"),
     );
     let arch = match s.raw(
         "arch",
         KeyKind::Choice,
         json!(d.arch.name()),
-        ai("Model family; only wan22_14b_i2v"),
+        ai("Model family: wan22_14b_i2v (image-to-video) or wan22_14b (text-to-video)"),
     ) {
         None => {
             let path = s.key_path("arch");
             s.ctx().error_at(
                 &path,
                 "model.arch is missing (AI Toolkit would silently pick Stable Diffusion 1.5)",
-                "add `arch: wan22_14b_i2v` under model",
+                "add `arch: wan22_14b_i2v` (image-to-video) or `arch: wan22_14b` (text-to-video) under model",
             );
             d.arch
         }
@@ -303,7 +274,7 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
                     "arch".into(),
                     node,
                     format!("expected text, found {}", node.show()),
-                    "write arch: wan22_14b_i2v".into(),
+                    "write arch: wan22_14b_i2v or arch: wan22_14b".into(),
                 );
                 d.arch
             }
@@ -329,8 +300,8 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
     let low_noise_model_path = s.opt_text("low_noise_model_path", ours("The low-noise expert as a single file or folder (e.g. ComfyUI's wan2.2_i2v_low_noise_14B_fp16.safetensors)"));
     let boundary_ratio = s.float(
         "boundary_ratio",
-        d.boundary_ratio,
-        ours("Expert switch as a fraction of the timesteps; 0.9 is the official I2V value"),
+        arch.facts().boundary_ratio,
+        ours("Expert switch as a fraction of the timesteps; official: 0.9 for I2V, 0.875 for T2V"),
     );
     let quantize = s.bool(
         "quantize",

@@ -1,5 +1,6 @@
-//! The six example jobs of `examples/` (motion, style and character; each for a 24 GB card and for
-//! an H100), embedded so the UI and `wanlora demo` need no files on disk.
+//! The example jobs of `examples/`: motion, style and character for Wan 2.2 I2V A14B (each for a
+//! 24 GB card and for an H100), and the same three recipes for T2V A14B on a 24 GB card (`t2v_*`),
+//! embedded so the UI and `wanlora demo` need no files on disk.
 //!
 //! Their relative paths (`data/...`) refer to the repository's `examples/` folder.
 
@@ -42,7 +43,7 @@ pub struct Preset {
     pub yaml: &'static str,
 }
 
-const PRESETS: [Preset; 6] = [
+const PRESETS: [Preset; 9] = [
     Preset {
         id: "motion_24gb",
         recipe: Recipe::Motion,
@@ -85,9 +86,30 @@ const PRESETS: [Preset; 6] = [
         title: "Character with DOP, H100",
         yaml: include_str!("../../../examples/character_h100.yaml"),
     },
+    Preset {
+        id: "t2v_motion_24gb",
+        recipe: Recipe::Motion,
+        card: Card::Gpu24Gb,
+        title: "Text-to-video: motion / camera move, 24 GB card",
+        yaml: include_str!("../../../examples/t2v_motion_24gb.yaml"),
+    },
+    Preset {
+        id: "t2v_style_24gb",
+        recipe: Recipe::Style,
+        card: Card::Gpu24Gb,
+        title: "Text-to-video: style, 24 GB card",
+        yaml: include_str!("../../../examples/t2v_style_24gb.yaml"),
+    },
+    Preset {
+        id: "t2v_character_24gb",
+        recipe: Recipe::Character,
+        card: Card::Gpu24Gb,
+        title: "Text-to-video: character with DOP, 24 GB card",
+        yaml: include_str!("../../../examples/t2v_character_24gb.yaml"),
+    },
 ];
 
-/// All six presets.
+/// All presets: the six I2V ones, then the three T2V ones.
 pub fn all() -> &'static [Preset] {
     &PRESETS
 }

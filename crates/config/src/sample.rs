@@ -169,7 +169,8 @@ pub struct SampleConfig {
     pub num_frames: u32,
     /// Default 16, Wan's native rate.
     pub fps: u32,
-    /// `shift` (wanlora): the sampling schedule's shift, σ' = shift·σ / (1 + (shift − 1)·σ). Default 5.
+    /// `shift` (wanlora): the sampling schedule's shift, σ' = shift·σ / (1 + (shift − 1)·σ). Default: the
+    /// arch's official value, 5 for I2V, 12 for T2V.
     pub shift: f64,
     /// `ctrl_img_resize` (wanlora): `crop` (default) or `stretch` (AI Toolkit's behaviour).
     pub ctrl_img_resize: CtrlImgResize,
@@ -412,7 +413,7 @@ pub(crate) fn read_sample(s: &mut Section) -> SampleConfig {
         shift: s.float(
             "shift",
             d.shift,
-            ours("Shift of the sampling schedule (Wan: 5)"),
+            ours("Shift of the sampling schedule (default: 5 for I2V, 12 for T2V)"),
         ),
         ctrl_img_resize: s.choice(
             "ctrl_img_resize",

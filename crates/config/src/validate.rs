@@ -21,6 +21,7 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
     let train = &process.train;
     let model = &process.model;
     let sample = &process.sample;
+    let arch = model.arch.facts();
 
     check_device(&process.device, &format!("{p}.device"), ctx);
     crate::limits::check_limits(job, ctx);
@@ -329,7 +330,10 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
                 "boundary_ratio {} must be between 0 and 1",
                 model.boundary_ratio
             ),
-            "use 0.9, the official Wan 2.2 I2V boundary",
+            format!(
+                "use {}, the official boundary of {}",
+                arch.boundary_ratio, arch.label
+            ),
         );
     }
     if !(0.0..=1.0).contains(&model.layer_offloading_transformer_percent) {
@@ -370,7 +374,10 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
         ctx.error_at(
             &format!("{m}.name_or_path"),
             "model.name_or_path is missing",
-            "add name_or_path: ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16 (or give every component its own path)",
+            format!(
+                "add name_or_path: {} (or give every component its own path)",
+                arch.diffusers_repo
+            ),
         );
     }
 
@@ -404,19 +411,30 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
         ctx.error_at(
             &format!("{sp}.shift"),
             "shift must be above 0",
-            "use 5, Wan's value",
+            format!(
+                "use {}, the official value of {}",
+                arch.sample_shift, arch.label
+            ),
         );
     }
-    for (key, scale) in [
-        ("guidance_scale", Some(sample.guidance_scale)),
-        ("guidance_scale_2", sample.guidance_scale_2),
+    for (key, scale, official) in [
+        (
+            "guidance_scale",
+            Some(sample.guidance_scale),
+            arch.guidance_high,
+        ),
+        (
+            "guidance_scale_2",
+            sample.guidance_scale_2,
+            arch.guidance_low,
+        ),
     ] {
         let Some(scale) = scale else { continue };
         if scale <= 0.0 {
             ctx.error_at(
                 &format!("{sp}.{key}"),
                 format!("{key} {scale} must be above 0 (1 means no guidance)"),
-                "use 3.5, the official I2V value",
+                format!("use {official}, the official value of {}", arch.label),
             );
         }
     }
@@ -441,10 +459,20 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
             );
         }
         match &item.ctrl_img {
+            // Text-to-video samples start from the prompt alone.
+            Some(_) if !arch.first_frame_condition => ctx.warning_at(
+                &format!("{at}.ctrl_img"),
+                format!(
+                    "sample {i} has a ctrl_img, but {} takes no start frame; it is ignored",
+                    arch.label
+                ),
+                "remove ctrl_img, or use arch: wan22_14b_i2v to animate a start frame",
+            ),
+            None if !arch.first_frame_condition => {}
             None if !train.disable_sampling => ctx.error_at(
                 &format!("{at}.ctrl_img"),
                 format!("sample {i} has no ctrl_img; an image-to-video sample needs its start frame (AI Toolkit crashes later with \"size of tensor a (36) must match the size of tensor b (16)\")"),
-                "add ctrl_img: path/to/start_frame.png to this sample",
+                "add ctrl_img: path/to/start_frame.png to this sample (or arch: wan22_14b to train text-to-video)",
             ),
             None => {}
             Some(image) if image.contains("${") => {}

@@ -1,4 +1,4 @@
-//! The six jobs in examples/: each validates as-is, round-trips through YAML, and is the preset the
+//! The six preset jobs in examples/: each validates as-is, round-trips through YAML, and is the preset the
 //! crate embeds.
 
 use std::path::{Path, PathBuf};
@@ -17,13 +17,18 @@ fn example_files() -> Vec<PathBuf> {
         .expect("examples/ exists")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        // AI Toolkit's own example, kept verbatim (tests/aitk_example.rs), is not a preset.
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("aitk_"))
+        })
         .collect();
     files.sort();
     files
 }
 
 #[test]
-fn there_are_six_examples_motion_style_character_for_24gb_and_h100() {
+fn there_are_nine_examples_motion_style_character_for_24gb_and_h100_and_t2v_24gb() {
     let names: Vec<String> = example_files()
         .iter()
         .map(|p| {
@@ -41,7 +46,10 @@ fn there_are_six_examples_motion_style_character_for_24gb_and_h100() {
             "motion_24gb",
             "motion_h100",
             "style_24gb",
-            "style_h100"
+            "style_h100",
+            "t2v_character_24gb",
+            "t2v_motion_24gb",
+            "t2v_style_24gb"
         ]
     );
 }
@@ -52,18 +60,39 @@ fn every_example_validates_without_errors() {
         let loaded = load_job(&path).unwrap_or_else(|e| panic!("{e}"));
         let job = &loaded.job;
         let process = job.process();
-        assert_eq!(
-            process.model.arch,
-            ModelArch::Wan22_14bI2v,
-            "{}",
-            path.display()
-        );
+        let t2v = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("t2v_"));
+        let arch = if t2v {
+            ModelArch::Wan22_14b
+        } else {
+            ModelArch::Wan22_14bI2v
+        };
+        assert_eq!(process.model.arch, arch, "{}", path.display());
         assert_eq!(
             process.model.name_or_path.as_deref(),
-            Some("ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16")
+            Some(arch.facts().diffusers_repo)
+        );
+        // Each example spells out its arch's official boundary, shift and guidance pair.
+        let facts = arch.facts();
+        assert_eq!(process.model.boundary_ratio, facts.boundary_ratio);
+        assert_eq!(process.sample.shift, facts.sample_shift);
+        let first = process.sample.resolve(0).expect("a sample");
+        assert_eq!(
+            (first.guidance_scale, first.guidance_scale_2),
+            (facts.guidance_high, facts.guidance_low)
         );
         assert!(!process.sample.samples.is_empty());
-        for item in &process.sample.samples {
+        if t2v {
+            // Text-to-video samples start from the prompt alone.
+            assert!(process.sample.samples.iter().all(|s| s.ctrl_img.is_none()));
+            assert!(
+                loaded.warnings.iter().all(|w| !w.key.contains("ctrl_img")),
+                "{:?}",
+                loaded.warnings
+            );
+        }
+        for item in process.sample.samples.iter().filter(|_| !t2v) {
             let image = item
                 .ctrl_img
                 .as_deref()
@@ -167,7 +196,7 @@ fn every_example_round_trips_through_yaml() {
 
 #[test]
 fn presets_are_the_example_files() {
-    assert_eq!(presets::all().len(), 6);
+    assert_eq!(presets::all().len(), 9);
     for preset in presets::all() {
         let path = examples_dir().join(format!("{}.yaml", preset.id));
         let on_disk = std::fs::read_to_string(&path).expect("example file");
@@ -182,7 +211,7 @@ fn presets_are_the_example_files() {
             .job
             .expect("parses");
         assert_eq!(preset.job(), parsed);
-        let expected_recipe = match preset.id.split('_').next() {
+        let expected_recipe = match preset.id.trim_start_matches("t2v_").split('_').next() {
             Some("motion") => Recipe::Motion,
             Some("style") => Recipe::Style,
             _ => Recipe::Character,

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use wanlora_config::ModelArch;
 
 use crate::client::HubClient;
 use crate::config::HubConfig;
@@ -16,7 +17,8 @@ use crate::resolve::{ComponentFile, ResolvedComponent, ResolvedModel, State};
 use crate::safetensors_header::{read_header, DtypeSummary, SafetensorsHeader};
 use crate::spec::{Component, Stage};
 
-/// The sizes of one Wan 2.2 I2V A14B expert (wan-reference §1.1).
+/// The sizes of one Wan 2.2 A14B expert (wan-reference §1.1); `in_channels` is the I2V value, the
+/// job's arch decides it (`ModelArch::facts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExpertSizes {
     pub dim: u64,
@@ -53,11 +55,17 @@ pub struct CheckOptions {
     /// the small random test models: then only the architecture is checked (tensor names, the
     /// I2V channel layout `in = 2·out + 4`, umT5's per-layer position bias, a 3-D VAE).
     pub exact_sizes: bool,
+    /// The variant the job trains: its experts' input channels (36 for I2V, 16 for T2V) are required,
+    /// so a T2V expert given to an I2V job (or the reverse) is named before anything runs.
+    pub arch: ModelArch,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { exact_sizes: true }
+        CheckOptions {
+            exact_sizes: true,
+            arch: ModelArch::default(),
+        }
     }
 }
 
@@ -328,9 +336,9 @@ impl Checker<'_> {
     }
 
     fn expert(&self, kind: &ModelKind) -> Result<(), CheckFailure> {
-        let use_instead = "Use the Wan 2.2 I2V A14B experts: a diffusers repo such as \
-                           ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16, or ComfyUI's \
-                           wan2.2_i2v_high_noise_14B_*.safetensors / wan2.2_i2v_low_noise_14B_*.safetensors";
+        let arch = self.options.arch;
+        let want = arch.facts();
+        let use_instead = format!("Use the {} experts: {}", want.label, arch.expert_sources());
         let s: &WanTransformerShape = match kind {
             ModelKind::WanTransformer(s) => s,
             ModelKind::Lora { example_key } => {
@@ -352,7 +360,7 @@ impl Checker<'_> {
             return Err(self.fail(
                 self.blame(),
                 format!(
-                    "is a {kind}; Wan 2.2 I2V A14B has no CLIP image branch (img_emb, k_img/v_img)"
+                    "is a {kind}; Wan 2.2 A14B has no CLIP image branch (img_emb, k_img/v_img)"
                 ),
                 use_instead,
             ));
@@ -369,35 +377,53 @@ impl Checker<'_> {
                 self.blame(),
                 format!(
                     "is the Wan 2.2 TI2V-5B model (dim {}, {} latent channels, the first frame given by \
-                     latent replacement), not an A14B image-to-video expert (dim {}, {} input channels)",
-                    s.dim, s.in_channels, A14B_EXPERT.dim, A14B_EXPERT.in_channels
+                     latent replacement), not an A14B expert (dim {}, {} input channels)",
+                    s.dim, s.in_channels, A14B_EXPERT.dim, want.in_channels
                 ),
                 use_instead,
             ));
         }
-        if s.in_channels == out {
-            return Err(self.fail(
-                self.blame(),
-                format!(
-                    "is a text-to-video model: its patch embedding takes {} input channels, an \
-                     image-to-video expert takes {} (noise latent + 4 mask channels + image latent)",
+        // The input channels the arch needs at this latent width: the noisy latent, plus for I2V the
+        // 4 mask channels and the first frame's latent.
+        let needed = if want.first_frame_condition {
+            2 * out + 4
+        } else {
+            out
+        };
+        if s.in_channels != needed {
+            // The other A14B variant is the likely mix-up: say which one the file is and what to change.
+            let other = ModelArch::ALL.into_iter().find(|a| {
+                let f = a.facts();
+                *a != arch
+                    && s.in_channels
+                        == if f.first_frame_condition {
+                            2 * out + 4
+                        } else {
+                            out
+                        }
+            });
+            let reason = match other {
+                Some(o) => format!(
+                    "is a {} model: its patch embedding takes {} input channels, but the job trains {} \
+                     (model.arch: {}), whose experts take {needed}",
+                    if o.facts().first_frame_condition { "image-to-video" } else { "text-to-video" },
                     s.in_channels,
-                    2 * out + 4
+                    want.label,
+                    want.name,
                 ),
-                use_instead,
-            ));
-        }
-        if s.in_channels != 2 * out + 4 {
-            return Err(self.fail(
-                self.blame(),
-                format!(
-                    "is a {kind}: it takes {} input channels, an image-to-video expert with {out} \
-                     latent channels takes {}",
-                    s.in_channels,
-                    2 * out + 4
+                None => format!(
+                    "is a {kind}: it takes {} input channels, a {} expert with {out} latent channels takes {needed}",
+                    s.in_channels, want.label
                 ),
-                use_instead,
-            ));
+            };
+            let fix = match other {
+                Some(o) => format!(
+                    "{use_instead}; or, to train the model you gave, set model.arch: {}",
+                    o.facts().name
+                ),
+                None => use_instead,
+            };
+            return Err(self.fail(self.blame(), reason, fix));
         }
         if self.options.exact_sizes {
             let a = A14B_EXPERT;
@@ -409,7 +435,7 @@ impl Checker<'_> {
             };
             compare("dim", Some(s.dim), a.dim);
             compare("blocks", Some(s.layers), a.layers);
-            compare("input channels", Some(s.in_channels), a.in_channels);
+            compare("input channels", Some(s.in_channels), want.in_channels);
             compare("output channels", Some(out), a.out_channels);
             compare("ffn width", s.ffn_dim, a.ffn_dim);
             compare("text width", s.text_dim, a.text_dim);

@@ -175,7 +175,12 @@ impl WanTransformerShape {
         } else if self.dim == 3072 && self.in_channels == 48 {
             "Wan 2.2 TI2V-5B transformer"
         } else if Some(self.in_channels) == self.out_channels {
-            "Wan text-to-video transformer"
+            if self.dim == 5120 {
+                // Wan 2.1 T2V 14B has the same shapes; the names cannot tell them apart.
+                "Wan T2V 14B expert (Wan 2.2 T2V A14B or Wan 2.1 T2V 14B)"
+            } else {
+                "Wan text-to-video transformer"
+            }
         } else if self
             .out_channels
             .is_some_and(|o| self.in_channels == 2 * o + 4)
@@ -471,7 +476,10 @@ mod tests {
         let ModelKind::WanTransformer(s) = identify(&set_of(&t2v)) else {
             panic!()
         };
-        assert_eq!(s.variant(), "Wan text-to-video transformer");
+        assert_eq!(
+            s.variant(),
+            "Wan T2V 14B expert (Wan 2.2 T2V A14B or Wan 2.1 T2V 14B)"
+        );
 
         let ti2v = set_of(&[
             ("patch_embedding.weight".into(), vec![3072, 48, 1, 2, 2]),

@@ -7,12 +7,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use support::{as_specs, tiny_expert_original, tiny_umt5, tiny_vae_original, write_safetensors};
+use wanlora_config::ModelArch;
 use wanlora_hub::{
     check_components, check_model, report, resolve, CheckOptions, Component, Error, HubConfig,
     ModelKind, ModelSpec, Stage,
 };
 
-const SMALL: CheckOptions = CheckOptions { exact_sizes: false };
+const SMALL: CheckOptions = CheckOptions {
+    exact_sizes: false,
+    arch: wanlora_config::ModelArch::Wan22_14bI2v,
+};
 
 /// ComfyUI-style single files for every component, all correct for the tiny architecture.
 struct Files {
@@ -175,6 +179,94 @@ fn a_text_to_video_expert_is_named() {
         "{text}"
     );
     assert!(text.contains("model.high_noise_model_path"), "{text}");
+}
+
+/// The same files checked for a job of `arch`.
+fn failure_for(arch: ModelArch, spec: &ModelSpec, component: Component) -> Option<String> {
+    let cache = tempfile::tempdir().unwrap();
+    let model = resolve(spec, &offline(cache.path())).unwrap();
+    let options = CheckOptions { arch, ..SMALL };
+    let results = check_components(&model, Stage::Everything, &options);
+    let (_, result) = results.iter().find(|(c, _)| *c == component).unwrap();
+    result.as_ref().err().map(|f| f.to_string())
+}
+
+#[test]
+fn text_to_video_experts_pass_for_a_t2v_job_and_i2v_experts_are_named_as_the_other_model() {
+    let files = Files::new();
+    for (name, seed) in [
+        ("wan2.2_t2v_high_noise_14B_fp16.safetensors", 7),
+        ("wan2.2_t2v_low_noise_14B_fp16.safetensors", 8),
+    ] {
+        write_safetensors(
+            &files.path(name),
+            &as_specs(&tiny_expert_original("", 8, 16, 2)),
+            seed,
+        );
+    }
+    let t2v_spec = ModelSpec {
+        high_noise_model_path: Some(
+            files
+                .path("wan2.2_t2v_high_noise_14B_fp16.safetensors")
+                .display()
+                .to_string(),
+        ),
+        low_noise_model_path: Some(
+            files
+                .path("wan2.2_t2v_low_noise_14B_fp16.safetensors")
+                .display()
+                .to_string(),
+        ),
+        ..files.spec()
+    };
+    // A T2V job with T2V experts: every component passes, and the expert is reported as T2V.
+    let cache = tempfile::tempdir().unwrap();
+    let model = resolve(&t2v_spec, &offline(cache.path())).unwrap();
+    let t2v = CheckOptions {
+        arch: ModelArch::Wan22_14b,
+        ..SMALL
+    };
+    let reports = check_model(&model, Stage::Everything, &t2v).unwrap();
+    let high = reports
+        .iter()
+        .find(|r| r.component == Component::HighNoiseExpert)
+        .unwrap();
+    assert!(
+        high.kind.to_string().contains("16 input channels"),
+        "{}",
+        high.kind
+    );
+
+    // The I2V experts given to a T2V job: named as image-to-video, with both ways out.
+    let text = failure_for(
+        ModelArch::Wan22_14b,
+        &files.spec(),
+        Component::LowNoiseExpert,
+    )
+    .expect("an I2V expert fails a T2V job");
+    assert!(
+        text.contains("image-to-video")
+            && text.contains("takes 36 input channels")
+            && text.contains("model.arch: wan22_14b")
+            && text.contains("ai-toolkit/Wan2.2-T2V-A14B-Diffusers-bf16")
+            && text.contains("set model.arch: wan22_14b_i2v"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wan2.2_i2v_low_noise_14B_fp16.safetensors"),
+        "{text}"
+    );
+    // And the reverse: T2V experts given to an I2V job.
+    let text = failure_for(
+        ModelArch::Wan22_14bI2v,
+        &t2v_spec,
+        Component::HighNoiseExpert,
+    )
+    .expect("a T2V expert fails an I2V job");
+    assert!(
+        text.contains("text-to-video") && text.contains("set model.arch: wan22_14b"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -11,7 +11,10 @@ use wanlora_hub::{
 };
 
 /// The tiny test models have the A14B architecture, not its sizes.
-const SMALL: CheckOptions = CheckOptions { exact_sizes: false };
+const SMALL: CheckOptions = CheckOptions {
+    exact_sizes: false,
+    arch: wanlora_config::ModelArch::Wan22_14bI2v,
+};
 const REPO: &str = "wan-test/tiny-i2v";
 
 fn spec() -> ModelSpec {

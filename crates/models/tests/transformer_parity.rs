@@ -47,6 +47,18 @@ fn cuda_inputs() -> Option<(Device, Tensor, Tensor, Tensor)> {
     Some((dev, x.to_device(dev), t.to_device(dev), c.to_device(dev)))
 }
 
+/// The fixture's ComfyUI-format LoRA, for a model of `config`.
+fn fixture_lora(config: &TransformerConfig) -> LoraSet {
+    LoraSet::load(
+        &fixtures().join("lora_comfy.safetensors"),
+        config,
+        Device::Cpu,
+        false,
+    )
+    .unwrap()
+    .0
+}
+
 fn diffusers_model() -> WanTransformer {
     WanTransformer::from_path(&fixtures().join("diffusers"), Kind::Float, Device::Cpu).unwrap()
 }
@@ -74,13 +86,7 @@ fn comfyui_single_file_matches_reference() {
 #[test]
 fn comfyui_lora_matches_merged_reference_at_two_strengths() {
     let model = diffusers_model();
-    let (lora, _) = LoraSet::load(
-        &fixtures().join("lora_comfy.safetensors"),
-        &model.config,
-        Device::Cpu,
-        false,
-    )
-    .unwrap();
+    let lora = fixture_lora(&model.config);
     let (x, t, c) = inputs();
     for (strength, reference) in [(1.0, "output_lora"), (0.5, "output_lora_half")] {
         let apply = LoraApply {
@@ -96,16 +102,62 @@ fn comfyui_lora_matches_merged_reference_at_two_strengths() {
     assert!(rel_err(&out, &tensor("reference.safetensors", "output")) < 1e-5);
 }
 
+/// A text-to-video (T2V A14B-style) expert in ComfyUI's single-file form, made as gen_transformer.py
+/// makes it: the fixture's file with the patch embedding's first 16 input channels, loaded with the
+/// fixture's config at 16 input channels (a tiny model's head width cannot be inferred from shapes).
+#[test]
+fn text_to_video_comfyui_file_with_16_input_channels_matches_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixtures().join("comfy.safetensors");
+    let tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(&source)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| {
+            let t = if name == "diffusion_model.patch_embedding.weight" {
+                t.narrow(1, 0, 16).contiguous()
+            } else {
+                t
+            };
+            (name, t)
+        })
+        .collect();
+    let file = dir
+        .path()
+        .join("wan2.2_t2v_high_noise_14B_fp32.safetensors");
+    Tensor::write_safetensors(&tensors, &file).unwrap();
+    let weights = TransformerWeights::new(WeightSet::open(&file).unwrap()).unwrap();
+    let t2v_config = TransformerConfig {
+        in_channels: 16,
+        ..config()
+    };
+    let model = WanTransformer::load(&weights, Some(t2v_config), Kind::Float, Device::Cpu).unwrap();
+    assert_eq!(
+        (model.config.in_channels, model.config.out_channels),
+        (16, 16)
+    );
+    let (x, t, c) = inputs();
+    let x = x.narrow(1, 0, 16);
+    let out = tch::no_grad(|| model.forward(&x, &t, &c, None)).unwrap();
+    let err = rel_err(&out, &tensor("reference.safetensors", "output_t2v"));
+    assert!(err < 1e-5, "T2V: relative error {err}");
+    // The I2V model's LoRA file, in ComfyUI keys, fits the T2V expert unchanged (same blocks).
+    let lora = fixture_lora(&model.config);
+    let apply = LoraApply {
+        set: &lora,
+        multiplier: Multiplier::Scalar(1.0),
+    };
+    let out = tch::no_grad(|| model.forward(&x, &t, &c, Some(&apply))).unwrap();
+    let err = rel_err(&out, &tensor("reference.safetensors", "output_t2v_lora"));
+    assert!(err < 1e-5, "T2V with LoRA: relative error {err}");
+    // 36-channel input into the 16-channel expert is refused, not broadcast.
+    let (x36, _, _) = inputs();
+    assert!(tch::no_grad(|| model.forward(&x36, &t, &c, None)).is_err());
+}
+
 #[test]
 fn per_sample_multiplier_equals_separate_runs() {
     let model = diffusers_model();
-    let (lora, _) = LoraSet::load(
-        &fixtures().join("lora_comfy.safetensors"),
-        &model.config,
-        Device::Cpu,
-        false,
-    )
-    .unwrap();
+    let lora = fixture_lora(&model.config);
     let (x, t, c) = inputs();
     let both = LoraApply {
         set: &lora,
@@ -265,13 +317,7 @@ fn bf16_forward_is_close_to_the_reference() {
         WanTransformer::from_path(&fixtures().join("diffusers"), Kind::BFloat16, Device::Cpu)
             .unwrap();
     let (x, t, c) = inputs();
-    let (lora, _) = LoraSet::load(
-        &fixtures().join("lora_comfy.safetensors"),
-        &model.config,
-        Device::Cpu,
-        false,
-    )
-    .unwrap();
+    let lora = fixture_lora(&model.config);
     let apply = LoraApply {
         set: &lora,
         multiplier: Multiplier::Scalar(1.0),

@@ -310,7 +310,10 @@ async fn presets_load_into_the_form_and_become_valid_once_pointed_at_uploads() {
             "style_24gb",
             "style_h100",
             "character_24gb",
-            "character_h100"
+            "character_h100",
+            "t2v_motion_24gb",
+            "t2v_style_24gb",
+            "t2v_character_24gb"
         ]
     );
     for preset in &presets {
@@ -319,8 +322,13 @@ async fn presets_load_into_the_form_and_become_valid_once_pointed_at_uploads() {
             .await
             .json();
         let mut tree = parsed["tree"].clone();
+        let arch = if preset["id"].as_str().unwrap().starts_with("t2v_") {
+            "wan22_14b"
+        } else {
+            "wan22_14b_i2v"
+        };
         assert_eq!(
-            tree["config"]["process"][0]["model"]["arch"], "wan22_14b_i2v",
+            tree["config"]["process"][0]["model"]["arch"], arch,
             "{}",
             preset["id"]
         );
@@ -350,9 +358,12 @@ async fn presets_load_into_the_form_and_become_valid_once_pointed_at_uploads() {
         {
             ds["folder_path"] = json!(folder);
         }
+        // Text-to-video samples take no start frame.
         for s in tree["config"]["process"][0]["sample"]["samples"]
             .as_array_mut()
             .unwrap()
+            .iter_mut()
+            .filter(|_| arch == "wan22_14b_i2v")
         {
             s["ctrl_img"] = json!(start_frame);
         }

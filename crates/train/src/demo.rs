@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::TrainError;
+use wanlora_config::ModelArch;
 use wanlora_data::media::{write_mp4, Frames};
 
 /// One synthetic clip: a shape of a colour moving in a direction over black.
@@ -74,14 +75,40 @@ fn clips() -> Vec<Clip> {
     out
 }
 
-/// The demo's job file: tiny model, synthetic clips, both experts, CPU, fp32.
+/// The demo's I2V job file: tiny model, synthetic clips, both experts, CPU, fp32.
 pub fn job_yaml(dir: &Path, steps: u32) -> String {
+    job_yaml_for(dir, steps, ModelArch::Wan22_14bI2v)
+}
+
+/// The tiny model's folder, the job's name and the job file of `arch` (both variants can share a
+/// demo folder and its dataset).
+fn names(arch: ModelArch) -> (&'static str, &'static str, &'static str) {
+    match arch {
+        ModelArch::Wan22_14bI2v => ("model", "demo", "job.yaml"),
+        ModelArch::Wan22_14b => ("model_t2v", "demo_t2v", "job_t2v.yaml"),
+    }
+}
+
+/// The demo's job file for `arch`: the I2V preview starts from a start frame, the T2V one from the
+/// prompt alone.
+pub fn job_yaml_for(dir: &Path, steps: u32, arch: ModelArch) -> String {
+    let facts = arch.facts();
+    let (model_folder, name, _) = names(arch);
+    let start = if facts.first_frame_condition {
+        format!(
+            "\n            ctrl_img: {}",
+            serde_json::to_string(&dir.join("start_frame.png").display().to_string())
+                .unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
     format!(
-        r#"# wanlora demo: a tiny random Wan 2.2 I2V-architecture model trained on synthetic moving-shape
+        r#"# wanlora demo: a tiny random {label}-architecture model trained on synthetic moving-shape
 # clips. The same job format, code and outputs as a real run; only the model is small.
 job: extension
 config:
-  name: demo
+  name: {name}
   process:
     - type: sd_trainer
       training_folder: {folder}
@@ -116,7 +143,7 @@ config:
         skip_first_sample: true
       model:
         name_or_path: {model}
-        arch: wan22_14b_i2v
+        arch: {arch}
         model_kwargs:
           train_high_noise: true
           train_low_noise: true
@@ -128,8 +155,7 @@ config:
         fps: 8
         sample_steps: 8
         samples:
-          - prompt: zkw a red square slides to the right on a black background
-            ctrl_img: {start}
+          - prompt: zkw a red square slides to the right on a black background{start}
       logging:
         log_every: 10
 meta:
@@ -138,20 +164,27 @@ meta:
 "#,
         save = (steps / 2).max(1),
         folder = serde_json::to_string(&dir.display().to_string()).unwrap_or_default(),
-        model = serde_json::to_string(&dir.join("model").display().to_string()).unwrap_or_default(),
+        label = facts.label,
+        arch = facts.name,
+        model = serde_json::to_string(&dir.join(model_folder).display().to_string())
+            .unwrap_or_default(),
         dataset =
             serde_json::to_string(&dir.join("dataset").display().to_string()).unwrap_or_default(),
-        start = serde_json::to_string(&dir.join("start_frame.png").display().to_string())
-            .unwrap_or_default()
     )
 }
 
-/// Writes the tiny model, the clips with their captions, a start frame and the job file into `dir`.
-/// Returns the job file's path. Existing files are kept (a second run reuses them).
+/// Writes the tiny I2V model, the clips with their captions, a start frame and the job file into
+/// `dir`. Returns the job file's path. Existing files are kept (a second run reuses them).
 pub fn prepare(dir: &Path, steps: u32) -> Result<PathBuf, TrainError> {
-    let model = dir.join("model");
+    prepare_for(dir, steps, ModelArch::Wan22_14bI2v)
+}
+
+/// [`prepare`] for `arch`: the T2V demo's model goes to `model_t2v/`, its job to `job_t2v.yaml`.
+pub fn prepare_for(dir: &Path, steps: u32, arch: ModelArch) -> Result<PathBuf, TrainError> {
+    let (model_folder, _, job_file) = names(arch);
+    let model = dir.join(model_folder);
     if !model.join(crate::tiny::MARKER).exists() {
-        crate::tiny::write_tiny_model(&model, 11)?;
+        crate::tiny::write_tiny_model_for(&model, 11, arch)?;
     }
     let data = dir.join("dataset");
     std::fs::create_dir_all(&data).map_err(|e| TrainError::io(&data, e))?;
@@ -180,7 +213,7 @@ pub fn prepare(dir: &Path, steps: u32) -> Result<PathBuf, TrainError> {
         )
         .map_err(|e| TrainError::Setup(format!("{}: {e}", start.display())))?;
     }
-    let job = dir.join("job.yaml");
-    wanlora_torch::weights::write_atomic(&job, job_yaml(dir, steps).as_bytes())?;
+    let job = dir.join(job_file);
+    wanlora_torch::weights::write_atomic(&job, job_yaml_for(dir, steps, arch).as_bytes())?;
     Ok(job)
 }

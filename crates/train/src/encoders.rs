@@ -1,5 +1,5 @@
 //! The model encoders behind the dataset crate's encoder traits: the Wan VAE gives each clip's
-//! latent and its I2V first-frame condition, umT5 gives each caption's embedding.
+//! latent (and, for image-to-video, its first-frame condition), umT5 gives each caption's embedding.
 
 use tch::{Device, Kind, Tensor};
 use wanlora_data::cache::{
@@ -57,30 +57,39 @@ pub fn frames_to_video(frames: &Frames, device: Device) -> Tensor {
         .to_device(device)
 }
 
-/// The VAE as the cache's latent encoder: `latent` `[16, T, h, w]` and `condition` `[20, T, h, w]`,
-/// both normalised, stored in fp32.
+/// The VAE as the cache's latent encoder: `latent` `[16, T, h, w]` and, for image-to-video,
+/// `condition` `[20, T, h, w]`, both normalised, stored in fp32.
 pub struct VaeLatentEncoder<'a> {
     pub vae: &'a Vae,
+    /// Identifies the VAE.
     pub fingerprint: String,
+    /// Whether to store the I2V first-frame condition too (the arch's `first_frame_condition`).
+    pub first_frame_condition: bool,
 }
 
 impl LatentEncoder for VaeLatentEncoder<'_> {
     fn fingerprint(&self) -> String {
-        self.fingerprint.clone()
+        // Text-to-video entries hold no condition: an image-to-video job must not take them.
+        if self.first_frame_condition {
+            self.fingerprint.clone()
+        } else {
+            format!("{} latent-only", self.fingerprint)
+        }
     }
 
     fn encode(&mut self, frames: &Frames) -> Result<NamedTensors, EncoderError> {
-        let (latent, condition) = tch::no_grad(|| -> Result<_, EncoderError> {
+        let tensors = tch::no_grad(|| -> Result<_, EncoderError> {
             let video = frames_to_video(frames, self.vae.device());
             let latent = self.vae.encode(&video)?;
-            let first = video.select(2, 0);
-            let condition = first_frame_condition(self.vae, &first, frames.frames as i64)?;
-            Ok((latent.squeeze_dim(0), condition.squeeze_dim(0)))
+            let mut tensors = vec![to_named(LATENT, &latent.squeeze_dim(0))?];
+            if self.first_frame_condition {
+                let first = video.select(2, 0);
+                let condition = first_frame_condition(self.vae, &first, frames.frames as i64)?;
+                tensors.push(to_named(CONDITION, &condition.squeeze_dim(0))?);
+            }
+            Ok(tensors)
         })?;
-        Ok(NamedTensors::new(vec![
-            to_named(LATENT, &latent)?,
-            to_named(CONDITION, &condition)?,
-        ]))
+        Ok(NamedTensors::new(tensors))
     }
 }
 

@@ -7,6 +7,7 @@ use tch::{Device, Kind};
 
 use crate::experts::Expert;
 use crate::TrainError;
+use wanlora_config::ModelArch;
 use wanlora_hub::{CheckOptions, Component, HubConfig, ModelSpec, ResolvedModel, Stage};
 use wanlora_models::quant::Fp8Mode;
 use wanlora_models::recovery::{AraExpert, RecoveryAdapter};
@@ -52,7 +53,8 @@ pub struct FileSource {
     pub spec: ModelSpec,
     pub hub: HubConfig,
     pub resolved: ResolvedModel,
-    pub exact_sizes: bool,
+    /// The header checks: the job's arch, and the real A14B sizes unless the model is the demo's.
+    pub checks: CheckOptions,
     /// The accuracy recovery adapter for uint4 weights, once fetched.
     pub recovery_adapter: Option<PathBuf>,
 }
@@ -62,18 +64,21 @@ pub const RANDOM_A14B: &str = "wanlora:random-a14b";
 
 pub enum ModelSource {
     Files(Box<FileSource>),
+    /// Random weights shaped like `arch`'s experts.
     Random {
         seed: i64,
         tokenizer: PathBuf,
+        arch: ModelArch,
         recovery_adapter: Option<PathBuf>,
     },
 }
 
 impl ModelSource {
-    /// Resolves and (when needed) downloads what training needs. `exact_sizes` requires the real A14B
-    /// dimensions in the header checks (off for the demo's tiny model).
+    /// Resolves and (when needed) downloads what training needs, checking that the experts are
+    /// `arch`'s and (except for the demo's tiny model) have the real A14B dimensions.
     pub fn for_training(
         spec: ModelSpec,
+        arch: ModelArch,
         hub: HubConfig,
         work_dir: &Path,
     ) -> Result<ModelSource, TrainError> {
@@ -86,20 +91,22 @@ impl ModelSource {
             return Ok(ModelSource::Random {
                 seed: 1,
                 tokenizer,
+                arch,
                 recovery_adapter: None,
             });
         }
-        let exact_sizes = !is_tiny(&spec, &hub);
-        let resolved =
-            wanlora_hub::fetch(&spec, &hub, Stage::Training, &CheckOptions { exact_sizes })?;
-        let checks =
-            wanlora_hub::check_model(&resolved, Stage::Training, &CheckOptions { exact_sizes })?;
-        tracing::debug!("model checks: {checks:?}");
+        let checks = CheckOptions {
+            exact_sizes: !is_tiny(&spec, &hub),
+            arch,
+        };
+        let resolved = wanlora_hub::fetch(&spec, &hub, Stage::Training, &checks)?;
+        let reports = wanlora_hub::check_model(&resolved, Stage::Training, &checks)?;
+        tracing::debug!("model checks: {reports:?}");
         Ok(ModelSource::Files(Box::new(FileSource {
             spec,
             hub,
             resolved,
-            exact_sizes,
+            checks,
             recovery_adapter: None,
         })))
     }
@@ -110,13 +117,13 @@ impl ModelSource {
         spec: ModelSpec,
         hub: HubConfig,
         resolved: ResolvedModel,
-        exact_sizes: bool,
+        checks: CheckOptions,
     ) -> ModelSource {
         ModelSource::Files(Box::new(FileSource {
             spec,
             hub,
             resolved,
-            exact_sizes,
+            checks,
             recovery_adapter: None,
         }))
     }
@@ -155,10 +162,7 @@ impl ModelSource {
     /// Makes sure the untrained expert is on disk (fetched only when previews first need it).
     pub fn prepare_samples(&mut self) -> Result<(), TrainError> {
         if let ModelSource::Files(f) = self {
-            let options = CheckOptions {
-                exact_sizes: f.exact_sizes,
-            };
-            f.resolved = wanlora_hub::fetch(&f.spec, &f.hub, Stage::Samples, &options)?;
+            f.resolved = wanlora_hub::fetch(&f.spec, &f.hub, Stage::Samples, &f.checks)?;
         }
         Ok(())
     }
@@ -232,12 +236,14 @@ impl ModelSource {
             self.load_uint4_cached(expert, weights, cfg, kind, device, options, ara.as_ref())
         };
         match self {
-            ModelSource::Random { seed, .. } => load(
+            ModelSource::Random { seed, arch, .. } => load(
                 &RandomWeights {
                     std: 0.02,
                     seed: *seed + expert as i64,
                 },
-                Some(TransformerConfig::wan22_i2v_a14b()),
+                Some(TransformerConfig::wan22_a14b(
+                    arch.facts().in_channels as i64,
+                )),
             ),
             ModelSource::Files(_) => {
                 let component = match expert {

@@ -7,6 +7,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
+use wanlora_config::ModelArch;
 use wanlora_models::transformer::naming::to_diffusers;
 use wanlora_models::transformer::TransformerConfig;
 use wanlora_torch::weights::{save_safetensors, write_atomic, RandomWeights, WeightSource};
@@ -14,9 +15,14 @@ use wanlora_torch::weights::{save_safetensors, write_atomic, RandomWeights, Weig
 /// A file in the folder that marks it as the tiny demo model (relaxes the A14B size checks).
 pub const MARKER: &str = "wanlora-tiny-model.txt";
 
-/// The tiny transformer: the real structure (36 → 16 channels, patch 1×2×2, RMSNorm across heads,
+/// The tiny I2V transformer: the real structure (36 → 16 channels, patch 1×2×2, RMSNorm across heads,
 /// affine cross-attention norm), small widths.
 pub fn transformer_config() -> TransformerConfig {
+    transformer_config_for(ModelArch::Wan22_14bI2v)
+}
+
+/// The tiny transformer of `arch`: its input channels (36 I2V, 16 T2V), small widths.
+pub fn transformer_config_for(arch: ModelArch) -> TransformerConfig {
     TransformerConfig {
         num_attention_heads: 2,
         attention_head_dim: 24,
@@ -24,7 +30,7 @@ pub fn transformer_config() -> TransformerConfig {
         freq_dim: 32,
         ffn_dim: 96,
         num_layers: 2,
-        ..TransformerConfig::wan22_i2v_a14b()
+        ..TransformerConfig::wan22_a14b(arch.facts().in_channels as i64)
     }
 }
 
@@ -166,11 +172,17 @@ fn transformer_tensors(
         .collect()
 }
 
-/// Writes the whole tiny pipeline under `dir` (diffusers layout) and returns nothing; `dir` then
-/// works as `model.name_or_path`.
+/// Writes the whole tiny I2V pipeline under `dir` (diffusers layout); `dir` then works as
+/// `model.name_or_path`.
 pub fn write_tiny_model(dir: &Path, seed: i64) -> Result<(), TrainError> {
+    write_tiny_model_for(dir, seed, ModelArch::Wan22_14bI2v)
+}
+
+/// Writes the whole tiny pipeline of `arch` under `dir` (diffusers layout).
+pub fn write_tiny_model_for(dir: &Path, seed: i64, arch: ModelArch) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let cfg = transformer_config();
+    let facts = arch.facts();
+    let cfg = transformer_config_for(arch);
     let tcfg = serde_json::json!({
         "_class_name": "WanTransformer3DModel", "patch_size": cfg.patch_size,
         "num_attention_heads": cfg.num_attention_heads, "attention_head_dim": cfg.attention_head_dim,
@@ -198,7 +210,8 @@ pub fn write_tiny_model(dir: &Path, seed: i64) -> Result<(), TrainError> {
     write_atomic(
         &dir.join("model_index.json"),
         serde_json::to_string_pretty(&serde_json::json!({
-            "_class_name": "WanImageToVideoPipeline", "boundary_ratio": 0.9, "expand_timesteps": false,
+            "_class_name": if facts.first_frame_condition { "WanImageToVideoPipeline" } else { "WanPipeline" },
+            "boundary_ratio": facts.boundary_ratio, "expand_timesteps": false,
             "transformer": ["diffusers", "WanTransformer3DModel"], "transformer_2": ["diffusers", "WanTransformer3DModel"],
             "vae": ["diffusers", "AutoencoderKLWan"], "text_encoder": ["transformers", "UMT5EncoderModel"],
             "tokenizer": ["transformers", "T5TokenizerFast"], "scheduler": ["diffusers", "UniPCMultistepScheduler"]
@@ -207,7 +220,11 @@ pub fn write_tiny_model(dir: &Path, seed: i64) -> Result<(), TrainError> {
     )?;
     write_atomic(
         &dir.join(MARKER),
-        b"A tiny random Wan 2.2 I2V-architecture pipeline written by wanlora for its demo and tests.\n",
+        format!(
+            "A tiny random {}-architecture pipeline written by wanlora for its demo and tests.\n",
+            facts.label
+        )
+        .as_bytes(),
     )?;
     Ok(())
 }

@@ -270,8 +270,12 @@ impl Trainer {
         }
         catalog.check_usable()?;
 
-        let mut sources =
-            ModelSource::for_training(job::model_spec(&job), opts.hub.clone(), &folder.root)?;
+        let mut sources = ModelSource::for_training(
+            job::model_spec(&job),
+            process.model.arch,
+            opts.hub.clone(),
+            &folder.root,
+        )?;
         if let (Fp8Mode::Uint4, Some(reference)) = (
             transformer_load_options(&process.model)?.fp8,
             &process.model.accuracy_recovery_adapter,
@@ -287,8 +291,13 @@ impl Trainer {
         } else {
             (0..process.sample.samples.len())
                 .filter_map(|i| {
-                    SampleRequest::from_job(&process.sample, i, process.model.boundary_ratio)
-                        .transpose()
+                    SampleRequest::from_job(
+                        &process.sample,
+                        i,
+                        process.model.arch,
+                        process.model.boundary_ratio,
+                    )
+                    .transpose()
                 })
                 .collect::<Result<_, _>>()
                 .map_err(|e| TrainError::Setup(format!("sample: {e}")))?
@@ -369,6 +378,7 @@ impl Trainer {
                 inner: VaeLatentEncoder {
                     vae: &vae,
                     fingerprint: vae_fingerprint.clone(),
+                    first_frame_condition: process.model.arch.facts().first_frame_condition,
                 },
                 folder: &folder,
             };
@@ -584,9 +594,18 @@ impl Trainer {
         let mut rng = SplitMix64::for_parts(&[self.seed, step, micro, 0x7157]);
         for entry in &batch.entries {
             let item: DataItem = self.catalog.items[entry.item].clone();
+            let first_frame_condition = self
+                .job
+                .job
+                .process()
+                .model
+                .arch
+                .facts()
+                .first_frame_condition;
             let mut enc = VaeLatentEncoder {
                 vae: &self.vae,
                 fingerprint: self.vae_fingerprint.clone(),
+                first_frame_condition,
             };
             let tensors = item_latents(&self.catalog, &item, Some(&mut self.cache), &mut enc)?;
             let get = |n: &str| {
@@ -602,11 +621,13 @@ impl Trainer {
                 Kind::Float,
                 self.device,
             )?);
-            ys.push(encoders::from_named(
-                get(encoders::CONDITION)?,
-                Kind::Float,
-                self.device,
-            )?);
+            if first_frame_condition {
+                ys.push(encoders::from_named(
+                    get(encoders::CONDITION)?,
+                    Kind::Float,
+                    self.device,
+                )?);
+            }
             let caption = if train.unload_text_encoder {
                 trigger.clone()
             } else {
@@ -635,7 +656,6 @@ impl Trainer {
             mults.push(item.network_weight);
         }
         let x0 = Tensor::stack(&x0s, 0);
-        let y = Tensor::stack(&ys, 0);
         tch::manual_seed(derive_seed(&[self.seed, step, micro, 0x4015]) as i64);
         let noise = Tensor::randn(x0.size(), (Kind::Float, Device::Cpu)).to_device(self.device);
         let sigma = Tensor::from_slice(&ts)
@@ -644,7 +664,13 @@ impl Trainer {
             / 1000.0;
         let xt = loss::noisy(&x0, &noise, &sigma);
         let target = &noise - &x0;
-        let input = Tensor::cat(&[xt, y], 1).to_kind(self.kind);
+        // I2V: [x_t | mask | image latent] (36 channels); T2V: x_t alone (16).
+        let input = if ys.is_empty() {
+            xt
+        } else {
+            Tensor::cat(&[xt, Tensor::stack(&ys, 0)], 1)
+        }
+        .to_kind(self.kind);
         let mean_timestep = ts.iter().sum::<f64>() / ts.len() as f64;
         Ok(MicroBatch {
             input,
@@ -1039,8 +1065,12 @@ impl Trainer {
                     .unwrap_or_else(|| v.to_string()),
             );
         }
-        m.insert("ss_base_model_version".into(), "wan_2.2_14b_i2v".into());
-        m.insert("wanlora_arch".into(), "wan22_14b_i2v".into());
+        let arch = p.model.arch.facts();
+        m.insert(
+            "ss_base_model_version".into(),
+            arch.base_model_version.into(),
+        );
+        m.insert("wanlora_arch".into(), arch.name.into());
         m.insert("wanlora_expert".into(), expert.name().into());
         m.insert("ss_output_name".into(), job.config.name.clone());
         m.insert(

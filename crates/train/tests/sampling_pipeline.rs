@@ -2,9 +2,10 @@
 //! (fixtures/sampler, from scripts/fixtures/gen_sampler.py): the same start frame, prompt embeddings and seed give
 //! the same final latents within 1e-4 relative error in float32, for flow-matching Euler and for UniPC, with and
 //! without per-expert LoRAs; the guidance passes batched equal two passes; the phases run in order; sampling draws
-//! nothing from libtorch's generator.
+//! nothing from libtorch's generator. Text-to-video: `WanPipeline` with two 16-channel-style experts (z = 4 here)
+//! at the T2V recipe (boundary 0.875, shift 12, guidance 4.0 / 3.0), Euler and UniPC, from the prompt alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 use wanlora_config::{CtrlImgResize, SampleFormat};
@@ -17,8 +18,8 @@ use wanlora_models::vae::Vae;
 use wanlora_train::experts::Expert;
 use wanlora_train::sampling::start_image::{image_tensor, load_start_image};
 use wanlora_train::sampling::{
-    generate, CfgBatching, LoadedExpert, SampleRequest, SampleRun, SamplerKind, SamplingError,
-    ScheduleKind, StepInfo,
+    generate, CfgBatching, Conditioning, LoadedExpert, SampleRequest, SampleRun, SamplerKind,
+    SamplingError, ScheduleKind, StepInfo,
 };
 
 fn fixtures() -> PathBuf {
@@ -26,12 +27,16 @@ fn fixtures() -> PathBuf {
 }
 
 fn reference(name: &str) -> Tensor {
-    let path = fixtures().join("reference.safetensors");
+    reference_in("reference.safetensors", name)
+}
+
+fn reference_in(file: &str, name: &str) -> Tensor {
+    let path = fixtures().join(file);
     Tensor::read_safetensors(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .into_iter()
         .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("{name} missing from the fixtures"))
+        .unwrap_or_else(|| panic!("{name} missing from {file}"))
         .1
 }
 
@@ -48,7 +53,7 @@ fn request(sampler: SamplerKind, lora_multiplier: f64, cfg_batching: CfgBatching
     SampleRequest {
         prompt: c["prompt"].as_str().unwrap().to_string(),
         negative_prompt: c["negative_prompt"].as_str().unwrap().to_string(),
-        start_image: fixtures().join("start.png"),
+        start_image: Some(fixtures().join("start.png")),
         resize: CtrlImgResize::Crop,
         width: num("width") as u32,
         height: num("height") as u32,
@@ -92,7 +97,8 @@ fn lora(which: Expert, model: &WanTransformer) -> LoraSet {
 /// The first-frame condition of the fixture's start frame, built by our image loading and VAE.
 fn condition(vae: &Vae) -> Tensor {
     let r = request(SamplerKind::UniPc, 1.0, CfgBatching::Auto);
-    let start = load_start_image(&r.start_image, r.width, r.height, r.resize).unwrap();
+    let path = r.start_image.as_deref().expect("an I2V request");
+    let start = load_start_image(path, r.width, r.height, r.resize).unwrap();
     let image = image_tensor(&start, Device::Cpu).unwrap();
     first_frame_condition(vae, &image, r.num_frames as i64).unwrap()
 }
@@ -105,7 +111,7 @@ fn relative_error(ours: &Tensor, theirs: &Tensor) -> f64 {
 struct Models {
     high: WanTransformer,
     low: WanTransformer,
-    condition: Tensor,
+    condition: Conditioning,
 }
 
 fn models() -> Models {
@@ -113,7 +119,7 @@ fn models() -> Models {
     Models {
         high: expert(Expert::High),
         low: expert(Expert::Low),
-        condition: condition(&vae),
+        condition: Conditioning::FirstFrame(condition(&vae)),
     }
 }
 
@@ -416,5 +422,166 @@ fn fp8_experts_sample_close_to_the_reference() {
     assert!(
         err_weights > 1e-6 && between > 1e-6,
         "the fp8 modes did not take effect"
+    );
+}
+
+fn reference_t2v(name: &str) -> Tensor {
+    reference_in("reference_t2v.safetensors", name)
+}
+
+/// A text-to-video expert made from the fixture's I2V expert as gen_sampler.py makes it: the patch
+/// embedding's first z input channels (the noisy latent's), written as a diffusers folder of its own
+/// with `in_channels = z`, and loaded the way any expert is.
+fn t2v_expert(which: Expert, dir: &Path) -> WanTransformer {
+    let z = case()["vae"]["z_dim"]
+        .as_i64()
+        .expect("case.json: vae.z_dim");
+    let source = fixtures().join("model").join(which.diffusers_folder());
+    let tensors = Tensor::read_safetensors(source.join("diffusion_pytorch_model.safetensors"))
+        .expect("fixture expert");
+    let sliced: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let t = if name == "patch_embedding.weight" {
+                t.narrow(1, 0, z).contiguous()
+            } else {
+                t
+            };
+            (name, t)
+        })
+        .collect();
+    let folder = dir.join(which.diffusers_folder());
+    std::fs::create_dir_all(&folder).unwrap();
+    Tensor::write_safetensors(&sliced, folder.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap())
+            .unwrap();
+    config["in_channels"] = z.into();
+    std::fs::write(folder.join("config.json"), config.to_string()).unwrap();
+    let model = WanTransformer::from_path(&folder, Kind::Float, Device::Cpu).expect("T2V expert");
+    assert_eq!(model.config.in_channels, z);
+    model
+}
+
+/// The fixture's T2V case: the prompt alone, the T2V recipe's boundary, shift and guidance pair.
+fn request_t2v(sampler: SamplerKind) -> SampleRequest {
+    let t2v = &case()["t2v"];
+    let num = |k: &str| {
+        t2v[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("case.json: t2v.{k}"))
+    };
+    SampleRequest {
+        start_image: None,
+        shift: num("shift"),
+        guidance_high: num("guidance_scale"),
+        guidance_low: num("guidance_scale_2"),
+        boundary_ratio: num("boundary_ratio"),
+        ..request(sampler, 1.0, CfgBatching::Auto)
+    }
+}
+
+/// A text-to-video run of the fixture's T2V case: the reference prompt embeddings, the latents alone.
+fn t2v_run(sampler: SamplerKind) -> SampleRun {
+    let z = case()["vae"]["z_dim"].as_i64().unwrap();
+    let text_only = Conditioning::TextOnly { latent_channels: z };
+    SampleRun::new(
+        &request_t2v(sampler),
+        &reference("prompt_embeds"),
+        &reference("negative_prompt_embeds"),
+        &text_only,
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn text_to_video_euler_and_unipc_match_diffusers_wan_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (high, low) = (
+        t2v_expert(Expert::High, dir.path()),
+        t2v_expert(Expert::Low, dir.path()),
+    );
+    // Euler through SampleRun, the latents alone as the experts' input.
+    let mut run = t2v_run(SamplerKind::Euler);
+    let mut steps = Vec::new();
+    for (expert, model) in [(Expert::High, &high), (Expert::Low, &low)] {
+        run.denoise_phase(expert, model, None, &mut |s| steps.push(*s))
+            .unwrap();
+    }
+    let err = relative_error(run.latents(), &reference_t2v("latents_t2v_euler"));
+    eprintln!("T2V Euler vs diffusers WanPipeline: relative error {err:.2e}");
+    assert!(err < 1e-4, "T2V Euler: relative error {err}");
+    // Routing at the T2V boundary: the high-noise expert takes exactly diffusers' steps with t ≥ 875.
+    let theirs: Vec<bool> = Vec::<f32>::try_from(&reference_t2v("timesteps_t2v_euler"))
+        .unwrap()
+        .iter()
+        .map(|&t| t as f64 >= 875.0)
+        .collect();
+    let ours: Vec<bool> = steps.iter().map(|s| s.expert == Expert::High).collect();
+    assert_eq!(ours, theirs);
+    let high_steps = ours.iter().filter(|h| **h).count();
+    assert!(
+        high_steps > 0 && high_steps < ours.len(),
+        "both experts must take part: {high_steps} of {} steps on the high-noise one",
+        ours.len()
+    );
+
+    // UniPC through `generate`, as `wanlora sample --arch t2v` runs it: no start frame, the VAE gives z.
+    let r = request_t2v(SamplerKind::UniPc);
+    let (cond, uncond) = (
+        reference("prompt_embeds"),
+        reference("negative_prompt_embeds"),
+    );
+    let vae = vae();
+    let mut experts = [Some(high), Some(low)];
+    let mut load = |which: Expert| -> Result<LoadedExpert, SamplingError> {
+        let model = experts[which as usize]
+            .take()
+            .expect("each expert loaded once");
+        Ok(LoadedExpert { model, lora: None })
+    };
+    let out = generate(&r, &cond, &uncond, &vae, &mut load, &mut |_| {}).unwrap();
+    let err = relative_error(&out.latents, &reference_t2v("latents_t2v_unipc"));
+    eprintln!("T2V UniPC vs diffusers WanPipeline: relative error {err:.2e}");
+    assert!(err < 1e-4, "T2V UniPC: relative error {err}");
+    let euler = relative_error(&out.latents, &reference_t2v("latents_t2v_euler"));
+    assert!(euler > 1e-2, "UniPC and Euler agree suspiciously ({euler})");
+    assert_eq!(out.video.size(), [1, 3, 9, 32, 48]);
+}
+
+#[test]
+fn an_expert_of_the_other_variant_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // An image-to-video expert given a text-to-video sample.
+    let mut run = t2v_run(SamplerKind::Euler);
+    let err = run
+        .denoise_phase(Expert::High, &expert(Expert::High), None, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("takes 12 input channels but the sample gives 4") && err.contains("ctrl_img"),
+        "{err}"
+    );
+    // And a text-to-video expert given an image-to-video sample.
+    let models = models();
+    let r = request(SamplerKind::Euler, 1.0, CfgBatching::Auto);
+    let (cond, uncond) = (
+        reference("prompt_embeds"),
+        reference("negative_prompt_embeds"),
+    );
+    let mut run = SampleRun::new(&r, &cond, &uncond, &models.condition, Device::Cpu).unwrap();
+    let err = run
+        .denoise_phase(
+            Expert::High,
+            &t2v_expert(Expert::High, dir.path()),
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("takes 4 input channels but the sample gives 12"),
+        "{err}"
     );
 }

@@ -1,6 +1,8 @@
 //! The demo job through the real trainer: both experts train on their own steps, the loss falls, and
 //! the saved LoRA files load back with the values that were trained.
 
+mod support;
+
 use tch::{Device, Kind};
 use wanlora_hub::HubConfig;
 use wanlora_models::lora::LoraSet;
@@ -14,10 +16,6 @@ fn offline_hub(dir: &std::path::Path) -> HubConfig {
         "HF_HOME" => Some(dir.join("hf").display().to_string()),
         _ => None,
     })
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
 }
 
 #[test]
@@ -83,18 +81,7 @@ fn demo_trains_each_expert_on_its_own_steps_and_the_loss_falls() {
     // Every 5 steps the expert switches, starting with the high-noise one.
     assert_eq!(losses[0].0, Expert::High);
     assert_eq!(losses[5].0, Expert::Low);
-    for expert in [Expert::High, Expert::Low] {
-        let l: Vec<f64> = losses
-            .iter()
-            .filter(|(e, _)| *e == expert)
-            .map(|(_, l)| *l)
-            .collect();
-        let (first, last) = (mean(&l[..6]), mean(&l[l.len() - 6..]));
-        assert!(
-            last < 0.8 * first,
-            "{expert:?}: loss {first:.4} → {last:.4} did not fall"
-        );
-    }
+    support::assert_each_expert_learns(&losses);
 
     let summary = trainer.run().unwrap();
     assert_eq!(summary.step, steps as u64);

@@ -20,6 +20,10 @@ pub struct DemoArgs {
     /// Only write the tiny model, the dataset and the job file into DIR, then print the job file's path.
     #[arg(long, value_name = "DIR")]
     pub prepare: Option<PathBuf>,
+    /// i2v (image-to-video, previews from a start frame) or t2v (text-to-video, previews from the
+    /// prompt alone).
+    #[arg(long, default_value = "i2v", value_parser = crate::cmd::sample::parse_arch)]
+    pub arch: wanlora_config::ModelArch,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -29,7 +33,7 @@ fn mean(v: &[f64]) -> f64 {
 pub fn run(args: DemoArgs) -> Result<()> {
     if let Some(dir) = &args.prepare {
         let dir = std::path::absolute(dir)?;
-        let job = wanlora_train::demo::prepare(&dir, args.steps)?;
+        let job = wanlora_train::demo::prepare_for(&dir, args.steps, args.arch)?;
         println!("{}", job.display());
         return Ok(());
     }
@@ -38,7 +42,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "wanlora demo: preparing a tiny model and a synthetic dataset in {}",
         dir.display()
     );
-    let job_path = wanlora_train::demo::prepare(&dir, args.steps)?;
+    let job_path = wanlora_train::demo::prepare_for(&dir, args.steps, args.arch)?;
     let job = wanlora_config::load_job(&job_path)
         .with_context(|| format!("the demo job {} is invalid", job_path.display()))?;
     // The demo is deterministic and repeatable: a previous run's state is not resumed.

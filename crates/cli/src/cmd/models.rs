@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use wanlora_config::load_job;
+use wanlora_config::{load_job, ModelArch};
 use wanlora_hub::{
     check_components, check_components_on_hub, fetch, report, resolve, CheckOptions, HubConfig,
     ModelSpec, Stage, State,
@@ -42,11 +42,15 @@ pub enum ModelsAction {
     },
 }
 
-fn load(job: &Path) -> Result<ModelSpec> {
+/// The job's model keys, and the arch its experts are checked against.
+fn load(job: &Path) -> Result<(ModelSpec, ModelArch)> {
     let loaded =
         load_job(job).with_context(|| format!("cannot use the job file {}", job.display()))?;
     // Relative paths are taken from the job file's folder, as dataset folders are.
-    Ok(wanlora_train::job::model_spec(&loaded))
+    Ok((
+        wanlora_train::job::model_spec(&loaded),
+        loaded.job.process().model.arch,
+    ))
 }
 
 pub fn run(args: ModelsArgs) -> Result<()> {
@@ -57,7 +61,7 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             training_only,
             any_size,
         }) => {
-            let spec = load(&job)?;
+            let (spec, arch) = load(&job)?;
             let stage = if training_only {
                 Stage::Training
             } else {
@@ -65,13 +69,17 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             };
             let options = CheckOptions {
                 exact_sizes: !any_size,
+                arch,
             };
             // Headers of what is to come are checked before the download starts.
             let model = fetch(&spec, &hub, stage, &options)?;
             let checks = check_components(&model, stage, &options);
             print!("{}", report::render(&model, &checks));
             if checks.iter().any(|(_, r)| r.is_err()) {
-                bail!("the downloaded files do not fit Wan 2.2 I2V A14B; see above");
+                bail!(
+                    "the downloaded files do not fit {}; see above",
+                    arch.facts().label
+                );
             }
             Ok(())
         }
@@ -81,11 +89,12 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                     "give a job file: `wanlora models JOB.yaml` or `wanlora models fetch JOB.yaml`"
                 );
             };
-            let spec = load(&job)?;
+            let (spec, arch) = load(&job)?;
             spec.validate().map_err(anyhow::Error::msg)?;
             let model = resolve(&spec, &hub)?;
             let options = CheckOptions {
                 exact_sizes: !args.any_size,
+                arch,
             };
             // Files still on the hub are judged from their headers, read with range requests.
             let checks = check_components_on_hub(&model, &hub, Stage::Everything, &options)

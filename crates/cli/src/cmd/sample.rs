@@ -1,5 +1,7 @@
-//! `wanlora sample`: one image-to-video sample with Wan 2.2 I2V A14B and optional LoRAs, by Wan's official recipe
-//! (81 frames 480×832, 40 UniPC steps, shift 5, CFG 3.5 on both experts, Wan's negative prompt).
+//! `wanlora sample`: one sample with Wan 2.2 A14B and optional LoRAs, by Wan's official recipe of the arch
+//! (81 frames 480×832, 40 UniPC steps, Wan's negative prompt; `--arch i2v` (default): an image-to-video sample from
+//! `--image`, shift 5, CFG 3.5 on both experts, boundary 0.9; `--arch t2v`: text-to-video from the prompt alone,
+//! shift 12, CFG 4.0 high / 3.0 low, boundary 0.875).
 //!
 //! The model comes from `--model` (a diffusers folder or Hugging Face repo id with transformer/, transformer_2/,
 //! vae/, text_encoder/, tokenizer/) and/or per-component files (`--high`, `--low`, `--vae`, `--text-encoder`,
@@ -12,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor};
-use wanlora_config::CtrlImgResize;
+use wanlora_config::{CtrlImgResize, ModelArch};
 use wanlora_hub::{CheckOptions, HubConfig, ModelSpec, Stage};
 use wanlora_models::lora::LoraSet;
 use wanlora_models::quant::Fp8Mode;
@@ -29,6 +31,10 @@ use crate::cmd::debug::{DeviceArg, DtypeArg};
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
+    /// The model variant: i2v (Wan 2.2 I2V A14B, needs --image) or t2v (Wan 2.2 T2V A14B, the prompt alone).
+    /// It sets the defaults of --shift, --guidance, --guidance-2 and --boundary.
+    #[arg(long, default_value = "i2v", value_parser = parse_arch)]
+    pub arch: ModelArch,
     /// The model: a diffusers folder or Hugging Face repo id (`org/name[@revision]`) with transformer/ (high
     /// noise), transformer_2/ (low noise), vae/, text_encoder/, tokenizer/. Per-component options override it.
     #[arg(long, value_name = "DIR_OR_REPO")]
@@ -63,9 +69,9 @@ pub struct SampleArgs {
     /// Strength of the low-noise LoRA (overrides --lora-strength).
     #[arg(long)]
     pub lora_low_strength: Option<f64>,
-    /// The start frame.
+    /// The start frame (image-to-video only).
     #[arg(long, value_name = "FILE")]
-    pub image: PathBuf,
+    pub image: Option<PathBuf>,
     #[arg(long)]
     pub prompt: String,
     /// Defaults to Wan's own negative prompt.
@@ -85,18 +91,18 @@ pub struct SampleArgs {
     pub resize: ResizeArg,
     #[arg(long, default_value_t = 40)]
     pub steps: u32,
-    /// CFG scale of the high-noise expert.
-    #[arg(long, default_value_t = 3.5)]
-    pub guidance: f64,
-    /// CFG scale of the low-noise expert.
-    #[arg(long = "guidance-2", default_value_t = 3.5)]
-    pub guidance_2: f64,
-    /// Schedule shift (Wan: 5.0; 3.0 is recommended for 480p).
-    #[arg(long, default_value_t = 5.0)]
-    pub shift: f64,
-    /// The high-noise expert takes the steps with t ≥ boundary·1000.
-    #[arg(long, default_value_t = 0.9)]
-    pub boundary: f64,
+    /// CFG scale of the high-noise expert (default: the arch's, I2V 3.5, T2V 4.0).
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// CFG scale of the low-noise expert (default: the arch's, I2V 3.5, T2V 3.0).
+    #[arg(long = "guidance-2")]
+    pub guidance_2: Option<f64>,
+    /// Schedule shift (default: the arch's, I2V 5.0 (3.0 is recommended for 480p), T2V 12.0).
+    #[arg(long)]
+    pub shift: Option<f64>,
+    /// The high-noise expert takes the steps with t ≥ boundary·1000 (default: I2V 0.9, T2V 0.875).
+    #[arg(long)]
+    pub boundary: Option<f64>,
     /// Seed of the initial noise (the same noise ComfyUI and diffusers draw on the CPU for this seed).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -166,7 +172,15 @@ fn request(args: &SampleArgs) -> Result<SampleRequest> {
     })
 }
 
+/// `--arch`: i2v, t2v, or AI Toolkit's names.
+pub fn parse_arch(value: &str) -> Result<ModelArch, String> {
+    ModelArch::from_cli(value).ok_or_else(|| {
+        format!("{value:?} is not a model variant; use i2v (Wan 2.2 I2V A14B) or t2v (Wan 2.2 T2V A14B)")
+    })
+}
+
 fn build_request(args: &SampleArgs) -> Result<SampleRequest, SamplingError> {
+    let official = SampleRequest::official(args.arch, &args.prompt, args.image.clone());
     let request = SampleRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args
@@ -184,7 +198,7 @@ fn build_request(args: &SampleArgs) -> Result<SampleRequest, SamplingError> {
         fps: args.fps,
         seed: args.seed,
         steps: args.steps,
-        shift: args.shift,
+        shift: args.shift.unwrap_or(official.shift),
         sampler: match args.sampler {
             SamplerArg::Euler => SamplerKind::Euler,
             SamplerArg::Unipc => SamplerKind::UniPc,
@@ -193,9 +207,9 @@ fn build_request(args: &SampleArgs) -> Result<SampleRequest, SamplingError> {
             ScheduleArg::Official => ScheduleKind::Official,
             ScheduleArg::Diffusers => ScheduleKind::Diffusers,
         },
-        guidance_high: args.guidance,
-        guidance_low: args.guidance_2,
-        boundary_ratio: args.boundary,
+        guidance_high: args.guidance.unwrap_or(official.guidance_high),
+        guidance_low: args.guidance_2.unwrap_or(official.guidance_low),
+        boundary_ratio: args.boundary.unwrap_or(official.boundary_ratio),
         lora_multiplier_high: args.lora_high_strength.unwrap_or(args.lora_strength),
         lora_multiplier_low: args.lora_low_strength.unwrap_or(args.lora_strength),
         cfg_batching: match args.cfg_batch {
@@ -255,8 +269,10 @@ fn model_spec(args: &SampleArgs) -> Result<ModelSpec> {
     ];
     if given.iter().all(|v| v.is_none()) {
         bail!(
-            "no model given: use --model (a Wan 2.2 I2V A14B diffusers folder or repo id such as \
-             ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16), or --high, --low, --vae, --text-encoder and --tokenizer"
+            "no model given: use --model (a {} diffusers folder or repo id such as {}), or --high, --low, \
+             --vae, --text-encoder and --tokenizer",
+            args.arch.facts().label,
+            args.arch.facts().diffusers_repo
         );
     }
     let cwd = std::env::current_dir().context("cannot read the current folder")?;
@@ -349,8 +365,19 @@ fn encode_text(
 
 pub fn run(args: SampleArgs) -> Result<()> {
     let request = request(&args)?;
-    if !args.image.is_file() {
-        bail!("--image {}: no such file", args.image.display());
+    match (&args.image, args.arch.facts().first_frame_condition) {
+        (None, true) => bail!(
+            "--image is missing: an image-to-video sample starts from a start frame (or use --arch t2v for \
+             text-to-video)"
+        ),
+        (Some(image), false) => bail!(
+            "--image {}: a text-to-video sample (--arch t2v) takes no start frame; remove --image, or use --arch i2v",
+            image.display()
+        ),
+        (Some(image), true) if !image.is_file() => {
+            bail!("--image {}: no such file", image.display())
+        }
+        _ => {}
     }
     for lora in [&args.lora_high, &args.lora_low].into_iter().flatten() {
         if !lora.is_file() {
@@ -368,12 +395,13 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let spec = model_spec(&args)?;
     let options = CheckOptions {
         exact_sizes: !args.any_size,
+        arch: args.arch,
     };
     let hub = HubConfig::from_env();
     let model =
         wanlora_hub::fetch(&spec, &hub, Stage::Everything, &options).map_err(in_option_terms)?;
     wanlora_hub::check_model(&model, Stage::Everything, &options).map_err(in_option_terms)?;
-    let source = ModelSource::from_resolved(spec, hub, model, options.exact_sizes);
+    let source = ModelSource::from_resolved(spec, hub, model, options);
 
     let started = Instant::now();
     let (text_cond, text_uncond) = encode_text(&source, &request, kind, device)?;

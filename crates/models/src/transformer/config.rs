@@ -56,6 +56,14 @@ impl TransformerConfig {
         Self::default()
     }
 
+    /// A Wan 2.2 A14B expert taking `in_channels` (36 for I2V, 16 for T2V; the rest is identical).
+    pub fn wan22_a14b(in_channels: i64) -> Self {
+        TransformerConfig {
+            in_channels,
+            ..Self::default()
+        }
+    }
+
     /// Hidden width: heads × head dim (5120 for A14B).
     pub fn dim(&self) -> i64 {
         self.num_attention_heads * self.attention_head_dim

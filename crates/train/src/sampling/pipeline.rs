@@ -1,9 +1,11 @@
-//! The Wan 2.2 I2V denoising loop (diffusers' `WanImageToVideoPipeline.__call__`, Wan's `image2video.generate`):
+//! The Wan 2.2 A14B denoising loop (diffusers' `WanImageToVideoPipeline.__call__` and `WanPipeline.__call__`, Wan's
+//! `image2video.generate` and `text2video.generate`):
 //!
 //! ```text
 //! x ← noise(seed)                                   [1, z, T, h, w] float32
 //! for each step i:  expert = high if t_i ≥ boundary·1000 else low
-//!     input = cat(x, y)                             y = the first-frame condition, [1, 4 + z, T, h, w]
+//!     input = cat(x, y)  (I2V)                      y = the first-frame condition, [1, 4 + z, T, h, w]
+//!     input = x          (T2V)
 //!     v_c, v_u = expert(input, t_i, prompt), expert(input, t_i, negative prompt)   (LoRA unmerged, strength m)
 //!     v = v_u + g_expert·(v_c − v_u)                g_high = guidance_scale, g_low = guidance_scale_2
 //!     x ← sampler.step(v, x)
@@ -59,8 +61,8 @@ pub struct SampleRun {
     scheduler: Scheduler,
     /// x, float32 `[1, z, T, h, w]`.
     latents: Tensor,
-    /// y = cat(mask, image latent), float32 `[1, 4 + z, T, h, w]`.
-    condition: Tensor,
+    /// y = cat(mask, image latent), float32 `[1, 4 + z, T, h, w]` (image-to-video); none for text-to-video.
+    condition: Option<Tensor>,
     /// `[1, L, D]` each.
     text_cond: Tensor,
     text_uncond: Tensor,
@@ -76,15 +78,35 @@ pub struct SampleRun {
     device: Device,
 }
 
+/// What the experts see besides the noisy latents.
+pub enum Conditioning {
+    /// Text-to-video: the noisy latents alone, of `latent_channels` (the VAE's z, 16).
+    TextOnly { latent_channels: i64 },
+    /// Image-to-video: y = cat(mask, image latent) `[1, 4 + z, T, H/8, W/8]` ([`first_frame_condition`]),
+    /// concatenated to the latents at every step.
+    FirstFrame(Tensor),
+}
+
+impl Conditioning {
+    /// z, the channels of the latents being denoised.
+    fn latent_channels(&self) -> i64 {
+        match self {
+            Conditioning::TextOnly { latent_channels } => *latent_channels,
+            Conditioning::FirstFrame(y) => y.size().get(1).copied().unwrap_or(0) - MASK_CHANNELS,
+        }
+    }
+}
+
 impl SampleRun {
-    /// A run with the request's schedule (Wan's official one unless it asks for diffusers') and seeded noise. `condition` is the first-frame condition
-    /// `[1, 4 + z, T, H/8, W/8]` ([`first_frame_condition`]); `text_cond` and `text_uncond` are umT5 embeddings of
-    /// the prompt and the negative prompt, `[1, L, D]` or `[L, D]`. Everything moves to `device`.
+    /// A run with the request's schedule (Wan's official one unless it asks for diffusers') and seeded noise.
+    /// `conditioning` is the first-frame condition for image-to-video ([`start_condition`] builds it from the request);
+    /// `text_cond` and `text_uncond` are umT5 embeddings of the prompt and the negative prompt, `[1, L, D]` or `[L, D]`.
+    /// Everything moves to `device`.
     pub fn new(
         request: &SampleRequest,
         text_cond: &Tensor,
         text_uncond: &Tensor,
-        condition: &Tensor,
+        conditioning: &Conditioning,
         device: Device,
     ) -> Result<SampleRun, SamplingError> {
         request.validate()?;
@@ -94,10 +116,17 @@ impl SampleRun {
             request.steps as usize,
             request.shift,
         )?;
-        let latent_channels = condition.size().get(1).copied().unwrap_or(0) - MASK_CHANNELS;
         let [t, h, w] = request.latent_grid();
-        let noise = torch_randn(request.seed, &[1, latent_channels.max(0), t, h, w], device)?;
-        Self::from_parts(request, schedule, noise, text_cond, text_uncond, condition)
+        let z = conditioning.latent_channels().max(0);
+        let noise = torch_randn(request.seed, &[1, z, t, h, w], device)?;
+        Self::from_parts(
+            request,
+            schedule,
+            noise,
+            text_cond,
+            text_uncond,
+            conditioning,
+        )
     }
 
     /// A run over a given schedule from given initial latents `[1, z, T, h, w]` (e.g. diffusers' grid and noise, for
@@ -108,7 +137,7 @@ impl SampleRun {
         noise: Tensor,
         text_cond: &Tensor,
         text_uncond: &Tensor,
-        condition: &Tensor,
+        conditioning: &Conditioning,
     ) -> Result<SampleRun, SamplingError> {
         request.validate()?;
         let device = noise.device();
@@ -120,13 +149,27 @@ impl SampleRun {
                 request.num_frames, request.width, request.height
             )));
         }
-        let expected_condition = [1, MASK_CHANNELS + size[1], t, h, w];
-        if condition.size() != expected_condition {
-            return Err(SamplingError::Input(format!(
-                "the first-frame condition has shape {:?}; expected {expected_condition:?} (mask and image latent)",
-                condition.size()
-            )));
-        }
+        let condition = match conditioning {
+            Conditioning::TextOnly { latent_channels } => {
+                if size[1] != *latent_channels {
+                    return Err(SamplingError::Input(format!(
+                        "initial latents have {} channels; the text-to-video latents have {latent_channels}",
+                        size[1]
+                    )));
+                }
+                None
+            }
+            Conditioning::FirstFrame(y) => {
+                let expected = [1, MASK_CHANNELS + size[1], t, h, w];
+                if y.size() != expected {
+                    return Err(SamplingError::Input(format!(
+                        "the first-frame condition has shape {:?}; expected {expected:?} (mask and image latent)",
+                        y.size()
+                    )));
+                }
+                Some(y.f_to_device(device)?.f_to_kind(Kind::Float)?)
+            }
+        };
         let text = |embedding: &Tensor, what: &str| -> Result<Tensor, SamplingError> {
             let e = match embedding.dim() {
                 2 => embedding.f_unsqueeze(0)?,
@@ -154,7 +197,7 @@ impl SampleRun {
             schedule,
             scheduler,
             latents: noise.f_to_kind(Kind::Float)?,
-            condition: condition.f_to_device(device)?.f_to_kind(Kind::Float)?,
+            condition,
             text_cond,
             text_uncond,
             guidance_high: request.guidance_high,
@@ -226,6 +269,18 @@ impl SampleRun {
                 self.device
             )));
         }
+        let given = self.latents.size()[1] + self.condition.as_ref().map_or(0, |y| y.size()[1]);
+        if model.config.in_channels != given {
+            let why = if self.condition.is_some() {
+                "this is an image-to-video sample (latents + mask + start frame); a text-to-video expert takes the latents alone"
+            } else {
+                "this is a text-to-video sample (latents alone); an image-to-video expert also needs a start frame (ctrl_img) and arch: wan22_14b_i2v"
+            };
+            return Err(SamplingError::Input(format!(
+                "the {expert:?} expert takes {} input channels but the sample gives {given}: {why}",
+                model.config.in_channels
+            )));
+        }
         let (guidance, strength) = match expert {
             Expert::High => (self.guidance_high, self.lora_multiplier_high),
             Expert::Low => (self.guidance_low, self.lora_multiplier_low),
@@ -266,7 +321,10 @@ impl SampleRun {
         timestep: f64,
         guidance: f64,
     ) -> Result<(Tensor, bool), SamplingError> {
-        let input = Tensor::f_cat(&[&self.latents, &self.condition], 1)?;
+        let input = match &self.condition {
+            Some(y) => Tensor::f_cat(&[&self.latents, y], 1)?,
+            None => self.latents.shallow_clone(),
+        };
         let t1 = Tensor::f_from_slice(&[timestep as f32])?.f_to_device(self.device)?;
         if guidance == 1.0 {
             return Ok((model.forward(&input, &t1, &self.text_cond, lora)?, false));
@@ -384,22 +442,23 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
 
-/// The first-frame condition `y` `[1, 4 + z, T, H/8, W/8]` of the request's start image: loaded, fitted to the
-/// sample size (crop or stretch), encoded by `vae` with the zero frames after it.
-pub fn start_condition(request: &SampleRequest, vae: &Vae) -> Result<Tensor, SamplingError> {
+/// The request's conditioning: for a start image, the first-frame condition `y` `[1, 4 + z, T, H/8, W/8]` (the image
+/// loaded, fitted to the sample size by crop or stretch, encoded by `vae` with the zero frames after it); without
+/// one, text-to-video latents of the VAE's width.
+pub fn start_condition(request: &SampleRequest, vae: &Vae) -> Result<Conditioning, SamplingError> {
     request.validate()?;
-    let start = load_start_image(
-        &request.start_image,
-        request.width,
-        request.height,
-        request.resize,
-    )?;
+    let Some(path) = &request.start_image else {
+        return Ok(Conditioning::TextOnly {
+            latent_channels: vae.config().z_dim,
+        });
+    };
+    let start = load_start_image(path, request.width, request.height, request.resize)?;
     let image = image_tensor(&start, vae.device())?;
-    Ok(first_frame_condition(
+    Ok(Conditioning::FirstFrame(first_frame_condition(
         vae,
         &image,
         request.num_frames as i64,
-    )?)
+    )?))
 }
 
 /// An expert ready for its phase: the model and, optionally, its LoRA.
@@ -416,7 +475,8 @@ pub struct Generated {
     pub video: Tensor,
 }
 
-/// The whole sample for a standalone run: start image → first-frame condition (with `vae`) → both phases, each
+/// The whole sample for a standalone run: start image → first-frame condition (with `vae`; none for text-to-video)
+/// → both phases, each
 /// expert obtained from `load_expert` when its phase starts and dropped after it (so one expert is resident at a
 /// time; an expert whose phase is empty is never loaded) → decode. Runs on the VAE's device.
 pub fn generate(

@@ -1,13 +1,13 @@
-//! What one sample is: prompt, start frame, size, schedule, guidance, seed, LoRA strength and output format, every
-//! value decided. Built from a job's `sample` section ([`SampleRequest::from_job`]) or from Wan's official recipe
-//! ([`SampleRequest::official`], what `wanlora sample` starts from).
+//! What one sample is: prompt, start frame (image-to-video only), size, schedule, guidance, seed, LoRA strength and
+//! output format, every value decided. Built from a job's `sample` section ([`SampleRequest::from_job`]) or from
+//! Wan's official recipe of an arch ([`SampleRequest::official`], what `wanlora sample` starts from).
 
 use std::path::PathBuf;
 use wanlora_spec::frames;
 
-use wanlora_config::{CtrlImgResize, SampleConfig, SampleFormat};
+use wanlora_config::{CtrlImgResize, ModelArch, SampleConfig, SampleFormat};
 
-use super::schedule::{ScheduleKind, WAN22_I2V_BOUNDARY_RATIO};
+use super::schedule::ScheduleKind;
 use super::scheduler::SamplerKind;
 use super::SamplingError;
 
@@ -37,8 +37,8 @@ pub struct SampleRequest {
     pub prompt: String,
     /// The unconditional prompt of classifier-free guidance.
     pub negative_prompt: String,
-    /// The start frame (image-to-video).
-    pub start_image: PathBuf,
+    /// The start frame: image-to-video needs one, text-to-video has none.
+    pub start_image: Option<PathBuf>,
     /// How the start frame is fitted to `width` × `height`.
     pub resize: CtrlImgResize,
     /// Multiples of 16.
@@ -71,10 +71,11 @@ pub struct SampleRequest {
 }
 
 impl SampleRequest {
-    /// Wan 2.2 I2V A14B's own settings (wan/configs/wan_i2v_A14B.py, shared_config.py): 81 frames at 16 fps,
-    /// 480×832, 40 UniPC steps, shift 5, CFG 3.5 on both experts, boundary 0.9, Wan's negative prompt, seed 0,
-    /// the start frame centre-cropped, MP4 out.
-    pub fn official(prompt: &str, start_image: PathBuf) -> SampleRequest {
+    /// The arch's own settings (wan/configs/wan_{i2v,t2v}_A14B.py, shared_config.py): 81 frames at 16 fps,
+    /// 480×832, 40 UniPC steps, Wan's negative prompt, seed 0, the start frame centre-cropped, MP4 out; I2V: shift 5,
+    /// CFG 3.5 on both experts, boundary 0.9; T2V: shift 12, CFG 4.0 high / 3.0 low, boundary 0.875.
+    pub fn official(arch: ModelArch, prompt: &str, start_image: Option<PathBuf>) -> SampleRequest {
+        let facts = arch.facts();
         SampleRequest {
             prompt: prompt.to_string(),
             negative_prompt: WAN_NEGATIVE_PROMPT.to_string(),
@@ -83,15 +84,15 @@ impl SampleRequest {
             width: 832,
             height: 480,
             num_frames: 81,
-            fps: 16,
+            fps: facts.fps,
             seed: 0,
-            steps: 40,
-            shift: 5.0,
+            steps: facts.sample_steps,
+            shift: facts.sample_shift,
             sampler: SamplerKind::UniPc,
             schedule: ScheduleKind::Official,
-            guidance_high: 3.5,
-            guidance_low: 3.5,
-            boundary_ratio: WAN22_I2V_BOUNDARY_RATIO,
+            guidance_high: facts.guidance_high,
+            guidance_low: facts.guidance_low,
+            boundary_ratio: facts.boundary_ratio,
             lora_multiplier_high: 1.0,
             lora_multiplier_low: 1.0,
             cfg_batching: CfgBatching::Auto,
@@ -100,23 +101,29 @@ impl SampleRequest {
     }
 
     /// Sample `index` of a job's `sample` section (`None` past the end), with the section's values where the item
-    /// has none (`SampleConfig::resolve`) and the job's expert boundary. An empty negative prompt becomes Wan's
-    /// ([`WAN_NEGATIVE_PROMPT`]), as in Wan's own sampler; AI Toolkit samples with an empty one. `ctrl_img` should be
-    /// absolute (`wanlora_config::load_job` makes it so).
+    /// has none (`SampleConfig::resolve`) and the job's arch and expert boundary. An empty negative prompt becomes
+    /// Wan's ([`WAN_NEGATIVE_PROMPT`]), as in Wan's own sampler; AI Toolkit samples with an empty one. `ctrl_img`
+    /// should be absolute (`wanlora_config::load_job` makes it so); an image-to-video sample needs it, a
+    /// text-to-video sample ignores it.
     pub fn from_job(
         sample: &SampleConfig,
         index: usize,
+        arch: ModelArch,
         boundary_ratio: f64,
     ) -> Result<Option<SampleRequest>, SamplingError> {
         let Some(resolved) = sample.resolve(index) else {
             return Ok(None);
         };
-        let start_image = resolved.ctrl_img.clone().ok_or_else(|| {
-            SamplingError::setting(
-                format!("sample.samples[{index}].ctrl_img"),
-                "an image-to-video sample needs a start frame; add `ctrl_img: path/to/image.jpg` to the sample",
-            )
-        })?;
+        let start_image = if arch.facts().first_frame_condition {
+            Some(resolved.ctrl_img.clone().ok_or_else(|| {
+                SamplingError::setting(
+                    format!("sample.samples[{index}].ctrl_img"),
+                    "an image-to-video sample needs a start frame; add `ctrl_img: path/to/image.jpg` to the sample",
+                )
+            })?)
+        } else {
+            None
+        };
         let negative_prompt = if resolved.neg.trim().is_empty() {
             WAN_NEGATIVE_PROMPT.to_string()
         } else {
@@ -125,7 +132,7 @@ impl SampleRequest {
         let request = SampleRequest {
             prompt: resolved.prompt.clone(),
             negative_prompt,
-            start_image: PathBuf::from(start_image),
+            start_image: start_image.map(PathBuf::from),
             resize: sample.ctrl_img_resize,
             width: resolved.width,
             height: resolved.height,
@@ -261,32 +268,76 @@ mod tests {
             ],
             ..SampleConfig::default()
         };
-        let first = SampleRequest::from_job(&section, 0, 0.9).unwrap().unwrap();
+        let i2v = ModelArch::Wan22_14bI2v;
+        let first = SampleRequest::from_job(&section, 0, i2v, 0.9)
+            .unwrap()
+            .unwrap();
         assert_eq!(first.negative_prompt, WAN_NEGATIVE_PROMPT);
-        assert_eq!(first.start_image, PathBuf::from("/data/dog.jpg"));
+        assert_eq!(first.start_image, Some(PathBuf::from("/data/dog.jpg")));
         assert_eq!((first.num_frames, first.steps), (41, 30));
         // No guidance_scale_2: the low-noise expert follows guidance_scale, as AI Toolkit.
         assert_eq!((first.guidance_high, first.guidance_low), (4.0, 4.0));
         assert_eq!(first.sampler, SamplerKind::UniPc);
         assert_eq!(first.resize, CtrlImgResize::Stretch);
         assert_eq!(first.format, SampleFormat::Mp4);
-        let second = SampleRequest::from_job(&section, 1, 0.875)
+        let second = SampleRequest::from_job(&section, 1, i2v, 0.875)
             .unwrap()
             .unwrap();
         assert_eq!(second.negative_prompt, "blurry");
         assert_eq!(second.guidance_low, 2.5);
         assert_eq!(second.boundary_ratio, 0.875);
-        let err = SampleRequest::from_job(&section, 2, 0.9).unwrap_err();
+        let err = SampleRequest::from_job(&section, 2, i2v, 0.9).unwrap_err();
         assert!(
             err.to_string().contains("sample.samples[2].ctrl_img"),
             "{err}"
         );
-        assert!(SampleRequest::from_job(&section, 3, 0.9).unwrap().is_none());
+        assert!(SampleRequest::from_job(&section, 3, i2v, 0.9)
+            .unwrap()
+            .is_none());
+        // Text-to-video: no start frame needed, and one given is not used.
+        let t2v = ModelArch::Wan22_14b;
+        let prompt_only = SampleRequest::from_job(&section, 2, t2v, 0.875)
+            .unwrap()
+            .unwrap();
+        assert_eq!(prompt_only.start_image, None);
+        assert_eq!(prompt_only.prompt, "no start frame");
+        let with_image = SampleRequest::from_job(&section, 0, t2v, 0.875)
+            .unwrap()
+            .unwrap();
+        assert_eq!(with_image.start_image, None);
+    }
+
+    #[test]
+    fn official_recipes_follow_the_arch() {
+        let t2v = SampleRequest::official(ModelArch::Wan22_14b, "x", None);
+        assert_eq!(
+            (
+                t2v.shift,
+                t2v.guidance_high,
+                t2v.guidance_low,
+                t2v.boundary_ratio
+            ),
+            (12.0, 4.0, 3.0, 0.875)
+        );
+        assert_eq!(
+            (t2v.steps, t2v.fps, t2v.sampler),
+            (40, 16, SamplerKind::UniPc)
+        );
+        let i2v = SampleRequest::official(ModelArch::Wan22_14bI2v, "x", Some("a.png".into()));
+        assert_eq!(
+            (
+                i2v.shift,
+                i2v.guidance_high,
+                i2v.guidance_low,
+                i2v.boundary_ratio
+            ),
+            (5.0, 3.5, 3.5, 0.9)
+        );
     }
 
     #[test]
     fn out_of_range_settings_are_named() {
-        let ok = SampleRequest::official("x", "a.png".into());
+        let ok = SampleRequest::official(ModelArch::Wan22_14bI2v, "x", Some("a.png".into()));
         assert!(ok.validate().is_ok());
         assert_eq!(ok.latent_grid(), [21, 60, 104]);
         let cases: [(&str, SampleRequest); 5] = [

@@ -32,9 +32,6 @@ use crate::experts::Expert;
 /// The number of training noise levels; model timesteps run from 0 to this.
 pub const NUM_TRAIN_TIMESTEPS: f64 = 1000.0;
 
-/// Wan 2.2 I2V A14B's expert boundary: the high-noise expert takes `t ≥ 0.9·1000`.
-pub const WAN22_I2V_BOUNDARY_RATIO: f64 = 0.9;
-
 /// The shift of a flow-matching noise level: `σ' = shift·σ / (1 + (shift − 1)·σ)`.
 pub fn shift_sigma(sigma: f64, shift: f64) -> f64 {
     shift * sigma / (1.0 + (shift - 1.0) * sigma)

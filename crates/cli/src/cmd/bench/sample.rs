@@ -1,4 +1,5 @@
-//! `wanlora bench sample`: one image-to-video sample at the real A14B sizes with random weights (never zeros), both
+//! `wanlora bench sample`: one image-to-video (`--arch i2v`) or text-to-video (`--arch t2v`) sample at the real
+//! A14B sizes with random weights (never zeros), both
 //! experts resident: seconds per denoising step with classifier-free guidance, the whole denoising, the VAE decode,
 //! and peak GPU memory. diffusers' pipeline runs a guided step as two transformer calls
 //! (../shared/peers/diffusers_wan_components.py); this one runs them as one batch of 2 unless `--cfg-batch separate`.
@@ -6,7 +7,7 @@
 use anyhow::{bail, Result};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use wanlora_config::SampleFormat;
+use wanlora_config::{ModelArch, SampleFormat};
 use wanlora_models::conditioning::first_frame_condition;
 use wanlora_models::lora::LoraSet;
 use wanlora_models::quant::Fp8Mode;
@@ -14,12 +15,18 @@ use wanlora_models::transformer::{LoadOptions, TransformerConfig, WanTransformer
 use wanlora_models::vae::{Vae, VaeConfig};
 use wanlora_torch::weights::RandomWeights;
 use wanlora_train::experts::Expert;
-use wanlora_train::sampling::{CfgBatching, SampleRequest, SampleRun, SamplerKind, StepInfo};
+use wanlora_train::sampling::{
+    CfgBatching, Conditioning, SampleRequest, SampleRun, SamplerKind, StepInfo,
+};
 
 use super::step::{device_of, gib, sync};
 
 #[derive(clap::Args)]
 pub struct SampleBenchArgs {
+    /// i2v (36 input channels, a start frame's condition) or t2v (16, the prompt alone); also sets the
+    /// official shift, guidance and boundary.
+    #[arg(long, default_value = "i2v", value_parser = crate::cmd::sample::parse_arch)]
+    pub arch: ModelArch,
     #[arg(long, default_value_t = 81)]
     pub frames: u32,
     #[arg(long, default_value_t = 480)]
@@ -80,7 +87,7 @@ pub fn run(args: SampleBenchArgs) -> Result<()> {
     };
     let cfg = TransformerConfig {
         num_layers: args.layers,
-        ..TransformerConfig::wan22_i2v_a14b()
+        ..TransformerConfig::wan22_a14b(args.arch.facts().in_channels as i64)
     };
     let request = SampleRequest {
         width: args.width,
@@ -97,11 +104,23 @@ pub fn run(args: SampleBenchArgs) -> Result<()> {
             crate::cmd::sample::CfgBatchArg::Separate => CfgBatching::Separate,
         },
         format: SampleFormat::Mp4,
-        ..SampleRequest::official("benchmark", "random.png".into())
+        ..SampleRequest::official(
+            args.arch,
+            "benchmark",
+            args.arch
+                .facts()
+                .first_frame_condition
+                .then(|| "random.png".into()),
+        )
     };
     request.validate()?;
+    // I2V lines keep their earlier form (scripts/gpu and docs/BENCHMARKS.md read them).
     let sizes = format!(
-        "frames={} {}x{}{}",
+        "{}frames={} {}x{}{}",
+        match args.arch {
+            ModelArch::Wan22_14bI2v => "",
+            ModelArch::Wan22_14b => "t2v ",
+        },
         args.frames,
         args.height,
         args.width,
@@ -155,6 +174,9 @@ pub fn run(args: SampleBenchArgs) -> Result<()> {
     let text_uncond = Tensor::randn([1, 512, cfg.text_dim], (Kind::Float, device)) * 0.1;
     let [t, h, w] = request.latent_grid();
     let condition = match &vae {
+        _ if !args.arch.facts().first_frame_condition => Conditioning::TextOnly {
+            latent_channels: cfg.out_channels,
+        },
         Some(vae) => {
             let image = Tensor::rand(
                 [1, 3, args.height as i64, args.width as i64],
@@ -172,15 +194,15 @@ pub fn run(args: SampleBenchArgs) -> Result<()> {
                 started.elapsed().as_secs_f64(),
                 peak(device)?
             );
-            y
+            Conditioning::FirstFrame(y)
         }
         None => {
             let mask = Tensor::zeros([1, 4, t, h, w], (Kind::Float, device));
             let _ = mask.narrow(2, 0, 1).fill_(1.0);
-            Tensor::cat(
+            Conditioning::FirstFrame(Tensor::cat(
                 &[mask, Tensor::randn([1, 16, t, h, w], (Kind::Float, device))],
                 1,
-            )
+            ))
         }
     };
 

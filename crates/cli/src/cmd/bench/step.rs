@@ -16,6 +16,9 @@ use wanlora_train::optim::{clip_grad_norm, AdamW, AdamWConfig, FlatParams};
 
 #[derive(clap::Args)]
 pub struct StepArgs {
+    /// i2v (36 input channels: latent, mask, start frame) or t2v (16: the latent alone).
+    #[arg(long, default_value = "i2v", value_parser = crate::cmd::sample::parse_arch)]
+    pub arch: wanlora_config::ModelArch,
     #[arg(long, default_value_t = 41)]
     pub frames: i64,
     #[arg(long, default_value_t = 512)]
@@ -180,7 +183,7 @@ pub fn run(args: StepArgs) -> Result<()> {
     };
     let cfg = TransformerConfig {
         num_layers: args.layers,
-        ..TransformerConfig::wan22_i2v_a14b()
+        ..TransformerConfig::wan22_a14b(args.arch.facts().in_channels as i64)
     };
     let layers = cfg.num_layers as usize;
     let offload = match args.offload_percent {
@@ -312,7 +315,12 @@ pub fn run(args: StepArgs) -> Result<()> {
         None => String::new(),
     };
     println!(
-        "wanlora step: frames={} {}x{} tokens={tokens} rank={} keep_blocks={}{} {mode}: {secs:.3} s/step, peak {peak:.1} GiB, MFU {:.1}% ({:.3e} FLOP/step), loss {last:.4}{streamed_per_step}",
+        "wanlora step: {}frames={} {}x{} tokens={tokens} rank={} keep_blocks={}{} {mode}: {secs:.3} s/step, peak {peak:.1} GiB, MFU {:.1}% ({:.3e} FLOP/step), loss {last:.4}{streamed_per_step}",
+        // I2V lines keep their earlier form (docs/BENCHMARKS.md quotes them).
+        match args.arch {
+            wanlora_config::ModelArch::Wan22_14bI2v => "",
+            wanlora_config::ModelArch::Wan22_14b => "t2v ",
+        },
         args.frames,
         args.height,
         args.width,
