@@ -18,14 +18,9 @@ use crate::lora::LoraTarget;
 use crate::transformer::TransformerConfig;
 use wanlora_torch::weights::WeightSet;
 
-/// Which of AI Toolkit's two experts an adapter is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AraExpert {
-    /// `transformer_1`: the high-noise expert.
-    High,
-    /// `transformer_2`: the low-noise expert.
-    Low,
-}
+// AI Toolkit names the experts `transformer_1` (high noise) and `transformer_2` (low noise) in
+// adapter keys (`Expert::aitk_index`).
+use wanlora_spec::expert::Expert;
 
 /// The adapter of one expert: A `[r, in]` and B `[out, r]` per (block, linear).
 pub struct RecoveryAdapter {
@@ -39,7 +34,7 @@ pub struct RecoveryAdapter {
 /// What one key names.
 #[derive(Debug, PartialEq, Eq)]
 struct KeyTarget {
-    expert: Option<AraExpert>,
+    expert: Option<Expert>,
     block: usize,
     target: LoraTarget,
     /// `A` (down) or `B` (up).
@@ -66,10 +61,10 @@ fn parse_key(key: &str) -> Option<KeyTarget> {
         {
             rest = r;
         } else if let Some(r) = rest.strip_prefix("transformer_1.") {
-            expert = Some(AraExpert::High);
+            expert = Some(Expert::High);
             rest = r;
         } else if let Some(r) = rest.strip_prefix("transformer_2.") {
-            expert = Some(AraExpert::Low);
+            expert = Some(Expert::Low);
             rest = r;
         } else {
             break;
@@ -95,7 +90,7 @@ impl RecoveryAdapter {
     /// error that lists some of its keys.
     pub fn load(
         path: &Path,
-        expert: AraExpert,
+        expert: Expert,
         cfg: &TransformerConfig,
         kind: Kind,
         device: Device,
@@ -127,14 +122,8 @@ impl RecoveryAdapter {
                 "no key names a transformer block linear of the {} expert (expected e.g. \
                  `diffusion_model.transformer_{}.blocks.0.self_attn.q.lora_A.weight` or \
                  `transformer.blocks.0.attn1.to_q.lora_A.weight`); the file has {} keys such as {}",
-                match expert {
-                    AraExpert::High => "high-noise",
-                    AraExpert::Low => "low-noise",
-                },
-                match expert {
-                    AraExpert::High => 1,
-                    AraExpert::Low => 2,
-                },
+                expert.label(),
+                expert.aitk_index(),
                 names.len(),
                 examples.join(", ")
             )));
@@ -239,11 +228,11 @@ mod tests {
         let parse = |k: &str| parse_key(k).map(|t| (t.expert, t.block, t.target, t.down));
         assert_eq!(
             parse("diffusion_model.transformer_1.blocks.3.self_attn.q.lora_A.weight"),
-            Some((Some(AraExpert::High), 3, LoraTarget::SelfQ, true))
+            Some((Some(Expert::High), 3, LoraTarget::SelfQ, true))
         );
         assert_eq!(
             parse("transformer.transformer_2.blocks.0.attn2.to_out.0.lora_B.weight"),
-            Some((Some(AraExpert::Low), 0, LoraTarget::CrossO, false))
+            Some((Some(Expert::Low), 0, LoraTarget::CrossO, false))
         );
         assert_eq!(
             parse("transformer.blocks.12.ffn.net.0.proj.lora_down.weight"),

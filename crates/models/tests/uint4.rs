@@ -151,9 +151,10 @@ fn a_float32_weight_is_rounded_to_bf16_first() {
 use std::sync::Mutex;
 use wanlora_models::lora::{LoraApply, LoraSet, LoraTarget, Multiplier};
 use wanlora_models::quant::{Fp8Mode, Weight};
-use wanlora_models::recovery::{AraExpert, RecoveryAdapter};
+use wanlora_models::recovery::RecoveryAdapter;
 use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
 use wanlora_models::transformer::{Linear, LoadOptions, TransformerConfig, WanTransformer};
+use wanlora_spec::Expert;
 use wanlora_torch::weights::{save_safetensors, RandomWeights, WeightError, WeightSource};
 
 static RNG: Mutex<()> = Mutex::new(());
@@ -248,9 +249,8 @@ fn an_expert_gets_its_own_adapters_and_only_the_named_linears_are_4_bit() {
     let path = dir.path().join("ara.safetensors");
     write_adapter(&path, 4);
     let cfg = config();
-    let high =
-        RecoveryAdapter::load(&path, AraExpert::High, &cfg, Kind::Float, Device::Cpu).unwrap();
-    let low = RecoveryAdapter::load(&path, AraExpert::Low, &cfg, Kind::Float, Device::Cpu).unwrap();
+    let high = RecoveryAdapter::load(&path, Expert::High, &cfg, Kind::Float, Device::Cpu).unwrap();
+    let low = RecoveryAdapter::load(&path, Expert::Low, &cfg, Kind::Float, Device::Cpu).unwrap();
     assert_eq!((high.len(), low.len(), high.rank()), (6, 6, 4));
     assert_eq!(
         high.skipped.len(),
@@ -291,7 +291,7 @@ fn the_recovered_forward_is_the_dequantised_model_plus_the_adapter_deltas() {
     let path = dir.path().join("ara.safetensors");
     write_adapter(&path, 4);
     let cfg = config();
-    let ara = RecoveryAdapter::load(&path, AraExpert::Low, &cfg, Kind::Float, Device::Cpu).unwrap();
+    let ara = RecoveryAdapter::load(&path, Expert::Low, &cfg, Kind::Float, Device::Cpu).unwrap();
     let model = load_recovered(&ara);
     // The reference: the dense model with W' = deq(W₄) + B·A merged into each named linear.
     let mut merged = seeded(0, || {
@@ -340,8 +340,7 @@ fn the_users_lora_trains_on_top_and_the_adapter_gets_no_gradient() {
     let path = dir.path().join("ara.safetensors");
     write_adapter(&path, 2);
     let cfg = config();
-    let ara =
-        RecoveryAdapter::load(&path, AraExpert::High, &cfg, Kind::Float, Device::Cpu).unwrap();
+    let ara = RecoveryAdapter::load(&path, Expert::High, &cfg, Kind::Float, Device::Cpu).unwrap();
     let model = load_recovered(&ara);
     let lora = seeded(9, || LoraSet::new_trainable(&cfg, 4, 4.0, Device::Cpu));
     // B = 0 at the start gives A no gradient; a nonzero B makes every factor matter.
@@ -391,11 +390,11 @@ fn an_adapter_that_names_no_block_linear_is_refused_with_examples() {
         &Default::default(),
     )
     .unwrap();
-    let err =
-        match RecoveryAdapter::load(&path, AraExpert::High, &config(), Kind::Float, Device::Cpu) {
-            Ok(_) => panic!("accepted"),
-            Err(e) => e.to_string(),
-        };
+    let err = match RecoveryAdapter::load(&path, Expert::High, &config(), Kind::Float, Device::Cpu)
+    {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    };
     assert!(
         err.contains("unet.down_blocks.0.attn.to_q.lora_A.weight")
             && err.contains("other.safetensors"),
@@ -412,8 +411,7 @@ fn an_adapter_for_another_model_size_is_refused() {
         ffn_dim: 192,
         ..config()
     };
-    let err = match RecoveryAdapter::load(&path, AraExpert::High, &wider, Kind::Float, Device::Cpu)
-    {
+    let err = match RecoveryAdapter::load(&path, Expert::High, &wider, Kind::Float, Device::Cpu) {
         Ok(_) => panic!("accepted"),
         Err(e) => e.to_string(),
     };

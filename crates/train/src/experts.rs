@@ -3,47 +3,7 @@
 //! alternates between the trained experts every `switch_boundary_every` steps, starting with the
 //! high-noise one. The schedule is a pure function of the step, so resume needs no extra state.
 
-use crate::timesteps::Window;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub enum Expert {
-    #[serde(rename = "high_noise")]
-    High,
-    #[serde(rename = "low_noise")]
-    Low,
-}
-
-impl Expert {
-    /// `high_noise` / `low_noise`: file suffixes, metrics and the UI.
-    pub fn name(self) -> &'static str {
-        match self {
-            Expert::High => "high_noise",
-            Expert::Low => "low_noise",
-        }
-    }
-
-    /// The expert's folder in a diffusers repository.
-    pub fn diffusers_folder(self) -> &'static str {
-        match self {
-            Expert::High => "transformer",
-            Expert::Low => "transformer_2",
-        }
-    }
-
-    /// The timesteps this expert handles.
-    pub fn window(self, boundary_ratio: f64) -> Window {
-        let b = 1000.0 * boundary_ratio;
-        match self {
-            Expert::High => Window {
-                low: b,
-                high: 1000.0,
-            },
-            Expert::Low => Window { low: 0.0, high: b },
-        }
-    }
-}
+pub use wanlora_spec::expert::Expert;
 
 /// The alternation between the trained experts.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +42,7 @@ impl ExpertSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timesteps::Window;
 
     #[test]
     fn alternates_every_n_steps_starting_high() {

@@ -10,7 +10,7 @@ use crate::TrainError;
 use wanlora_config::ModelArch;
 use wanlora_hub::{CheckOptions, Component, HubConfig, ModelSpec, ResolvedModel, Stage};
 use wanlora_models::quant::Fp8Mode;
-use wanlora_models::recovery::{AraExpert, RecoveryAdapter};
+use wanlora_models::recovery::RecoveryAdapter;
 use wanlora_models::tokenizer::Tokenizer;
 use wanlora_models::transformer::{
     self, LoadOptions, TransformerConfig, TransformerWeights, WanTransformer,
@@ -217,11 +217,7 @@ impl ModelSource {
             };
             let ara = match self.recovery_adapter() {
                 Some(path) => {
-                    let ara_expert = match expert {
-                        Expert::High => AraExpert::High,
-                        Expert::Low => AraExpert::Low,
-                    };
-                    let ara = RecoveryAdapter::load(path, ara_expert, &cfg, kind, device)?;
+                    let ara = RecoveryAdapter::load(path, expert, &cfg, kind, device)?;
                     tracing::info!(
                         "{} expert: accuracy recovery adapter {} (rank {}, {} linears)",
                         expert.name(),

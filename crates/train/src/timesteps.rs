@@ -33,18 +33,7 @@ pub enum Bias {
     Style,
 }
 
-/// A range of timesteps: `low ≤ t < high`, or `≤ high` when `high` is 1000.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Window {
-    pub low: f64,
-    pub high: f64,
-}
-
-impl Window {
-    pub fn contains(&self, t: f64) -> bool {
-        t >= self.low && (t < self.high || (self.high >= 1000.0 && t <= self.high))
-    }
-}
+pub use wanlora_spec::expert::Window;
 
 pub const TABLE_LEN: usize = 1000;
 const SHIFT: f64 = 5.0;
