@@ -17,5 +17,6 @@ pub mod sources;
 pub mod timesteps;
 pub mod tiny;
 pub mod trainer;
+pub mod validation;
 
 pub use error::TrainError;

@@ -134,7 +134,7 @@ impl JobFolder {
         Ok(())
     }
 
-    pub fn append_metrics(&self, m: &Metrics) -> Result<(), TrainError> {
+    pub fn append_metrics(&self, m: &impl Serialize) -> Result<(), TrainError> {
         let p = self.path("metrics.jsonl");
         let mut f = OpenOptions::new()
             .create(true)

@@ -282,7 +282,7 @@ pub async fn clone_job(
     Ok((StatusCode::CREATED, Json(job_view(&state, &copy))).into_response())
 }
 
-/// Every metrics line, the last one of each step.
+/// Every metrics line, the last one of each step (validation records: of each step and expert).
 pub async fn metrics(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
     let job = load(&state, id).await?;
     let dir = state.dirs.output.join(&job.name);
