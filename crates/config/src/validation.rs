@@ -48,9 +48,18 @@ impl Default for ValidationConfig {
 }
 
 impl ValidationConfig {
+    /// The items that name something; AI Toolkit skips those without `image_path` (its UI's
+    /// Validation card starts with one empty item).
+    pub fn named_items(&self) -> impl Iterator<Item = (usize, &ValidationItem)> {
+        self.validation_items
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| !item.image_path.trim().is_empty())
+    }
+
     /// Whether the job evaluates a validation loss at all.
     pub fn enabled(&self) -> bool {
-        !self.validation_items.is_empty()
+        self.named_items().next().is_some()
     }
 }
 
@@ -109,18 +118,16 @@ pub(crate) fn read_validation(s: &mut Section) -> ValidationConfig {
     }
 }
 
-/// Cross-field checks: every item names an existing file or folder, sigmas lie in [0, 1], and the
+/// Cross-field checks: every named item is an existing file or folder (an empty one is skipped with a
+/// warning), sigmas lie in [0, 1], and the
 /// interval is at least 1.
 pub(crate) fn check_validation(v: &ValidationConfig, key: &str, ctx: &mut Ctx, base_dir: &Path) {
-    if !v.enabled() {
-        return;
-    }
     for (i, item) in v.validation_items.iter().enumerate() {
         let at = format!("{key}.validation_items[{i}].image_path");
         if item.image_path.trim().is_empty() {
-            ctx.error_at(
+            ctx.warning_at(
                 &at,
-                format!("validation item {i} has no image_path"),
+                format!("validation item {i} has no image_path and is skipped (as in AI Toolkit)"),
                 "name a held-out image, clip or folder of clips (not one of the training files)",
             );
         } else if !item.image_path.contains("${") && !base_dir.join(&item.image_path).exists() {
@@ -133,6 +140,9 @@ pub(crate) fn check_validation(v: &ValidationConfig, key: &str, ctx: &mut Ctx, b
                 "fix the path (relative paths start at the job file's folder)",
             );
         }
+    }
+    if !v.enabled() {
+        return;
     }
     for (i, sigma) in v.validation_sigmas.iter().enumerate() {
         if !(0.0..=1.0).contains(sigma) {

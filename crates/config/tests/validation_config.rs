@@ -89,6 +89,34 @@ fn ai_toolkits_defaults_apply_and_no_items_means_no_validation() {
 }
 
 #[test]
+fn ai_toolkits_ui_card_as_first_enabled_validates_and_does_nothing() {
+    // What AI Toolkit's UI writes when its Validation card is switched on.
+    let v = parse_with_train(
+        "        validation_config:
+          validation_items:
+            - image_path: ''
+              prompt: ''
+          resolution: 1024
+          validate_every_n_steps: 1
+          validation_sigmas: [0.5]",
+    );
+    assert!(v.is_valid(), "{:#?}", v.findings);
+    let warned: Vec<_> = v
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .map(|f| f.key.as_str())
+        .collect();
+    assert!(
+        warned
+            .iter()
+            .any(|k| k.ends_with("validation_items[0].image_path")),
+        "{warned:?}"
+    );
+    assert!(!v.job.unwrap().process().train.validation_config.enabled());
+}
+
+#[test]
 fn bad_validation_values_are_errors_at_their_keys() {
     let v = parse_with_train(
         "        validation_config:
@@ -101,7 +129,8 @@ fn bad_validation_values_are_errors_at_their_keys() {
     );
     assert!(!v.is_valid());
     assert_eq!(errors_at(&v, "validation_items[0].image_path"), 1);
-    assert_eq!(errors_at(&v, "validation_items[1].image_path"), 1);
+    // An item without image_path is skipped with a warning, as AI Toolkit does.
+    assert_eq!(errors_at(&v, "validation_items[1].image_path"), 0);
     assert_eq!(errors_at(&v, "validation_config.resolution"), 1);
     assert_eq!(errors_at(&v, "validate_every_n_steps"), 1);
     assert_eq!(errors_at(&v, "validation_sigmas[0]"), 1);

@@ -91,7 +91,7 @@ impl ValidationSet {
         let trigger = process.trigger_word.clone().unwrap_or_default();
         let mut catalogs = Vec::new();
         let mut held_out = Vec::new();
-        for (i, v) in config.validation_items.iter().enumerate() {
+        for (i, v) in config.named_items() {
             let key = format!("train.validation_config.validation_items[{i}].image_path");
             let path = PathBuf::from(&v.image_path);
             let prompt = v.prompt.replace("[trigger]", &trigger);
