@@ -30,6 +30,7 @@ mod schema;
 mod suggest;
 mod train;
 mod validate;
+mod validation;
 mod yaml;
 
 pub use arch::{ArchFacts, ModelArch};
@@ -53,4 +54,5 @@ pub use train::{
     ContentOrStyle, EmaConfig, LossType, LrScheduler, LrSchedulerParams, Optimizer,
     OptimizerParams, TimestepType, TrainConfig, TrainDtype,
 };
+pub use validation::{ValidationConfig, ValidationItem};
 pub use yaml::to_yaml;

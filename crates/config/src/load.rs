@@ -140,6 +140,9 @@ pub fn resolve_paths(job: &mut Job, base_dir: &Path) {
     for dataset in &mut process.datasets {
         absolute(&mut dataset.folder_path);
     }
+    for item in &mut process.train.validation_config.validation_items {
+        absolute(&mut item.image_path);
+    }
     for item in &mut process.sample.samples {
         if let Some(image) = item.ctrl_img.as_mut() {
             absolute(image);

@@ -321,6 +321,8 @@ pub struct TrainConfig {
     /// Default 3.
     pub differential_guidance_scale: f64,
     pub ema_config: EmaConfig,
+    /// `validation_config`: a held-out loss every N steps (crate::validation).
+    pub validation_config: crate::validation::ValidationConfig,
     /// `keep_blocks` (wanlora): how many of the 40 transformer blocks keep their activations for the
     /// backward pass instead of recomputing them (gradient checkpointing for the rest). More is
     /// faster and needs more memory. Default 0 (recompute every block).
@@ -363,6 +365,7 @@ impl Default for TrainConfig {
             do_differential_guidance: false,
             differential_guidance_scale: 3.0,
             ema_config: EmaConfig::default(),
+            validation_config: crate::validation::ValidationConfig::default(),
             keep_blocks: 0,
             keep_attention: 0,
         }
@@ -588,6 +591,11 @@ pub(crate) fn read_train(s: &mut Section) -> TrainConfig {
             );
             ema
         }),
+        validation_config: s.section(
+            "validation_config",
+            ai("Held-out validation loss"),
+            crate::validation::read_validation,
+        ),
         keep_blocks: s.uint(
             "keep_blocks",
             d.keep_blocks,
@@ -956,11 +964,6 @@ pub(crate) fn read_train(s: &mut Section) -> TrainConfig {
         "max_loss",
         Neutral::Off,
         "loss clipping is not implemented; non-finite losses skip the step",
-    );
-    s.refuse(
-        "validation_config",
-        Neutral::Off,
-        "validation losses are not implemented; use samples",
     );
     s.refuse(
         "train_turbo",

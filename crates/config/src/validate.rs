@@ -290,6 +290,12 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
             format!("use 0 to {TRANSFORMER_BLOCKS}"),
         );
     }
+    crate::validation::check_validation(
+        &train.validation_config,
+        &format!("{p}.train.validation_config"),
+        ctx,
+        base_dir,
+    );
     if train.ema_config.use_ema
         && !(train.ema_config.ema_decay > 0.0 && train.ema_config.ema_decay < 1.0)
     {

@@ -4,6 +4,7 @@
 
 const SERIES_COLOURS = { high_noise: '#e8743b', low_noise: '#3b8de8' };
 const SPARE_COLOURS = ['#2ca58d', '#9b59b6', '#c0392b', '#7f8c8d'];
+const VALIDATION_SUFFIX = ' validation';
 
 class LossChart {
   constructor(canvas) {
@@ -15,15 +16,22 @@ class LossChart {
     this.resizeObserver.observe(canvas);
   }
 
-  // Adds metric lines ({step, expert, loss}); a repeated step replaces the earlier value
+  // Adds metric lines ({step, expert, loss}, or {step, expert, validation_loss}: the held-out loss,
+  // drawn dashed and unsmoothed as "<expert> validation"); a repeated step replaces the earlier value
   // (a resumed run appends lines for steps it redoes).
   add(metrics) {
     for (const m of metrics) {
-      if (typeof m.step !== 'number' || typeof m.loss !== 'number' || !isFinite(m.loss)) continue;
-      const name = m.expert || 'loss';
+      const validation = typeof m.validation_loss === 'number';
+      const value = validation ? m.validation_loss : m.loss;
+      if (typeof m.step !== 'number' || typeof value !== 'number' || !isFinite(value)) continue;
+      const name = (m.expert || 'loss') + (validation ? VALIDATION_SUFFIX : '');
       if (!this.series.has(name)) this.series.set(name, new Map());
-      for (const [other, points] of this.series) if (other !== name) points.delete(m.step);
-      this.series.get(name).set(m.step, m.loss);
+      if (!validation) {
+        for (const [other, points] of this.series) {
+          if (other !== name && !other.endsWith(VALIDATION_SUFFIX)) points.delete(m.step);
+        }
+      }
+      this.series.get(name).set(m.step, value);
     }
     this.draw();
   }
@@ -35,7 +43,8 @@ class LossChart {
   }
 
   colour(name, index) {
-    return SERIES_COLOURS[name] || SPARE_COLOURS[index % SPARE_COLOURS.length];
+    const expert = name.endsWith(VALIDATION_SUFFIX) ? name.slice(0, -VALIDATION_SUFFIX.length) : name;
+    return SERIES_COLOURS[expert] || SPARE_COLOURS[index % SPARE_COLOURS.length];
   }
 
   // Exponential moving average, divided by (1 - w^n) so that early points are unbiased.
@@ -89,10 +98,12 @@ class LossChart {
       if (points.length === 0) return;
       const steps = points.map((p) => p[0]);
       const raw = points.map((p) => transform(p[1]));
-      const smooth = LossChart.smooth(raw, this.smoothing);
+      // Validation values are already comparable (fixed data, timesteps and noise): not smoothed.
+      const validation = name.endsWith(VALIDATION_SUFFIX);
+      const smooth = validation ? raw : LossChart.smooth(raw, this.smoothing);
       for (const s of steps) { minStep = Math.min(minStep, s); maxStep = Math.max(maxStep, s); }
       for (const v of raw) { minY = Math.min(minY, v); maxY = Math.max(maxY, v); }
-      lines.push({ name, colour: this.colour(name, index), steps, raw, smooth });
+      lines.push({ name, colour: this.colour(name, index), steps, raw, smooth, validation });
     });
     if (lines.length === 0) {
       ctx.fillStyle = ink;
@@ -142,7 +153,8 @@ class LossChart {
     };
     for (const line of lines) {
       ctx.strokeStyle = line.colour;
-      if (this.smoothing > 0) {
+      ctx.setLineDash(line.validation ? [6, 4] : []);
+      if (this.smoothing > 0 && !line.validation) {
         ctx.globalAlpha = 0.25;
         path(line.steps, line.raw);
         ctx.globalAlpha = 1;
@@ -150,6 +162,7 @@ class LossChart {
       ctx.lineWidth = 1.8;
       path(line.steps, line.smooth);
       ctx.lineWidth = 1;
+      ctx.setLineDash([]);
       if (line.steps.length === 1) {
         ctx.fillStyle = line.colour;
         ctx.beginPath(); ctx.arc(x(line.steps[0]), y(line.smooth[0]), 3, 0, 2 * Math.PI); ctx.fill();

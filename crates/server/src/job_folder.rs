@@ -188,7 +188,8 @@ pub fn parse_metrics(lines: &[String]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// All metric lines of a job, the last one of each step, in step order.
+/// All metric lines of a job in step order: the last training line of each step, and the last
+/// validation record (`validation_loss`) of each step and expert beside it.
 pub fn read_all_metrics(job_dir: &Path) -> io::Result<Vec<serde_json::Value>> {
     let mut text = String::new();
     match open_no_follow(&job_dir.join(METRICS)) {
@@ -200,7 +201,10 @@ pub fn read_all_metrics(job_dir: &Path) -> io::Result<Vec<serde_json::Value>> {
     let mut by_step = std::collections::BTreeMap::new();
     for v in parse_metrics(&lines) {
         let step = v["step"].as_f64().unwrap_or(0.0) as i64;
-        by_step.insert(step, v);
+        let validation = v
+            .get("validation_loss")
+            .map(|_| v["expert"].as_str().unwrap_or_default().to_string());
+        by_step.insert((step, validation), v);
     }
     Ok(by_step.into_values().collect())
 }
@@ -417,6 +421,26 @@ mod tests {
         let m = read_all_metrics(dir.path()).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m[1]["loss"], 0.3);
+    }
+
+    #[test]
+    fn validation_records_stand_beside_the_training_line_of_their_step() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(METRICS),
+            concat!(
+                "{\"step\":3,\"expert\":\"high_noise\",\"loss\":0.5}\n",
+                "{\"step\":3,\"expert\":\"high_noise\",\"validation_loss\":0.7}\n",
+                "{\"step\":3,\"expert\":\"low_noise\",\"validation_loss\":0.6}\n",
+                "{\"step\":3,\"expert\":\"low_noise\",\"validation_loss\":0.4}\n",
+            ),
+        )
+        .unwrap();
+        let m = read_all_metrics(dir.path()).unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0]["loss"], 0.5);
+        assert_eq!(m[1]["validation_loss"], 0.7);
+        assert_eq!(m[2]["validation_loss"], 0.4);
     }
 
     #[test]

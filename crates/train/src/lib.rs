@@ -21,5 +21,6 @@ pub mod sources;
 pub mod timesteps;
 pub mod tiny;
 pub mod trainer;
+pub mod validation;
 
 pub use error::TrainError;

@@ -144,7 +144,7 @@ impl JobFolder {
         }
     }
 
-    pub fn append_metrics(&self, m: &Metrics) -> Result<(), TrainError> {
+    pub fn append_metrics(&self, m: &impl Serialize) -> Result<(), TrainError> {
         let p = self.path("metrics.jsonl");
         let mut f = OpenOptions::new()
             .create(true)

@@ -25,6 +25,7 @@ use crate::sampling::{
 use crate::schedule::LrSchedule;
 use crate::sources::ModelSource;
 use crate::timesteps::{self, Bias, TimestepType};
+use crate::validation::ValidationSet;
 use crate::TrainError;
 use wanlora_config::{LoadedJob, SaveDtype, TrainDtype};
 use wanlora_data::cache::{item_latents, run_cache_pass, text_embedding, Cache, CachePassOptions};
@@ -157,6 +158,8 @@ pub struct Trainer {
     untrained: Option<(Expert, WanTransformer)>,
     /// The job folder's lock, held while this trainer lives.
     _lock: JobLock,
+    /// The held-out set of `validation_config`, encoded.
+    validation: Option<ValidationSet>,
 }
 
 impl Trainer {
@@ -269,6 +272,7 @@ impl Trainer {
             folder.log(&summary);
         }
         catalog.check_usable()?;
+        let mut validation = ValidationSet::load(&job.job, &specs, &context)?;
 
         let mut sources = ModelSource::for_training(
             job::model_spec(&job),
@@ -332,6 +336,7 @@ impl Trainer {
                 catalog.caption_texts()
             };
             wanted.push(String::new());
+            wanted.extend(validation.iter().flat_map(ValidationSet::captions));
             for r in &samples {
                 wanted.push(r.prompt.clone());
                 wanted.push(r.negative_prompt.clone());
@@ -404,6 +409,17 @@ impl Trainer {
             }
         }
 
+        if let Some(v) = &mut validation {
+            v.encode(
+                &mut cache,
+                &vae,
+                &vae_fingerprint,
+                &texts,
+                seed,
+                process.model.arch.facts().first_frame_condition,
+                device,
+            )?;
+        }
         let sampler = BatchSampler::new(&catalog, |i| !i.is_reg)?;
         let reg_sampler = if catalog.usable_items().any(|i| i.is_reg) {
             Some(BatchSampler::new(&catalog, |i| i.is_reg)?)
@@ -484,6 +500,7 @@ impl Trainer {
             samples,
             untrained: None,
             _lock: lock,
+            validation,
         };
         if let Some((run, dir)) = previous {
             trainer.resume(&run, &dir)?;
@@ -946,6 +963,35 @@ impl Trainer {
         Ok(())
     }
 
+    /// When a pass is due, the held-out loss of every trained expert, one metrics record each.
+    fn validate_if_due(&mut self) -> Result<(), TrainError> {
+        let step = self.step;
+        let Some(set) = self.validation.take_if(|v| v.due(step)) else {
+            return Ok(());
+        };
+        let result = crate::error::catch_libtorch(|| self.validate_experts(&set));
+        self.validation = Some(set);
+        result
+    }
+
+    fn validate_experts(&mut self, set: &ValidationSet) -> Result<(), TrainError> {
+        for i in 0..self.experts.len() {
+            let expert = self.experts[i].expert;
+            self.activate(expert)?;
+            let e = &self.experts[i];
+            let record = set.evaluate(
+                self.step,
+                expert,
+                &e.model,
+                &e.lora,
+                self.boundary,
+                self.kind,
+            )?;
+            self.folder.append_metrics(&record)?;
+        }
+        Ok(())
+    }
+
     /// Trains one optimizer step (the expert whose turn it is) and moves the step counter on.
     pub fn advance(&mut self) -> Result<StepOutcome, TrainError> {
         let step = self.step;
@@ -1143,6 +1189,9 @@ impl Trainer {
         {
             self.sample_all(self.step)?;
         }
+        if !resumed {
+            self.validate_if_due().map_err(|e| self.fail(e))?;
+        }
         while self.step < total {
             let t0 = Instant::now();
             let outcome = self.advance()?;
@@ -1199,6 +1248,7 @@ impl Trainer {
             }
             self.folder
                 .write_status(&self.status("training", &message, Some(expert), sps))?;
+            self.validate_if_due().map_err(|e| self.fail(e))?;
 
             let stop_requested = output::interrupted() || self.folder.take_control(Control::Stop);
             let save_due =
@@ -1290,7 +1340,7 @@ impl Trainer {
                 }
             }
         }
-        let series: Vec<(String, Vec<(f64, f64)>)> = ["high_noise", "low_noise"]
+        let mut series: Vec<(String, Vec<(f64, f64)>)> = ["high_noise", "low_noise"]
             .iter()
             .map(|e| {
                 (
@@ -1304,6 +1354,7 @@ impl Trainer {
             })
             .filter(|(_, v): &(String, Vec<(f64, f64)>)| !v.is_empty())
             .collect();
+        series.extend(crate::validation::plot_series(&text));
         let refs: Vec<(&str, &[(f64, f64)])> = series
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_slice()))

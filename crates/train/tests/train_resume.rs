@@ -2,29 +2,18 @@
 //! resume test): the demo job stopped after a few steps and run again ends with the same loss at every
 //! step and bit-identical LoRA files as the same job run without a stop.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
-use wanlora_hub::HubConfig;
 use wanlora_torch::weights::WeightSet;
-use wanlora_train::trainer::{train, RunOptions};
+use wanlora_train::trainer::train;
+
+mod common;
+use common::{losses, one_run_at_a_time, opts, whole_and_resumed};
 
 const STEPS: u32 = 12;
 const SAVE_EVERY: u32 = 4;
 /// Stops one step after the second save, so that the resumed run repeats a step.
 const STOP_AFTER: u64 = 9;
-
-fn opts(dir: &Path, stop_after: Option<u64>) -> RunOptions {
-    RunOptions {
-        progress: false,
-        stop_after,
-        hub: HubConfig::from_vars(|k| match k {
-            "HF_HUB_OFFLINE" => Some("1".into()),
-            "HF_HOME" => Some(dir.join("hf").display().to_string()),
-            _ => None,
-        }),
-    }
-}
 
 /// The demo job with `optimizer` (and its own `lr`), saving every [`SAVE_EVERY`] steps.
 fn job(dir: &Path, optimizer: &str, lr: &str) -> PathBuf {
@@ -49,26 +38,11 @@ fn job(dir: &Path, optimizer: &str, lr: &str) -> PathBuf {
     path
 }
 
-/// Loss per step, the last line of a step winning (a resumed run repeats the steps after its save).
-fn losses(folder: &Path) -> BTreeMap<u64, f64> {
-    std::fs::read_to_string(folder.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v.get("loss").is_some())
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
-}
-
 fn resumes_exactly(optimizer: &str, lr: &str) {
-    tch::set_num_threads(2);
+    let _serial = one_run_at_a_time();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (job_a, job_b) = (job(a.path(), optimizer, lr), job(b.path(), optimizer, lr));
-    let load = |p: &Path| wanlora_config::load_job(p).unwrap();
-    let whole = train(load(&job_a), opts(a.path(), None)).unwrap();
-    let stopped = train(load(&job_b), opts(b.path(), Some(STOP_AFTER))).unwrap();
-    assert!(stopped.stopped && stopped.step == STOP_AFTER);
-    let resumed = train(load(&job_b), opts(b.path(), None)).unwrap();
+    let (whole, resumed) = whole_and_resumed((&job_a, a.path()), (&job_b, b.path()), STOP_AFTER);
     assert_eq!(resumed.step, STEPS as u64);
 
     let (reference, again) = (losses(&whole.output), losses(&resumed.output));

@@ -287,7 +287,7 @@ fn read_error(path: std::path::PathBuf, e: std::io::Error) -> ApiError {
     }
 }
 
-/// Every metrics line, the last one of each step.
+/// Every metrics line, the last one of each step (validation records: of each step and expert).
 pub async fn metrics(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
     let job = load(&state, id).await?;
     let dir = state.dirs.output.join(&job.name);
