@@ -23,7 +23,6 @@ use wanlora_data::rng::SplitMix64;
 use wanlora_data::{Catalog, DataItem, DatasetSpec, JobContext};
 use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
 use wanlora_models::transformer::WanTransformer;
-use wanlora_models::vae::Vae;
 
 /// Domain tag of the validation noise seeds (kept apart from every training stream's tags).
 const NOISE_STREAM: u64 = 0x7A11_DA7E;
@@ -167,21 +166,15 @@ impl ValidationSet {
     pub fn encode(
         &mut self,
         cache: &mut Cache,
-        vae: &Vae,
-        vae_fingerprint: &str,
+        enc: &mut VaeLatentEncoder,
         texts: &HashMap<String, Tensor>,
         seed: u64,
-        first_frame_condition: bool,
         device: Device,
     ) -> Result<(), TrainError> {
+        let first_frame_condition = enc.first_frame_condition;
         let mut encoded = Vec::new();
         for (index, h) in self.held_out.iter().enumerate() {
-            let mut enc = VaeLatentEncoder {
-                vae,
-                fingerprint: vae_fingerprint.to_string(),
-                first_frame_condition,
-            };
-            let tensors = item_latents(&self.catalogs[h.catalog], &h.item, Some(cache), &mut enc)?;
+            let tensors = item_latents(&self.catalogs[h.catalog], &h.item, Some(cache), enc)?;
             let get = |n: &str| {
                 tensors.get(n).ok_or_else(|| {
                     TrainError::Setup(format!(

@@ -1,0 +1,145 @@
+//! Evaluations during training: every preview sample of the job at a step (the untrained expert
+//! loaded only when they need it), and the validation loss on the held-out clips.
+
+use super::*;
+
+impl Trainer {
+    /// Makes every preview of the job at `step` (files `samples/<step:09>_<i>.*`). A failed preview is
+    /// reported and skipped: previews never stop a run.
+    pub(super) fn sample_all(&mut self, step: u64) -> Result<(), TrainError> {
+        let n = self.samples.len();
+        for i in 0..n {
+            let msg = format!("Generating sample {}/{n}", i + 1);
+            self.folder
+                .write_status(&self.status("sampling", &msg, None, None))?;
+            match crate::error::catch_libtorch(|| self.sample_one(step, i)) {
+                Ok(files) => self.folder.log(&format!(
+                    "sample {i} at step {step}: {}",
+                    files.media[0].display()
+                )),
+                Err(e) => {
+                    let msg = format!("sample {i} at step {step} failed and was skipped: {e}");
+                    eprintln!("warning: {msg}");
+                    self.folder.log(&msg);
+                }
+            }
+        }
+        // The trained expert of the next step goes back to the GPU in `train_step`.
+        if self.job.job.process().model.low_vram {
+            if let Some((_, m)) = &mut self.untrained {
+                if !m.is_parked() {
+                    m.offload()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One preview: the start frame's condition, both experts' phases (the untrained expert is loaded
+    /// the first time it is needed), decoding, and the files.
+    pub(super) fn sample_one(
+        &mut self,
+        step: u64,
+        index: usize,
+    ) -> Result<SampleFiles, TrainError> {
+        let request = self.samples[index].clone();
+        let condition = tch::no_grad(|| start_condition(&request, &self.vae))?;
+        let cond = self
+            .context(&request.prompt)?
+            .to_kind(self.kind)
+            .unsqueeze(0);
+        let uncond = self
+            .context(&request.negative_prompt)?
+            .to_kind(self.kind)
+            .unsqueeze(0);
+        let mut run = SampleRun::new(&request, &cond, &uncond, &condition, self.device)?;
+        for expert in [Expert::High, Expert::Low] {
+            if run.remaining(expert) == 0 {
+                continue;
+            }
+            if self.experts.iter().any(|e| e.expert == expert) {
+                self.activate(expert)?;
+                let er = self
+                    .experts
+                    .iter()
+                    .find(|e| e.expert == expert)
+                    .expect("trained expert");
+                tch::no_grad(|| run.denoise_phase(expert, &er.model, Some(&er.lora), &mut |_| {}))?;
+            } else {
+                self.prepare_untrained(expert)?;
+                let (_, model) = self.untrained.as_ref().expect("loaded above");
+                tch::no_grad(|| run.denoise_phase(expert, model, None, &mut |_| {}))?;
+            }
+        }
+        let video = tch::no_grad(|| self.vae.decode(run.latents()))?;
+        let frames = video_frames(&video)?;
+        write_sample(
+            &frames,
+            request.fps,
+            &[request.format],
+            &self.folder.path("samples"),
+            &sample_stem(step, index),
+        )
+        .map_err(TrainError::from)
+    }
+
+    /// Loads the expert that is not trained (fetching its files if needed) or brings it back from host
+    /// memory; with `low_vram` the trained experts are parked first.
+    pub(super) fn prepare_untrained(&mut self, expert: Expert) -> Result<(), TrainError> {
+        let low_vram = self.job.job.process().model.low_vram;
+        if low_vram {
+            for e in self.experts.iter_mut().filter(|e| !e.model.is_parked()) {
+                e.model.offload()?;
+            }
+        }
+        match &mut self.untrained {
+            Some((_, m)) if m.is_parked() => {
+                m.load_to(self.device)?;
+            }
+            Some(_) => {}
+            None => {
+                self.sources.prepare_samples()?;
+                let t0 = Instant::now();
+                let model = self
+                    .sources
+                    .transformer(expert, self.kind, self.device, &self.load)?;
+                self.folder.log(&format!(
+                    "{} expert (not trained) loaded for previews in {:.1} s",
+                    expert.name(),
+                    t0.elapsed().as_secs_f64()
+                ));
+                self.untrained = Some((expert, model));
+            }
+        }
+        Ok(())
+    }
+
+    /// When a pass is due, the held-out loss of every trained expert, one metrics record each.
+    pub(super) fn validate_if_due(&mut self) -> Result<(), TrainError> {
+        let step = self.step;
+        let Some(set) = self.validation.take_if(|v| v.due(step)) else {
+            return Ok(());
+        };
+        let result = crate::error::catch_libtorch(|| self.validate_experts(&set));
+        self.validation = Some(set);
+        result
+    }
+
+    pub(super) fn validate_experts(&mut self, set: &ValidationSet) -> Result<(), TrainError> {
+        for i in 0..self.experts.len() {
+            let expert = self.experts[i].expert;
+            self.activate(expert)?;
+            let e = &self.experts[i];
+            let record = set.evaluate(
+                self.step,
+                expert,
+                &e.model,
+                &e.lora,
+                self.boundary,
+                self.kind,
+            )?;
+            self.folder.append_metrics(&record)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,356 @@
+//! Set-up: output folder, dataset scan, text and latent caching, the trained experts, and the
+//! state of an earlier run in the same folder.
+
+use super::*;
+
+pub(super) fn parse_device(name: &str) -> Result<Device, TrainError> {
+    let name = name.trim();
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let index = match name {
+        "cuda" | "" => 0,
+        n => n
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse::<usize>().ok())
+            .ok_or_else(|| {
+                TrainError::Setup(format!("device {n:?}: expected cpu, cuda or cuda:N"))
+            })?,
+    };
+    if !wanlora_torch::cuda_available() {
+        return Err(TrainError::Setup(format!(
+            "device {name}: CUDA is not available here (see `wanlora doctor`); set `device: cpu` only for the tiny demo model"
+        )));
+    }
+    Ok(Device::Cuda(index))
+}
+
+/// How the experts are stored: fp8 weights (and fp8 matmuls) and streamed blocks, from the job.
+pub(super) fn transformer_load_options(
+    model: &wanlora_config::ModelConfig,
+) -> Result<LoadOptions, TrainError> {
+    let fp8 = match (model.quantize, model.qtype, model.fp8_matmul) {
+        (false, _, _) => Fp8Mode::Off,
+        (true, wanlora_config::QType::Uint4, _) => Fp8Mode::Uint4,
+        (true, _, false) => Fp8Mode::WeightOnly,
+        (true, _, true) => Fp8Mode::Matmul,
+    };
+    let offload = if model.layer_offloading {
+        // The share is of A14B's 40 blocks; smaller models stream at most all of theirs.
+        let blocks =
+            wanlora_models::transformer::TransformerConfig::wan22_i2v_a14b().num_layers as usize;
+        Some(
+            BlockOffload::from_percent(
+                100.0 * model.layer_offloading_transformer_percent,
+                blocks,
+                2,
+            )
+            .map_err(|e| {
+                TrainError::Setup(format!("model.layer_offloading_transformer_percent: {e}"))
+            })?,
+        )
+    } else {
+        None
+    };
+    Ok(LoadOptions {
+        fp8,
+        fp8_embeddings: false,
+        offload,
+    })
+}
+
+impl Trainer {
+    pub(super) fn setup(
+        job: LoadedJob,
+        opts: RunOptions,
+        folder: JobFolder,
+        lock: JobLock,
+    ) -> Result<Trainer, TrainError> {
+        let process = job.job.process().clone();
+        let train = &process.train;
+        folder.write_pid()?;
+        if folder.repair_metrics()? > 0 {
+            folder.log("metrics.jsonl: cut its last line, torn by a killed run");
+        }
+        wanlora_torch::weights::write_atomic(
+            &folder.path("config.yaml"),
+            wanlora_config::to_yaml(&job.job).as_bytes(),
+        )?;
+        let status = |state: &'static str, message: &str| Status {
+            state,
+            step: 0,
+            total_steps: train.steps as u64,
+            expert: None,
+            seconds_per_step: None,
+            eta_seconds: None,
+            message: message.into(),
+            pid: std::process::id(),
+            updated: output::now_rfc3339(),
+            error: None,
+        };
+        folder.write_status(&status("starting", "Loading"))?;
+        folder.log(&format!(
+            "wanlora {} training {}",
+            env!("CARGO_PKG_VERSION"),
+            job.path.display()
+        ));
+
+        let device = parse_device(&process.device)?;
+        let kind = match train.dtype {
+            TrainDtype::Bf16 => Kind::BFloat16,
+            TrainDtype::Fp32 => Kind::Float,
+        };
+        let previous = checkpoint::latest_state(&folder.root, &mut |warning| {
+            eprintln!("warning: {warning}");
+            folder.log(warning);
+        })?;
+        let seed = match (&previous, process.training_seed) {
+            (Some((run, _)), _) => run.seed,
+            (None, Some(s)) => s,
+            (None, None) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(42, |d| d.as_nanos() as u64),
+        };
+
+        // Data first: a broken dataset is reported before any model loads.
+        let (specs, context) = job::dataset_specs(&job.job, seed);
+        let mut catalog = Catalog::load(&specs, &context)?;
+        if !catalog.problems.is_empty() {
+            let summary = wanlora_data::summarise(&catalog.problems);
+            eprintln!("{summary}");
+            folder.log(&summary);
+        }
+        catalog.check_usable()?;
+        let mut validation = ValidationSet::load(&job.job, &specs, &context)?;
+
+        let mut sources = ModelSource::for_training(
+            job::model_spec(&job),
+            process.model.arch,
+            opts.hub.clone(),
+            &folder.root,
+        )?;
+        if let (Fp8Mode::Uint4, Some(reference)) = (
+            transformer_load_options(&process.model)?.fp8,
+            &process.model.accuracy_recovery_adapter,
+        ) {
+            let path = sources.fetch_recovery_adapter(reference, &opts.hub)?;
+            folder.log(&format!("accuracy recovery adapter: {}", path.display()));
+        }
+        let cache_root = folder.root.join("cache");
+        let mut cache = Cache::open(&cache_root)?;
+
+        let samples: Vec<SampleRequest> = if process.train.disable_sampling {
+            Vec::new()
+        } else {
+            (0..process.sample.samples.len())
+                .filter_map(|i| {
+                    SampleRequest::from_job(
+                        &process.sample,
+                        i,
+                        process.model.arch,
+                        process.model.boundary_ratio,
+                    )
+                    .transpose()
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| TrainError::Setup(format!("sample: {e}")))?
+        };
+        // Text: every caption (with dropout and DOP variants), the blank prompt and the sample
+        // prompts are encoded once; then the encoder is freed.
+        folder.write_status(&status("caching", "Encoding captions"))?;
+        let texts = {
+            let encoder = sources.text_encoder(
+                if device.is_cuda() {
+                    Kind::BFloat16
+                } else {
+                    Kind::Float
+                },
+                device,
+                process.model.quantizes_text_encoder(),
+            )?;
+            let tokenizer = sources.tokenizer()?;
+            let mut te = Umt5TextEncoder {
+                encoder: &encoder,
+                tokenizer: &tokenizer,
+                fingerprint: format!("umt5 {}", sources.fingerprint(Component::TextEncoder)),
+            };
+            let use_cache = context.cache_text_embeddings;
+            let mut wanted: Vec<String> = if train.unload_text_encoder {
+                // AI Toolkit's meaning: captions are not used, only the trigger word (or nothing).
+                vec![
+                    process.trigger_word.clone().unwrap_or_default(),
+                    String::new(),
+                ]
+            } else {
+                catalog.caption_texts()
+            };
+            wanted.push(String::new());
+            wanted.extend(validation.iter().flat_map(ValidationSet::captions));
+            for r in &samples {
+                wanted.push(r.prompt.clone());
+                wanted.push(r.negative_prompt.clone());
+            }
+            wanted.sort();
+            wanted.dedup();
+            let mut out = HashMap::new();
+            for text in wanted {
+                if folder.stop_requested() {
+                    return Err(TrainError::StoppedDuringSetup {
+                        phase: "encoding captions",
+                    });
+                }
+                let t = text_embedding(&text, use_cache.then_some(&cache), &mut te)?;
+                let ctx = t.get(encoders::CONTEXT).ok_or_else(|| {
+                    TrainError::Setup("text cache entry without a context tensor".into())
+                })?;
+                out.insert(text, encoders::from_named(ctx, Kind::Float, Device::Cpu)?);
+            }
+            out
+        };
+
+        // Latents: the cache pass encodes every item of the caching datasets (progress bar); items of
+        // other datasets are encoded when their batch comes.
+        folder.write_status(&status("caching", "Encoding latents"))?;
+        let mut vae = sources.vae(
+            if device.is_cuda() {
+                Kind::BFloat16
+            } else {
+                Kind::Float
+            },
+            device,
+        )?;
+        vae.set_tiling(job::vae_tiling(&process.model))?;
+        // Tiles change the encoded latents slightly (blended seams), so the cache is keyed by them.
+        let vae_fingerprint = format!(
+            "wan21-vae {:?} {:?} {}",
+            vae.kind(),
+            vae.tiling(),
+            sources.fingerprint(Component::Vae)
+        );
+        {
+            let mut enc = crate::setup_stop::StopChecked {
+                inner: VaeLatentEncoder {
+                    vae: &vae,
+                    fingerprint: vae_fingerprint.clone(),
+                    first_frame_condition: process.model.arch.facts().first_frame_condition,
+                },
+                folder: &folder,
+            };
+            let report = run_cache_pass(
+                &mut catalog,
+                &mut cache,
+                Some(&mut enc),
+                None,
+                CachePassOptions {
+                    progress: opts.progress,
+                },
+            )
+            .map_err(crate::setup_stop::cache_pass_error)?;
+            folder.log(&format!(
+                "cache pass: {} encoded, {} reused, {} failed in {:.1} s",
+                report.latents_encoded,
+                report.latents_reused,
+                report.failed.len(),
+                report.seconds
+            ));
+            for problem in &report.failed {
+                folder.log(&format!("cache pass: {problem}"));
+            }
+        }
+
+        if let Some(v) = &mut validation {
+            let mut enc = VaeLatentEncoder {
+                vae: &vae,
+                fingerprint: vae_fingerprint.clone(),
+                first_frame_condition: process.model.arch.facts().first_frame_condition,
+            };
+            v.encode(&mut cache, &mut enc, &texts, seed, device)?;
+        }
+        let sampler = BatchSampler::new(&catalog, |i| !i.is_reg)?;
+        let reg_sampler = if catalog.usable_items().any(|i| i.is_reg) {
+            Some(BatchSampler::new(&catalog, |i| i.is_reg)?)
+        } else {
+            None
+        };
+
+        // The trained experts with fresh adapters; resume overwrites them below.
+        let schedule = job::expert_schedule(&job.job);
+        let rank = process.network.linear as i64;
+        let alpha = process.network.alpha();
+        let load = transformer_load_options(&process.model)?;
+        let mut experts = Vec::new();
+        for &expert in &schedule.trained {
+            folder.write_status(&status(
+                "starting",
+                &format!("Loading the {} expert", expert.name()),
+            ))?;
+            let t0 = Instant::now();
+            let mut model = sources.transformer(expert, kind, device, &load)?;
+            folder.log(&format!(
+                "{} expert loaded in {:.1} s",
+                expert.name(),
+                t0.elapsed().as_secs_f64()
+            ));
+            if process.model.low_vram && expert != schedule.expert_at(0) {
+                // Loaded one at a time: the idle expert waits in pinned host memory.
+                let report = model.offload()?;
+                folder.log(&format!(
+                    "{} expert parked in host memory ({report})",
+                    expert.name()
+                ));
+            }
+            tch::manual_seed(derive_seed(&[seed, 0xA0 + expert as u64]) as i64);
+            let fresh = LoraSet::new_trainable(&model.config, rank, alpha, device);
+            let flat = FlatParams::new(&fresh.parameters(), device);
+            let lora = fresh.with_parameters(&flat.params);
+            let optimizer = TrainOptimizer::new(&flat, train);
+            let ema = train
+                .ema_config
+                .use_ema
+                .then(|| Ema::new(&flat.flat, train.ema_config.ema_decay));
+            experts.push(ExpertRun {
+                expert,
+                model,
+                flat,
+                lora,
+                optimizer,
+                ema,
+            });
+        }
+
+        let mut trainer = Trainer {
+            schedule,
+            lr: job::lr_schedule(train),
+            timestep_type: job::timestep_type(train.timestep_type),
+            bias: job::bias(train.content_or_style),
+            loss_type: job::loss_type(train.loss_type),
+            boundary: process.model.boundary_ratio,
+            text_len: 512,
+            job,
+            opts,
+            folder,
+            device,
+            kind,
+            seed,
+            catalog,
+            cache,
+            sampler,
+            reg_sampler,
+            texts,
+            vae,
+            vae_fingerprint,
+            experts,
+            step: 0,
+            sources,
+            load,
+            samples,
+            untrained: None,
+            _lock: lock,
+            validation,
+        };
+        if let Some((run, dir)) = previous {
+            trainer.resume(&run, &dir)?;
+        }
+        Ok(trainer)
+    }
+}

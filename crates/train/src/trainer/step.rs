@@ -1,0 +1,313 @@
+//! One optimizer step: the micro-batches (noise, timesteps, conditions), forward and backward,
+//! preservation passes, the optimizer and EMA updates; which expert is active.
+
+use super::*;
+
+/// Everything one micro-batch needs, on the device.
+pub(super) struct MicroBatch {
+    pub(super) input: Tensor,
+    pub(super) target: Tensor,
+    pub(super) timestep: Tensor,
+    pub(super) context: Tensor,
+    pub(super) preservation_context: Option<Tensor>,
+    pub(super) weights: Tensor,
+    pub(super) multiplier: Multiplier,
+    pub(super) mean_timestep: f64,
+}
+
+impl Trainer {
+    /// The text embedding of `caption`, padded to the model's text length.
+    pub(super) fn context(&self, caption: &str) -> Result<Tensor, TrainError> {
+        let real = self
+            .texts
+            .get(caption)
+            .ok_or_else(|| TrainError::Setup(format!("caption {caption:?} was not encoded")))?;
+        Ok(encoders::pad_context(real, self.text_len))
+    }
+
+    /// Latents, condition, text and weights of one batch, with noise and timesteps drawn from the
+    /// step's own seed (so resuming reproduces them exactly).
+    pub(super) fn micro_batch(
+        &mut self,
+        step: u64,
+        micro: u64,
+        expert: Expert,
+    ) -> Result<MicroBatch, TrainError> {
+        let use_reg = self.reg_sampler.is_some() && step % 2 == 1;
+        let (batch, epoch) = match (&mut self.reg_sampler, use_reg) {
+            (Some(s), true) => (s.next_batch(), s.state().epoch),
+            _ => (self.sampler.next_batch(), self.sampler.state().epoch),
+        };
+        let train = self.job.job.process().train.clone();
+        let trigger = self
+            .job
+            .job
+            .process()
+            .trigger_word
+            .clone()
+            .unwrap_or_default();
+        let mut x0s = Vec::new();
+        let mut ys = Vec::new();
+        let mut ctxs = Vec::new();
+        let mut pres = Vec::new();
+        let mut weights = Vec::new();
+        let mut mults = Vec::new();
+        let mut ts = Vec::new();
+        let mut rng = SplitMix64::for_parts(&[self.seed, step, micro, 0x7157]);
+        for entry in &batch.entries {
+            let item: DataItem = self.catalog.items[entry.item].clone();
+            let first_frame_condition = self
+                .job
+                .job
+                .process()
+                .model
+                .arch
+                .facts()
+                .first_frame_condition;
+            let mut enc = VaeLatentEncoder {
+                vae: &self.vae,
+                fingerprint: self.vae_fingerprint.clone(),
+                first_frame_condition,
+            };
+            let tensors = item_latents(&self.catalog, &item, Some(&mut self.cache), &mut enc)?;
+            let get = |n: &str| {
+                tensors.get(n).ok_or_else(|| {
+                    TrainError::Setup(format!(
+                        "latent cache entry of {} has no {n}",
+                        item.path.display()
+                    ))
+                })
+            };
+            x0s.push(encoders::from_named(
+                get(encoders::LATENT)?,
+                Kind::Float,
+                self.device,
+            )?);
+            if first_frame_condition {
+                ys.push(encoders::from_named(
+                    get(encoders::CONDITION)?,
+                    Kind::Float,
+                    self.device,
+                )?);
+            }
+            let caption = if train.unload_text_encoder {
+                trigger.clone()
+            } else {
+                self.catalog
+                    .caption_for(&item, epoch, entry.repeat)
+                    .to_string()
+            };
+            ctxs.push(self.context(&caption)?);
+            if train.diff_output_preservation {
+                let c = item
+                    .preservation_caption
+                    .clone()
+                    .unwrap_or_else(|| caption.clone());
+                pres.push(self.context(&c)?);
+            } else if train.blank_prompt_preservation {
+                pres.push(self.context("")?);
+            }
+            let t = timesteps::draw(
+                self.timestep_type,
+                self.bias,
+                expert.window(self.boundary),
+                &mut rng,
+            );
+            ts.push(t);
+            weights.push(item.loss_multiplier * timesteps::loss_weight(self.timestep_type, t));
+            mults.push(item.network_weight);
+        }
+        let x0 = Tensor::stack(&x0s, 0);
+        tch::manual_seed(derive_seed(&[self.seed, step, micro, 0x4015]) as i64);
+        let noise = Tensor::randn(x0.size(), (Kind::Float, Device::Cpu)).to_device(self.device);
+        let sigma = Tensor::from_slice(&ts)
+            .to_kind(Kind::Float)
+            .to_device(self.device)
+            / 1000.0;
+        let xt = loss::noisy(&x0, &noise, &sigma);
+        let target = &noise - &x0;
+        // I2V: [x_t | mask | image latent] (36 channels); T2V: x_t alone (16).
+        let input = if ys.is_empty() {
+            xt
+        } else {
+            Tensor::cat(&[xt, Tensor::stack(&ys, 0)], 1)
+        }
+        .to_kind(self.kind);
+        let mean_timestep = ts.iter().sum::<f64>() / ts.len() as f64;
+        Ok(MicroBatch {
+            input,
+            target,
+            timestep: Tensor::from_slice(&ts)
+                .to_kind(Kind::Float)
+                .to_device(self.device),
+            context: Tensor::stack(&ctxs, 0)
+                .to_device(self.device)
+                .to_kind(self.kind),
+            preservation_context: (!pres.is_empty()).then(|| {
+                Tensor::stack(&pres, 0)
+                    .to_device(self.device)
+                    .to_kind(self.kind)
+            }),
+            weights: Tensor::from_slice(&weights)
+                .to_kind(Kind::Float)
+                .to_device(self.device),
+            multiplier: Multiplier::per_sample(&mults, self.device),
+            mean_timestep,
+        })
+    }
+
+    /// One optimizer step of the expert whose turn it is. Returns (expert, loss, main, preservation,
+    /// grad norm, mean timestep), or `None` for the loss when the step was skipped as non-finite.
+    pub(super) fn train_step(&mut self) -> Result<StepOutcome, TrainError> {
+        let step = self.step;
+        let expert = self.schedule.expert_at(step);
+        self.activate(expert)?;
+        let train = self.job.job.process().train.clone();
+        let accum = train.gradient_accumulation.max(1) as u64;
+        let policy = CheckpointPolicy {
+            keep_blocks: train.keep_blocks as usize,
+            keep_attention: train.keep_attention as usize,
+        };
+        let (mut main_sum, mut pres_sum, mut t_sum) = (0.0, 0.0, 0.0);
+        let has_pres = train.diff_output_preservation || train.blank_prompt_preservation;
+        let pres_mult = if train.diff_output_preservation {
+            train.diff_output_preservation_multiplier
+        } else {
+            train.blank_prompt_preservation_multiplier
+        };
+        for micro in 0..accum {
+            let mb = self.micro_batch(step, micro, expert)?;
+            let er = self
+                .experts
+                .iter()
+                .find(|e| e.expert == expert)
+                .expect("trained expert");
+            // DOP / blank-prompt preservation: what the base model says for the class (or blank) prompt.
+            let prior = match &mb.preservation_context {
+                Some(ctx) if has_pres => Some(tch::no_grad(|| {
+                    er.model.forward(&mb.input, &mb.timestep, ctx, None)
+                })?),
+                _ => None,
+            };
+            let apply = LoraApply {
+                set: &er.lora,
+                multiplier: mb.multiplier,
+            };
+            let (loss_type, dg) = (
+                self.loss_type,
+                train
+                    .do_differential_guidance
+                    .then_some(train.differential_guidance_scale),
+            );
+            let main = forward_backward(
+                &er.model,
+                &mb.input,
+                &mb.timestep,
+                &mb.context,
+                &apply,
+                policy,
+                |pred| {
+                    let target = match dg {
+                        Some(s) => loss::differential_target(pred, &mb.target, s),
+                        None => mb.target.shallow_clone(),
+                    };
+                    let per = loss::per_sample(loss_type, pred, &target);
+                    Ok(loss::weighted_mean(&per, &mb.weights) / accum as f64)
+                },
+            )?;
+            main_sum += main.double_value(&[]);
+            if let (Some(prior), Some(ctx)) = (&prior, &mb.preservation_context) {
+                let pres = forward_backward(
+                    &er.model,
+                    &mb.input,
+                    &mb.timestep,
+                    ctx,
+                    &apply,
+                    policy,
+                    |pred| {
+                        Ok((pred - prior).square().mean(Kind::Float) * (pres_mult / accum as f64))
+                    },
+                )?;
+                pres_sum += pres.double_value(&[]);
+            }
+            t_sum += mb.mean_timestep;
+        }
+        let loss = main_sum + pres_sum;
+        let er = self
+            .experts
+            .iter_mut()
+            .find(|e| e.expert == expert)
+            .expect("trained expert");
+        let mut grad = er.flat.flat_grad();
+        let norm = clip_grad_norm(&mut grad, train.max_grad_norm);
+        er.flat.zero_grad();
+        let pres = has_pres.then_some(pres_sum);
+        if !loss.is_finite() || !norm.is_finite() {
+            return Ok(StepOutcome {
+                expert,
+                loss: None,
+                loss_main: main_sum,
+                loss_preservation: pres,
+                grad_norm: norm,
+                timestep: t_sum / accum as f64,
+                lr: 0.0,
+            });
+        }
+        let scheduled = self.lr.at(step);
+        // Prodigy's step is d·lr: the rate reported is the one applied.
+        let lr = er.optimizer.effective_lr(scheduled);
+        er.optimizer.update(&er.flat, &grad, scheduled);
+        if let Some(ema) = &mut er.ema {
+            ema.update(&er.flat.flat);
+        }
+        Ok(StepOutcome {
+            expert,
+            loss: Some(loss),
+            loss_main: main_sum,
+            loss_preservation: pres,
+            grad_norm: norm,
+            timestep: t_sum / accum as f64,
+            lr,
+        })
+    }
+
+    /// With `low_vram`, parks every other expert in pinned host memory and brings `expert` to the GPU.
+    pub(super) fn activate(&mut self, expert: Expert) -> Result<(), TrainError> {
+        if !self.job.job.process().model.low_vram {
+            return Ok(());
+        }
+        for e in self
+            .experts
+            .iter_mut()
+            .filter(|e| e.expert != expert && !e.model.is_parked())
+        {
+            let report = e.model.offload()?;
+            self.folder.log(&format!(
+                "{} expert parked in host memory ({report})",
+                e.expert.name()
+            ));
+        }
+        if let Some(e) = self
+            .experts
+            .iter_mut()
+            .find(|e| e.expert == expert && e.model.is_parked())
+        {
+            let report = e.model.load_to(self.device)?;
+            self.folder.log(&format!(
+                "{} expert back on {:?} ({report})",
+                expert.name(),
+                self.device
+            ));
+        }
+        Ok(())
+    }
+
+    /// Trains one optimizer step (the expert whose turn it is) and moves the step counter on.
+    pub fn advance(&mut self) -> Result<StepOutcome, TrainError> {
+        let step = self.step;
+        let outcome = crate::error::catch_libtorch(|| self.train_step())
+            .map_err(|e| crate::error::classify_torch_error(e, step))?;
+        self.step += 1;
+        Ok(outcome)
+    }
+}
