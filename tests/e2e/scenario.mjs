@@ -1,5 +1,6 @@
 // The UI scenario in headless Chromium: upload a dataset, fill the new-job form from a preset,
-// point it at the demo's tiny model, start the job, watch the loss chart and a sample appear,
+// point it at the demo's tiny model and a validation set, start the job, watch the loss chart (with
+// the dashed validation curve) and a sample appear,
 // stop it and resume it. Screenshots go to artifacts/.
 //
 // Environment (set by run.sh): UI_URL, DEMO_JOB (the demo's job YAML), DATASET_DIR (clips and
@@ -138,6 +139,7 @@ try {
     if (model !== String(dp.model.name_or_path)) throw new Error(`model after import: ${model}`);
   });
 
+  let datasetFolder = '';
   await step('new job from a preset, pointed at the demo model', async () => {
     await page.goto(`${UI}/#/`);
     await page.goto(`${UI}/#/jobs/new`);
@@ -148,7 +150,7 @@ try {
     // As loaded, the preset names the repository's example folder: an error at that field.
     await page.waitForFunction(() => Number(document.querySelector('#findings-summary')?.dataset.errors) > 0);
     await page.locator('[data-path$="datasets.0.folder_path"].has-error').waitFor();
-    const datasetFolder = await page.evaluate(async () => (await (await fetch('/api/datasets')).json()).datasets.find((d) => d.name === 'demo clips').folder);
+    datasetFolder = await page.evaluate(async () => (await (await fetch('/api/datasets')).json()).datasets.find((d) => d.name === 'demo clips').folder);
     await field(`${P}.datasets.0.folder_path`).selectOption(datasetFolder);
     await setText(`${P}.model.name_or_path`, dp.model.name_or_path);
     await setBool(`${P}.model.quantize`, dp.model.quantize ?? false);
@@ -198,6 +200,42 @@ try {
       .catch(async () => { throw new Error(`findings: ${await page.locator('#findings-summary').innerText()}`); });
   });
 
+  await step('the Validation card edits validation_config and round-trips through the YAML view', async () => {
+    const V = `${P}.train.validation_config`;
+    const card = page.locator('section.panel[data-panel="validation"]');
+    await card.waitFor();
+    for (const key of ['validate_every_n_steps', 'resolution', 'validation_sigmas']) await field(`${V}.${key}`).waitFor();
+    await card.getByRole('button', { name: 'Add validation item' }).click();
+    // The demo's clips serve as the held-out folder here: the point is the curve, not a fair split.
+    await setText(`${V}.validation_items.0.image_path`, datasetFolder);
+    await setText(`${V}.validation_items.0.prompt`, 'a held-out clip');
+    await setText(`${V}.validate_every_n_steps`, 2);
+    const res = [].concat(dp.datasets[0].resolution ?? [256]).map(Number)[0];
+    await setText(`${V}.resolution`, res);
+    await setText(`${V}.validation_sigmas`, '1, 0.5');
+    await page.click('#yaml-toggle');
+    await page.locator('#yaml').waitFor();
+    let yaml = await page.locator('#yaml').inputValue();
+    for (const want of ['validation_config:', 'validate_every_n_steps: 2', `resolution: ${res}`, 'image_path:', 'prompt: a held-out clip']) {
+      if (!yaml.includes(want)) throw new Error(`the YAML view lacks "${want}":\n${yaml}`);
+    }
+    if (!/validation_sigmas:\s*(\[\s*1(\.0)?,\s*0\.5\s*\]|\n\s*- 1(\.0)?\n\s*- 0\.5)/.test(yaml)) throw new Error(`validation_sigmas in the YAML view:\n${yaml}`);
+    // Edited in the YAML view, read back by the form.
+    yaml = yaml.replace('validate_every_n_steps: 2', 'validate_every_n_steps: 3');
+    await page.locator('#yaml').fill(yaml);
+    await page.click('#yaml-toggle');
+    await field('config.name').waitFor();
+    const every = await field(`${V}.validate_every_n_steps`).inputValue();
+    if (every !== '3') throw new Error(`validate_every_n_steps after the YAML edit: ${every}`);
+    const sigmas = await field(`${V}.validation_sigmas`).inputValue();
+    if (sigmas.replace(/\s/g, '') !== '1,0.5') throw new Error(`validation_sigmas after the YAML edit: ${sigmas}`);
+    const item = await field(`${V}.validation_items.0.image_path`).inputValue();
+    if (item !== datasetFolder) throw new Error(`validation item after the YAML edit: ${item}`);
+    await page.waitForFunction(() => document.querySelector('#findings-summary')?.dataset.errors === '0', null, { timeout: 20_000 })
+      .catch(async () => { throw new Error(`findings: ${await page.locator('#findings-summary').innerText()}`); });
+    await page.locator('section.panel[data-panel="validation"]').screenshot({ path: path.join(ARTIFACTS, '03b-validation-card.png') });
+  });
+
   let stoppedAt = 0;
   await step('start the job; the loss chart fills and a sample appears', async () => {
     await page.click('#save-start');
@@ -210,6 +248,9 @@ try {
       return !v || v.readyState >= 1;
     }, null, { timeout: MINUTE });
     await page.locator('#log').getByText(/step/i).first().waitFor();
+    // The held-out loss (metrics.jsonl records with validation_loss) is drawn dashed as "<expert> validation".
+    await page.waitForFunction(() => / validation \(dashed\)/.test(document.querySelector('#loss-chart')?.dataset.legend || ''), null, { timeout: 10 * MINUTE })
+      .catch(async () => { throw new Error(`chart legend: ${await page.locator('#loss-chart').getAttribute('data-legend')}`); });
     // For the screenshot: a few more points, both experts when the run is long enough.
     await page.waitForFunction(() => Number(document.querySelector('#loss-chart')?.dataset.points) >= 14, null, { timeout: 30_000 }).catch(() => {});
     await page.fill('#smoothing', '0.8');

@@ -1,13 +1,15 @@
 #!/bin/sh
 # A stand-in for `wanlora train JOB.yaml`, used by run.sh only while `wanlora demo` does not exist.
 # It follows the job-folder contract (docs/JOB-FOLDER.md) with made-up numbers: status.json,
-# metrics.jsonl for both experts, an mp4 sample (+ jpg thumbnail) made by ffmpeg, checkpoints,
+# metrics.jsonl for both experts (with validation_loss records when the job has validation_items), an mp4 sample (+ jpg thumbnail) made by ffmpeg, checkpoints,
 # control/stop + SIGINT, and resume from state/step. It trains nothing.
 set -u
 yaml="$1"
 name=$(sed -n 's/^  name: *//p' "$yaml" | head -n 1)
 total=$(sed -n 's/^ *steps: *//p' "$yaml" | head -n 1)
 [ -n "$total" ] || total=40
+validate=no
+grep -q 'validation_items' "$yaml" && validate=yes
 step=0
 [ -f state/step ] && step=$(cat state/step)
 echo "stand-in trainer: job $name, steps $total, starting at step $step"
@@ -37,6 +39,10 @@ while [ "$step" -lt "$total" ]; do
   loss=$(awk -v s="$step" -v e="$expert" 'BEGIN { srand(s); b = (e == "high_noise") ? 0.30 : 0.18; printf "%.4f", b * exp(-s / 25) + 0.05 + rand() * 0.03 }')
   printf '{"step":%s,"expert":"%s","loss":%s,"lr":0.0001,"grad_norm":0.5,"timestep":500.0,"seconds":0.4,"time":"%s"}\n' \
     "$step" "$expert" "$loss" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> metrics.jsonl
+  if [ "$validate" = yes ] && [ $(( step % 5 )) -eq 1 ]; then
+    printf '{"step":%s,"expert":"%s","validation_loss":%s,"validation_timesteps":[1000.0,500.0],"validation_items":1,"seconds":0.1,"time":"%s"}\n' \
+      "$step" "$expert" "$(awk -v l="$loss" 'BEGIN { printf "%.4f", l + 0.02 }')" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> metrics.jsonl
+  fi
   echo "step $step/$total $expert loss $loss"
   status training "Training"
   if [ "$step" -eq 3 ] || [ -f control/sample_now ]; then rm -f control/sample_now; sample; fi

@@ -105,6 +105,8 @@ class LossChart {
       for (const v of raw) { minY = Math.min(minY, v); maxY = Math.max(maxY, v); }
       lines.push({ name, colour: this.colour(name, index), steps, raw, smooth, validation });
     });
+    // The legend, readable outside the canvas (tests, assistive tools): "name" or "name (dashed)".
+    canvas.dataset.legend = lines.map((l) => l.name + (l.validation ? ' (dashed)' : '')).join('|');
     if (lines.length === 0) {
       ctx.fillStyle = ink;
       ctx.fillText('No loss values yet: they appear after the first training step.', 12, height / 2);

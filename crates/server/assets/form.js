@@ -61,7 +61,7 @@ function setPath(tree, path, value) {
 function schemaKey(path) {
   return path
     .replace(/^config\.process\.(\d+)/, 'config.process[$1]')
-    .replace(/\.(datasets|samples)\.\d+/g, '.$1[]');
+    .replace(/\.(datasets|samples|validation_items)\.\d+/g, '.$1[]');
 }
 
 // ---- the fields --------------------------------------------------------------------------------
@@ -253,6 +253,28 @@ const JOB_PANELS = [
       ],
     },
   },
+  {
+    title: 'Validation',
+    fields: [
+      { path: `${P}.train.validation_config.validate_every_n_steps`, label: 'Validate every', type: 'int', min: 1,
+        help: 'Evaluate the held-out loss every this many steps (default 10). The chart draws it dashed as "<expert> validation".' },
+      { path: `${P}.train.validation_config.resolution`, label: 'Resolution', type: 'int', min: 16,
+        help: 'Size the held-out clips are bucketed to (default 512).' },
+      { path: `${P}.train.validation_config.validation_sigmas`, label: 'Validation sigmas', type: 'floats',
+        help: 'Noise levels in [0, 1], comma separated, mapped into each expert\'s timestep window (default 1, 0.75, 0.5, 0.25). Fixed noise, so the curve is comparable across steps and runs.' },
+    ],
+    sublist: {
+      list: `${P}.train.validation_config.validation_items`,
+      item: 'Validation item',
+      newItem: () => ({ image_path: '', prompt: '' }),
+      fields: [
+        { path: 'image_path', label: 'Image, clip or folder', type: 'text', wide: true,
+          help: 'A held-out image, video clip, or folder of clips with .txt captions (not in the training data). Items without a path are skipped; no items, no validation.' },
+        { path: 'prompt', label: 'Prompt', type: 'textarea', wide: true,
+          help: 'Caption of a single image or clip, and of a folder\'s clips that have no caption file.' },
+      ],
+    },
+  },
 ];
 
 // ---- rendering ------------------------------------------------------------------------------
@@ -295,6 +317,17 @@ function buildJobForm(root, ctx) {
           if (text === '') return set(undefined);
           const n = Number(text);
           set(Number.isFinite(n) ? n : text); // a non-number stays as typed: the validator names it
+        });
+        return el;
+      }
+      case 'floats': {
+        const shown = Array.isArray(value) ? value.join(', ') : value === undefined ? '' : String(value);
+        const el = h('input', { type: 'text', inputmode: 'decimal', id, value: shown });
+        el.addEventListener('change', () => {
+          const parts = el.value.split(',').map((t) => t.trim()).filter((t) => t !== '');
+          if (parts.length === 0) return set(undefined);
+          // A non-number stays as typed: the validator names it.
+          set(parts.map((t) => (Number.isFinite(Number(t)) ? Number(t) : t)));
         });
         return el;
       }
