@@ -364,7 +364,10 @@ async fn edit_clone_and_delete() {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri}");
     }
     assert_eq!(h.get("/api/jobs/abc").await.status, StatusCode::BAD_REQUEST);
-    // Save-and-start from the edit form queues the job; deleting a queued job takes it out.
+    // Save-and-start from the edit form queues the job; deleting a queued job takes it out. A running
+    // job holds GPU 7, so the queue cannot start the new one before it is deleted.
+    let blocker = create(&h, "slow_blocker", "7", true).await;
+    h.wait_state(blocker, "running").await;
     let queued = create(&h, "queued_delete", "7", false).await;
     let r = h
         .call(
@@ -381,7 +384,10 @@ async fn edit_clone_and_delete() {
             None,
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    h.post(&format!("/api/jobs/{blocker}/stop"), json!({}))
+        .await;
+    h.wait_state(blocker, "stopped").await;
 }
 
 #[tokio::test]

@@ -212,7 +212,10 @@ impl Harness {
         loop {
             let r = self.get(&format!("/api/jobs/{id}")).await;
             let v = r.json();
-            if v["job"]["state"] == state {
+            // A claimed job is `running` a moment before its trainer's pid is recorded: tests that
+            // look at the process wait for both.
+            let started = state != "running" || v["job"]["pid"].is_number();
+            if v["job"]["state"] == state && started {
                 return v;
             }
             assert!(
