@@ -1,4 +1,4 @@
-//! The held-out loss (`validation_config`): a demo job with a validation set logs one record per
+//! The held-out loss (`validation_config`): a demo job trained with Prodigy and a validation set logs one record per
 //! trained expert every N steps, at fixed timesteps in each expert's window, and a run stopped and
 //! resumed gives the same training losses and the same validation values as one run without a stop.
 
@@ -48,8 +48,11 @@ fn job(dir: &Path) -> PathBuf {
         .replace(
             "        skip_first_sample: true\n",
             &format!("        disable_sampling: true\n{validation}"),
-        );
-    assert!(text.contains("validation_config"));
+        )
+        // Issue 23's job: Prodigy (at AI Toolkit's lr 1) with a validation set.
+        .replace("        optimizer: adamw\n", "        optimizer: prodigy\n")
+        .replace("        lr: 0.003\n", "        lr: 1.0\n");
+    assert!(text.contains("validation_config") && text.contains("optimizer: prodigy"));
     std::fs::write(&path, text).unwrap();
     path
 }
