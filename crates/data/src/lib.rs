@@ -6,7 +6,8 @@
 //! bucket, seeded order, resumable) → [`cache::run_cache_pass`] / [`cache::item_latents`]
 //! (decode through ffmpeg, encode, store on disk by content) → the trainer.
 
-pub mod atomic;
+/// The atomic writer lives in the spec crate; `wanlora_data::atomic` is the same module.
+pub use wanlora_spec::atomic;
 pub mod batch;
 pub mod bucket;
 pub mod cache;

@@ -1,9 +1,10 @@
 //! The Wan 2.2 facts that several crates need, written once: the frame-count and frame-size rules
 //! of the Wan VAE and patchify, the two experts and their timestep windows, the text length, and
-//! how wanlora prints byte counts. A leaf crate (serde only), so that the config, data, hub,
+//! how wanlora prints byte counts, and the atomic file writer. A leaf crate (serde only), so that the config, data, hub,
 //! server, models and train crates can all use it without linking anything they would not
 //! otherwise link.
 
+pub mod atomic;
 pub mod bytes;
 pub mod expert;
 pub mod frames;

@@ -6,7 +6,6 @@ use safetensors::tensor::{Dtype, Metadata};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -750,37 +749,11 @@ pub fn save_safetensors(
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
+/// Writes `bytes` to `path` atomically: `wanlora_spec::atomic::write_atomically` (temporary file
+/// in the same folder, fsync, rename; the temporary file removed on failure) with this crate's error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WeightError> {
-    let io = |source| WeightError::Io {
+    wanlora_spec::atomic::write_atomically(path, bytes).map_err(|source| WeightError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        // A full disk must not stay full because of our half-written temporary file.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    })
 }

@@ -1,6 +1,7 @@
 //! Files that are either complete or absent: written under a temporary name in the target's own
 //! folder, flushed to disk, then renamed over the target (a rename within one file system is
-//! atomic), and the folder flushed so the rename itself survives a crash.
+//! atomic), and the folder flushed so the rename itself survives a crash. The one atomic writer of
+//! every crate (the torch crate wraps it for its error type).
 
 use std::fs::File;
 use std::io::Write;
@@ -38,8 +39,12 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically, creating its folder if needed. On any failure the
+/// temporary file is removed: a full disk must not stay full because of our half-written file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let temp = temp_path_beside(path);
     let written = File::create(&temp).and_then(|mut f| {
         f.write_all(bytes)?;
@@ -56,15 +61,28 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A fresh empty folder under the system's temporary folder (this crate has no dependencies
+    /// for tests either).
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wanlora-spec-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn replaces_the_file_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.bin");
+        let dir = scratch("replace");
+        let path = dir.join("a.bin");
         write_atomically(&path, b"one").unwrap();
         write_atomically(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(names.len(), 1);
+        // The folder is made when missing.
+        write_atomically(&dir.join("sub/b.bin"), b"three").unwrap();
+        assert_eq!(std::fs::read(dir.join("sub/b.bin")).unwrap(), b"three");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
