@@ -130,6 +130,15 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// The trained expert `expert`, if this job trains it: the one lookup every part uses.
+    fn trained(&self, expert: Expert) -> Option<&ExpertRun> {
+        self.experts.iter().find(|e| e.expert == expert)
+    }
+
+    fn trained_mut(&mut self, expert: Expert) -> Option<&mut ExpertRun> {
+        self.experts.iter_mut().find(|e| e.expert == expert)
+    }
+
     /// Sets up a run: output folder, dataset scan, text and latent caching, the trained experts, and
     /// the state of an earlier run in the same folder if there is one.
     pub fn new(job: LoadedJob, opts: RunOptions) -> Result<Trainer, TrainError> {

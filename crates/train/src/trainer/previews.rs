@@ -57,13 +57,9 @@ impl Trainer {
             if run.remaining(expert) == 0 {
                 continue;
             }
-            if self.experts.iter().any(|e| e.expert == expert) {
+            if self.trained(expert).is_some() {
                 self.activate(expert)?;
-                let er = self
-                    .experts
-                    .iter()
-                    .find(|e| e.expert == expert)
-                    .expect("trained expert");
+                let er = self.trained(expert).expect("checked above");
                 tch::no_grad(|| run.denoise_phase(expert, &er.model, Some(&er.lora), &mut |_| {}))?;
             } else {
                 self.prepare_untrained(expert)?;

@@ -54,10 +54,7 @@ impl Trainer {
 
     /// A copy of one trained expert's LoRA values (the flat fp32 buffer).
     pub fn lora_values(&self, expert: Expert) -> Option<Tensor> {
-        self.experts
-            .iter()
-            .find(|e| e.expert == expert)
-            .map(|e| e.flat.flat.detach().copy())
+        self.trained(expert).map(|e| e.flat.flat.detach().copy())
     }
 
     /// Saves now (step files, rotation, state), as `save_every` does.

@@ -177,11 +177,7 @@ impl Trainer {
         };
         for micro in 0..accum {
             let mb = self.micro_batch(step, micro, expert)?;
-            let er = self
-                .experts
-                .iter()
-                .find(|e| e.expert == expert)
-                .expect("trained expert");
+            let er = self.trained(expert).expect("only trained experts step");
             // DOP / blank-prompt preservation: what the base model says for the class (or blank) prompt.
             let prior = match &mb.preservation_context {
                 Some(ctx) if has_pres => Some(tch::no_grad(|| {
@@ -233,11 +229,8 @@ impl Trainer {
             t_sum += mb.mean_timestep;
         }
         let loss = main_sum + pres_sum;
-        let er = self
-            .experts
-            .iter_mut()
-            .find(|e| e.expert == expert)
-            .expect("trained expert");
+        let scheduled = self.lr.at(step);
+        let er = self.trained_mut(expert).expect("only trained experts step");
         let mut grad = er.flat.flat_grad();
         let norm = clip_grad_norm(&mut grad, train.max_grad_norm);
         er.flat.zero_grad();
@@ -253,7 +246,6 @@ impl Trainer {
                 lr: 0.0,
             });
         }
-        let scheduled = self.lr.at(step);
         // Prodigy's step is d·lr: the rate reported is the one applied.
         let lr = er.optimizer.effective_lr(scheduled);
         er.optimizer.update(&er.flat, &grad, scheduled);
@@ -287,6 +279,7 @@ impl Trainer {
                 e.expert.name()
             ));
         }
+        // Field-level borrow: the block below also uses the device and the folder.
         if let Some(e) = self
             .experts
             .iter_mut()
