@@ -18,7 +18,19 @@ gpu_tests() {
 # Like run, with the GPU's SM clock and power sampled meanwhile: a busy H100 sits at its 700 W cap
 # and lowers its clock, so a step's time follows its energy.
 run_clocked() {
-  nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 200 > "$OUT/smi_now.csv" &
+  # `wanlora doctor`, then correctness on CUDA before timing: the tiny parity fixture in f32 against
+# diffusers' output.
+doctor_and_parity() {
+  $WANLORA doctor 2>&1 | tee "$OUT/doctor.txt"
+  local F=crates/models/tests/fixtures/transformer
+  $WANLORA debug transformer --weights $F/diffusers --inputs $F/inputs.safetensors --out /tmp/cuda_out.safetensors \
+    --lora $F/lora_comfy.safetensors --device cuda 2>&1 | tail -1
+  python3 -c "
+from safetensors.torch import load_file
+a = load_file('/tmp/cuda_out.safetensors')['output']; r = load_file('$F/reference.safetensors')['output_lora']
+print(f'cuda f32 parity (tiny model + LoRA): rel err {((a - r).norm() / r.norm()).item():.2e}')" | tee -a "$OUT/summary.txt"
+}
+nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 200 > "$OUT/smi_now.csv" &
   local smi=$!
   run "$@"
   kill "$smi"
@@ -35,15 +47,7 @@ PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
 case "${1:-41}" in
   41)
-    $WANLORA doctor 2>&1 | tee "$OUT/doctor.txt"
-    # Correctness on CUDA before timing: the tiny parity fixture in f32 against diffusers' output.
-    F=crates/models/tests/fixtures/transformer
-    $WANLORA debug transformer --weights $F/diffusers --inputs $F/inputs.safetensors --out /tmp/cuda_out.safetensors \
-      --lora $F/lora_comfy.safetensors --device cuda 2>&1 | tail -1
-    python3 -c "
-from safetensors.torch import load_file
-a = load_file('/tmp/cuda_out.safetensors')['output']; r = load_file('$F/reference.safetensors')['output_lora']
-print(f'cuda f32 parity (tiny model + LoRA): rel err {((a - r).norm() / r.norm()).item():.2e}')" | tee -a "$OUT/summary.txt"
+    doctor_and_parity
     gpu_tests
     S="bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5"
     WANLORA_FUSED=0 run $WANLORA $S
@@ -65,14 +69,7 @@ print(f'cuda f32 parity (tiny model + LoRA): rel err {((a - r).norm() / r.norm()
   check)
     # A short call for a change that must not move the step time: CUDA parity of the tiny model,
     # the 41-frame step in bf16 at the peer's memory and in fp8 with every block kept, the peer.
-    $WANLORA doctor 2>&1 | tee "$OUT/doctor.txt"
-    F=crates/models/tests/fixtures/transformer
-    $WANLORA debug transformer --weights $F/diffusers --inputs $F/inputs.safetensors --out /tmp/cuda_out.safetensors \
-      --lora $F/lora_comfy.safetensors --device cuda 2>&1 | tail -1
-    python3 -c "
-from safetensors.torch import load_file
-a = load_file('/tmp/cuda_out.safetensors')['output']; r = load_file('$F/reference.safetensors')['output_lora']
-print(f'cuda f32 parity (tiny model + LoRA): rel err {((a - r).norm() / r.norm()).item():.2e}')" | tee -a "$OUT/summary.txt"
+    doctor_and_parity
     S="bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5"
     run_clocked $WANLORA $S --keep-attention 13
     run_clocked $WANLORA $S --fp8 matmul --keep-blocks 40
