@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::ModelError;
 use crate::transformer::TransformerConfig;
+use wanlora_torch::rng;
 use wanlora_torch::weights::{save_safetensors, WeightSet};
 
 /// What loading a LoRA file found besides the adapters it applied.
@@ -216,21 +217,28 @@ pub enum LoraKeyFormat {
 
 impl LoraSet {
     /// Fresh trainable adapters: A Kaiming-uniform (a = √5, bound 1/√in), B zeros, fp32 leaves.
+    /// Each A is drawn from its own stream (from `seed`, the block and the target), never from
+    /// libtorch's global generator, so the start of a run depends on `seed` alone.
     pub fn new_trainable(
         cfg: &TransformerConfig,
         rank: i64,
         alpha: f64,
         device: Device,
+        seed: u64,
     ) -> LoraSet {
         let blocks = (0..cfg.num_layers)
-            .map(|_| {
+            .map(|block| {
                 LoraTarget::ALL
                     .iter()
-                    .map(|t| {
+                    .enumerate()
+                    .map(|(target, t)| {
                         let (inp, out) = t.dims(cfg);
-                        let bound = 1.0 / (inp as f64).sqrt();
-                        let down = Tensor::empty([rank, inp], (Kind::Float, device))
-                            .uniform_(-bound, bound)
+                        let bound = 1.0 / (inp as f32).sqrt();
+                        let stream = seed
+                            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                            .wrapping_add(((block as u64) << 8) | target as u64);
+                        let down = rng::uniform(stream, &[rank, inp], -bound, bound, device)
+                            .expect("a LoRA matrix fits in memory")
                             .set_requires_grad(true);
                         let up = Tensor::zeros([out, rank], (Kind::Float, device))
                             .set_requires_grad(true);

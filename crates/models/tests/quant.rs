@@ -106,7 +106,7 @@ fn inputs(cfg: &TransformerConfig) -> Inputs {
 /// Trainable adapters with non-zero B, so that every gradient is non-zero.
 fn lora(cfg: &TransformerConfig) -> LoraSet {
     seeded(5, || {
-        let set = LoraSet::new_trainable(cfg, 4, 4.0, Device::Cpu);
+        let set = LoraSet::new_trainable(cfg, 4, 4.0, Device::Cpu, 5);
         tch::no_grad(|| {
             for p in set.parameters() {
                 let _ = p.shallow_clone().uniform_(-0.3, 0.3);

@@ -79,7 +79,7 @@ fn inputs() -> (Tensor, Tensor, Tensor, Tensor) {
 
 fn lora() -> LoraSet {
     seeded(8, || {
-        let set = LoraSet::new_trainable(&config(), 4, 2.0, Device::Cpu);
+        let set = LoraSet::new_trainable(&config(), 4, 2.0, Device::Cpu, 8);
         tch::no_grad(|| {
             for p in set.parameters() {
                 let _ = p.shallow_clone().uniform_(-0.3, 0.3);

@@ -211,7 +211,7 @@ fn checkpointed_backward_equals_plain_autograd() {
     let (x, t, c) = inputs();
     let target = Tensor::randn([2, 16, 3, 4, 6], (Kind::Float, Device::Cpu));
     tch::manual_seed(3);
-    let reference = LoraSet::new_trainable(&model.config, 4, 8.0, Device::Cpu);
+    let reference = LoraSet::new_trainable(&model.config, 4, 8.0, Device::Cpu, 3);
     // B starts at zero; give it values so that A's gradient is non-zero too.
     tch::no_grad(|| {
         for p in reference.parameters() {
@@ -350,7 +350,7 @@ fn cuda_checkpointed_backward_in_bf16_is_close_to_fp32_autograd() {
     let grads = |kind: Kind, policy: Option<CheckpointPolicy>| -> Vec<Tensor> {
         let model = WanTransformer::from_path(&fixtures().join("diffusers"), kind, dev).unwrap();
         tch::manual_seed(11);
-        let lora = LoraSet::new_trainable(&model.config, 4, 8.0, dev);
+        let lora = LoraSet::new_trainable(&model.config, 4, 8.0, dev, 11);
         tch::no_grad(|| {
             for p in lora.parameters() {
                 let _ = p.shallow_clone().uniform_(-0.2, 0.2);

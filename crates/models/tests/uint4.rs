@@ -342,7 +342,7 @@ fn the_users_lora_trains_on_top_and_the_adapter_gets_no_gradient() {
     let cfg = config();
     let ara = RecoveryAdapter::load(&path, Expert::High, &cfg, Kind::Float, Device::Cpu).unwrap();
     let model = load_recovered(&ara);
-    let lora = seeded(9, || LoraSet::new_trainable(&cfg, 4, 4.0, Device::Cpu));
+    let lora = seeded(9, || LoraSet::new_trainable(&cfg, 4, 4.0, Device::Cpu, 9));
     // B = 0 at the start gives A no gradient; a nonzero B makes every factor matter.
     tch::no_grad(|| {
         for p in lora.parameters() {

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod cuda;
+pub mod rng;
 pub mod weights;
 
 pub use bootstrap::{cuda_available, default_device, init};

@@ -527,9 +527,20 @@ impl WeightSource for RandomWeights {
             .fold(self.seed as u64 ^ 0xcbf29ce484222325, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x100000001b3)
             });
-        tch::manual_seed((h >> 1) as i64);
         let is_norm = name.contains("norm") || name.ends_with("gamma");
-        let t = Tensor::f_randn(shape, (Kind::Float, device))?.f_mul_scalar(self.std)?;
+        let t = if device == Device::Cpu {
+            // A stream of its own: tests that load random weights in parallel threads get the
+            // same values whatever else draws random numbers meanwhile.
+            crate::rng::torch_randn(h >> 1, shape, device)?
+        } else {
+            // Drawing a large model on the CPU would take minutes; on an accelerator the global
+            // generator is used, under a lock so that two loads do not interleave.
+            static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _guard = GLOBAL_GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+            tch::manual_seed((h >> 1) as i64);
+            Tensor::f_randn(shape, (Kind::Float, device))?
+        }
+        .f_mul_scalar(self.std)?;
         let t = if is_norm && shape.len() <= 1 {
             t.f_add_scalar(1.0)?
         } else {

@@ -299,8 +299,13 @@ impl Trainer {
                     expert.name()
                 ));
             }
-            tch::manual_seed(derive_seed(&[seed, 0xA0 + expert as u64]) as i64);
-            let fresh = LoraSet::new_trainable(&model.config, rank, alpha, device);
+            let fresh = LoraSet::new_trainable(
+                &model.config,
+                rank,
+                alpha,
+                device,
+                derive_seed(&[seed, 0xA0 + expert as u64]),
+            );
             let flat = FlatParams::new(&fresh.parameters(), device);
             let lora = fresh.with_parameters(&flat.params);
             let optimizer = TrainOptimizer::new(&flat, train);

@@ -118,8 +118,15 @@ impl Trainer {
             mults.push(item.network_weight);
         }
         let x0 = Tensor::stack(&x0s, 0);
-        tch::manual_seed(derive_seed(&[self.seed, step, micro, 0x4015]) as i64);
-        let noise = Tensor::randn(x0.size(), (Kind::Float, Device::Cpu)).to_device(self.device);
+        // The noise has a stream of its own (drawn on the CPU, as PyTorch would from a CPU
+        // generator): previews or anything else that draws random numbers cannot shift it, so a
+        // resumed run sees the noise the uninterrupted run saw.
+        let noise_seed = derive_seed(&[self.seed, step, micro, 0x4015]);
+        let noise = wanlora_torch::rng::torch_randn(
+            noise_seed ^ (noise_seed >> 32),
+            &x0.size(),
+            self.device,
+        )?;
         let sigma = Tensor::from_slice(&ts)
             .to_kind(Kind::Float)
             .to_device(self.device)

@@ -140,7 +140,8 @@ pub fn run(args: SampleBenchArgs) -> Result<()> {
     let low = WanTransformer::load_with(&random(2), Some(cfg.clone()), kind, device, &options)?;
     let loras = (args.lora_rank > 0).then(|| {
         let make = || {
-            let set = LoraSet::new_trainable(&cfg, args.lora_rank, args.lora_rank as f64, device);
+            let set =
+                LoraSet::new_trainable(&cfg, args.lora_rank, args.lora_rank as f64, device, 0);
             // Non-zero B, so the adapters change the output as a trained LoRA does.
             tch::no_grad(|| {
                 for p in set.parameters() {

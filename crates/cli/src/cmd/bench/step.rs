@@ -252,7 +252,7 @@ pub fn run(args: StepArgs) -> Result<()> {
         gib_u(weights.host)
     );
 
-    let lora0 = LoraSet::new_trainable(&cfg, args.rank, args.rank as f64, device);
+    let lora0 = LoraSet::new_trainable(&cfg, args.rank, args.rank as f64, device, 0);
     let flat = FlatParams::new(&lora0.parameters(), device);
     let lora = lora0.with_parameters(&flat.params);
     let mut opt = AdamW::new(
