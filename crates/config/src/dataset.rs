@@ -1,7 +1,8 @@
 //! `datasets[]`: where the clips and captions are and how they are cut (AI Toolkit's `DatasetConfig`).
 
+use crate::checks::{check_frames, check_positive_or_zero, check_size, check_unit_interval};
 use crate::choice::{choice_serde, Choice};
-use crate::reader::{ai, Neutral, Section};
+use crate::reader::{ai, Ctx, Neutral, Section, Unused, UnusedKey};
 use serde::{Deserialize, Serialize};
 
 /// AI Toolkit's dataset `type`; only plain captioned media folders exist for Wan.
@@ -228,176 +229,136 @@ pub(crate) fn read_dataset(s: &mut Section) -> DatasetConfig {
         ),
     };
 
-    s.refuse(
-        "token_dropout_rate",
-        Neutral::Off,
-        "token dropout is not implemented",
-    );
-    s.refuse(
-        "shuffle_tokens",
-        Neutral::Off,
-        "caption token shuffling is not implemented",
-    );
-    s.refuse(
-        "keep_tokens",
-        Neutral::Off,
-        "caption token shuffling/dropout is not implemented",
-    );
-    s.refuse(
-        "random_triggers",
-        Neutral::Off,
-        "random triggers are not implemented",
-    );
-    s.accept("random_triggers_max", "only used with random_triggers");
-    s.refuse(
-        "replacements",
-        Neutral::Off,
-        "caption replacements are not implemented; edit the captions",
-    );
-    s.refuse(
-        "buckets",
-        Neutral::True,
-        "video training always uses aspect buckets",
-    );
-    s.accept(
-        "bucket_tolerance",
-        "buckets are multiples of 16 for Wan (AI Toolkit overrides this too)",
-    );
-    s.refuse(
-        "scale",
-        Neutral::Number(1.0),
-        "image scaling is not implemented",
-    );
-    s.refuse(
-        "random_crop",
-        Neutral::Off,
-        "random crops are not implemented; buckets crop at the centre",
-    );
-    s.refuse(
-        "random_scale",
-        Neutral::Off,
-        "random scaling is not implemented",
-    );
-    s.refuse(
-        "square_crop",
-        Neutral::Off,
-        "square crops are not implemented; buckets keep the aspect ratio",
-    );
-    s.refuse(
-        "prior_reg",
-        Neutral::Off,
-        "prior regularisation is not implemented; use is_reg",
-    );
-    s.no_effect(
-        "cache_tensors_to_disk",
-        Neutral::Off,
-        "wanlora's latent cache already stores the I2V first-frame condition",
-    );
-    s.no_effect(
-        "load_image_when_caching_latents",
-        Neutral::Off,
-        "wanlora's latent cache already stores the I2V first-frame condition",
-    );
-    s.accept(
-        "cache_latents_num_workers",
-        "AI Toolkit's decoding threads; wanlora decodes with ffmpeg",
-    );
-    s.accept(
-        "num_workers",
-        "AI Toolkit's data loader threads; wanlora decodes with ffmpeg",
-    );
-    s.accept("prefetch_factor", "AI Toolkit's data loader setting");
-    s.accept(
-        "do_i2v",
-        "model.arch decides: the first-frame conditioning is always on for wan22_14b_i2v, never for wan22_14b",
-    );
-    s.refuse("do_audio", Neutral::Off, "Wan 2.2 I2V has no audio");
-    s.accept("audio_normalize", "only used with do_audio");
-    s.accept("audio_preserve_pitch", "only used with do_audio");
-    s.accept(
-        "diff_output_preservation",
-        "set from train.diff_output_preservation",
-    );
-    s.accept(
-        "diff_output_preservation_class",
-        "set from train.diff_output_preservation_class",
-    );
-    s.accept("debug", "AI Toolkit's frame-selection debug output");
-    s.accept("fast_image_size", "AI Toolkit's image-size shortcut");
-    for key in [
-        "control_path",
-        "control_path_1",
-        "control_path_2",
-        "control_path_3",
-    ] {
-        s.refuse(
-            key,
-            Neutral::Off,
-            "control images are not used by Wan 2.2 I2V; the start frame comes from each clip",
+    s.unused(DATASET_UNUSED);
+    dataset
+}
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const DATASET_UNUSED: &[UnusedKey] = &[
+    ("token_dropout_rate", Unused::Refused(Neutral::Off), "token dropout is not implemented"),
+    ("shuffle_tokens", Unused::Refused(Neutral::Off), "caption token shuffling is not implemented"),
+    ("keep_tokens", Unused::Refused(Neutral::Off), "caption token shuffling/dropout is not implemented"),
+    ("random_triggers", Unused::Refused(Neutral::Off), "random triggers are not implemented"),
+    ("random_triggers_max", Unused::Accepted, "only used with random_triggers"),
+    ("replacements", Unused::Refused(Neutral::Off), "caption replacements are not implemented; edit the captions"),
+    ("buckets", Unused::Refused(Neutral::True), "video training always uses aspect buckets"),
+    ("bucket_tolerance", Unused::Accepted, "buckets are multiples of 16 for Wan (AI Toolkit overrides this too)"),
+    ("scale", Unused::Refused(Neutral::Number(1.0)), "image scaling is not implemented"),
+    ("random_crop", Unused::Refused(Neutral::Off), "random crops are not implemented; buckets crop at the centre"),
+    ("random_scale", Unused::Refused(Neutral::Off), "random scaling is not implemented"),
+    ("square_crop", Unused::Refused(Neutral::Off), "square crops are not implemented; buckets keep the aspect ratio"),
+    ("prior_reg", Unused::Refused(Neutral::Off), "prior regularisation is not implemented; use is_reg"),
+    ("cache_tensors_to_disk", Unused::NoEffect(Neutral::Off), "wanlora's latent cache already stores the I2V first-frame condition"),
+    ("load_image_when_caching_latents", Unused::NoEffect(Neutral::Off), "wanlora's latent cache already stores the I2V first-frame condition"),
+    ("cache_latents_num_workers", Unused::Accepted, "AI Toolkit's decoding threads; wanlora decodes with ffmpeg"),
+    ("num_workers", Unused::Accepted, "AI Toolkit's data loader threads; wanlora decodes with ffmpeg"),
+    ("prefetch_factor", Unused::Accepted, "AI Toolkit's data loader setting"),
+    ("do_i2v", Unused::Accepted, "model.arch decides: the first-frame conditioning is always on for wan22_14b_i2v, never for wan22_14b"),
+    ("do_audio", Unused::Refused(Neutral::Off), "Wan 2.2 I2V has no audio"),
+    ("audio_normalize", Unused::Accepted, "only used with do_audio"),
+    ("audio_preserve_pitch", Unused::Accepted, "only used with do_audio"),
+    ("diff_output_preservation", Unused::Accepted, "set from train.diff_output_preservation"),
+    ("diff_output_preservation_class", Unused::Accepted, "set from train.diff_output_preservation_class"),
+    ("debug", Unused::Accepted, "AI Toolkit's frame-selection debug output"),
+    ("fast_image_size", Unused::Accepted, "AI Toolkit's image-size shortcut"),
+    ("control_path", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V; the start frame comes from each clip"),
+    ("control_path_1", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V; the start frame comes from each clip"),
+    ("control_path_2", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V; the start frame comes from each clip"),
+    ("control_path_3", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V; the start frame comes from each clip"),
+    ("control_from_same_folder", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V"),
+    ("num_controls_from_same_folder", Unused::Accepted, "only used with control images"),
+    ("control_transparent_color", Unused::Accepted, "only used with control images"),
+    ("controls", Unused::Refused(Neutral::Off), "automatic control images are not used by Wan 2.2 I2V"),
+    ("mask_path", Unused::Refused(Neutral::Off), "loss masks are not implemented"),
+    ("mask_min_value", Unused::Accepted, "only used with mask_path"),
+    ("alpha_mask", Unused::Refused(Neutral::Off), "loss masks are not implemented"),
+    ("invert_mask", Unused::Refused(Neutral::Off), "loss masks are not implemented"),
+    ("inpaint_path", Unused::Refused(Neutral::Off), "inpainting is not implemented"),
+    ("unconditional_path", Unused::Refused(Neutral::Off), "unconditional image pairs are not implemented"),
+    ("clip_image_path", Unused::Refused(Neutral::Off), "Wan 2.2 I2V has no CLIP image encoder"),
+    ("augments", Unused::Refused(Neutral::Off), "augmentations are not implemented (AI Toolkit refuses them for video too)"),
+    ("augmentations", Unused::Refused(Neutral::Off), "augmentations are not implemented (AI Toolkit refuses them for video too)"),
+    ("use_short_captions", Unused::Refused(Neutral::Off), "JSON caption files are not implemented"),
+    ("standardize_images", Unused::Refused(Neutral::Off), "image standardisation is not implemented"),
+    ("poi", Unused::Refused(Neutral::Off), "AI Toolkit itself no longer supports poi"),
+];
+
+/// Dataset `i`'s own checks; `at` is its key path, relative paths resolve against `base_dir`.
+pub(crate) fn check_dataset(
+    dataset: &DatasetConfig,
+    i: usize,
+    at: &str,
+    base_dir: &std::path::Path,
+    ctx: &mut Ctx,
+) {
+    if dataset.folder_path.trim().is_empty() {
+        ctx.error_at(
+            &format!("{at}.folder_path"),
+            format!("dataset {i} has no folder_path"),
+            "add folder_path: the folder with your clips and .txt captions",
+        );
+    } else if dataset.folder_path.contains("${") {
+        // An unset environment variable, already reported where it is written.
+    } else if dataset.folder_path.ends_with(".json") {
+        ctx.error_at(
+            &format!("{at}.folder_path"),
+            "JSON caption files are not supported by wanlora",
+            "point folder_path at a folder of clips with .txt captions",
+        );
+    } else {
+        let folder = base_dir.join(&dataset.folder_path);
+        if !folder.is_dir() {
+            let what = if folder.exists() {
+                "is not a folder"
+            } else {
+                "does not exist"
+            };
+            ctx.error_at(
+                &format!("{at}.folder_path"),
+                format!("{} {what}", folder.display()),
+                "fix the path (relative paths start at the job file's folder)",
+            );
+        }
+    }
+    if dataset.caption_ext.is_empty() || dataset.caption_ext == "." {
+        ctx.error_at(
+            &format!("{at}.caption_ext"),
+            "caption_ext is empty",
+            "use caption_ext: txt",
         );
     }
-    s.refuse(
-        "control_from_same_folder",
-        Neutral::Off,
-        "control images are not used by Wan 2.2 I2V",
+    check_frames(dataset.num_frames, &format!("{at}.num_frames"), ctx);
+    for (j, &resolution) in dataset.resolution.iter().enumerate() {
+        let key = if dataset.resolution.len() == 1 {
+            format!("{at}.resolution")
+        } else {
+            format!("{at}.resolution[{j}]")
+        };
+        check_size(resolution, &key, ctx);
+    }
+    check_unit_interval(
+        dataset.caption_dropout_rate,
+        &format!("{at}.caption_dropout_rate"),
+        ctx,
     );
-    s.accept(
-        "num_controls_from_same_folder",
-        "only used with control images",
+    check_positive_or_zero(dataset.network_weight, &format!("{at}.network_weight"), ctx);
+    check_positive_or_zero(
+        dataset.loss_multiplier,
+        &format!("{at}.loss_multiplier"),
+        ctx,
     );
-    s.accept("control_transparent_color", "only used with control images");
-    s.refuse(
-        "controls",
-        Neutral::Off,
-        "automatic control images are not used by Wan 2.2 I2V",
-    );
-    s.refuse("mask_path", Neutral::Off, "loss masks are not implemented");
-    s.accept("mask_min_value", "only used with mask_path");
-    s.refuse("alpha_mask", Neutral::Off, "loss masks are not implemented");
-    s.refuse(
-        "invert_mask",
-        Neutral::Off,
-        "loss masks are not implemented",
-    );
-    s.refuse(
-        "inpaint_path",
-        Neutral::Off,
-        "inpainting is not implemented",
-    );
-    s.refuse(
-        "unconditional_path",
-        Neutral::Off,
-        "unconditional image pairs are not implemented",
-    );
-    s.refuse(
-        "clip_image_path",
-        Neutral::Off,
-        "Wan 2.2 I2V has no CLIP image encoder",
-    );
-    s.refuse(
-        "augments",
-        Neutral::Off,
-        "augmentations are not implemented (AI Toolkit refuses them for video too)",
-    );
-    s.refuse(
-        "augmentations",
-        Neutral::Off,
-        "augmentations are not implemented (AI Toolkit refuses them for video too)",
-    );
-    s.refuse(
-        "use_short_captions",
-        Neutral::Off,
-        "JSON caption files are not implemented",
-    );
-    s.refuse(
-        "standardize_images",
-        Neutral::Off,
-        "image standardisation is not implemented",
-    );
-    s.refuse(
-        "poi",
-        Neutral::Off,
-        "AI Toolkit itself no longer supports poi",
-    );
-    dataset
+    if dataset.num_repeats == 0 {
+        ctx.error_at(
+            &format!("{at}.num_repeats"),
+            "num_repeats must be at least 1",
+            "use 1",
+        );
+    }
+    if dataset.fps == 0 {
+        ctx.error_at(
+            &format!("{at}.fps"),
+            "fps must be at least 1",
+            "use 16, Wan's frame rate",
+        );
+    }
 }

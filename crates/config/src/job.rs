@@ -6,7 +6,7 @@ use crate::logging::{read_logging, LoggingConfig};
 use crate::model::{read_model, ModelConfig};
 use crate::network::{read_network, NetworkConfig};
 use crate::node::Node;
-use crate::reader::{ai, Ctx, Neutral, Section};
+use crate::reader::{ai, Ctx, Neutral, Section, Unused, UnusedKey};
 use crate::sample::{read_sample, SampleConfig};
 use crate::save::{read_save, SaveConfig};
 use crate::schema::KeyKind;
@@ -231,35 +231,7 @@ fn read_process(s: &mut Section, job_name: &str) -> Process {
     if !s.ctx().written.contains_key(&shift_key) {
         process.sample.shift = process.model.arch.facts().sample_shift;
     }
-    s.accept(
-        "sqlite_db_path",
-        "AI Toolkit's UI database; wanlora's UI reads the output folder",
-    );
-    s.refuse(
-        "log_dir",
-        Neutral::Off,
-        "TensorBoard logs are not written; metrics go to metrics.jsonl in the output folder",
-    );
-    s.refuse(
-        "first_sample",
-        Neutral::Off,
-        "a separate first-sample config is not implemented; the sample section is used",
-    );
-    for key in ["guidance", "embedding", "decorator", "adapter", "slider"] {
-        s.refuse(
-            key,
-            Neutral::Off,
-            "only LoRA training of Wan 2.2 I2V is implemented",
-        );
-    }
-    s.refuse("do_lorm", Neutral::Off, "LoRM is not implemented");
-    s.accept("lorm_extract_mode", "only with do_lorm");
-    s.accept("lorm_extract_mode_param", "only with do_lorm");
-    s.refuse(
-        "torch_profiler",
-        Neutral::Off,
-        "the PyTorch profiler is not available; use --verbose timings",
-    );
+    s.unused(PROCESS_UNUSED);
     process
 }
 
@@ -349,3 +321,63 @@ pub(crate) fn read_job(root: &Node, ctx: &mut Ctx) -> Job {
         meta,
     }
 }
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const PROCESS_UNUSED: &[UnusedKey] = &[
+    (
+        "sqlite_db_path",
+        Unused::Accepted,
+        "AI Toolkit's UI database; wanlora's UI reads the output folder",
+    ),
+    (
+        "log_dir",
+        Unused::Refused(Neutral::Off),
+        "TensorBoard logs are not written; metrics go to metrics.jsonl in the output folder",
+    ),
+    (
+        "first_sample",
+        Unused::Refused(Neutral::Off),
+        "a separate first-sample config is not implemented; the sample section is used",
+    ),
+    (
+        "guidance",
+        Unused::Refused(Neutral::Off),
+        "only LoRA training of Wan 2.2 I2V is implemented",
+    ),
+    (
+        "embedding",
+        Unused::Refused(Neutral::Off),
+        "only LoRA training of Wan 2.2 I2V is implemented",
+    ),
+    (
+        "decorator",
+        Unused::Refused(Neutral::Off),
+        "only LoRA training of Wan 2.2 I2V is implemented",
+    ),
+    (
+        "adapter",
+        Unused::Refused(Neutral::Off),
+        "only LoRA training of Wan 2.2 I2V is implemented",
+    ),
+    (
+        "slider",
+        Unused::Refused(Neutral::Off),
+        "only LoRA training of Wan 2.2 I2V is implemented",
+    ),
+    (
+        "do_lorm",
+        Unused::Refused(Neutral::Off),
+        "LoRM is not implemented",
+    ),
+    ("lorm_extract_mode", Unused::Accepted, "only with do_lorm"),
+    (
+        "lorm_extract_mode_param",
+        Unused::Accepted,
+        "only with do_lorm",
+    ),
+    (
+        "torch_profiler",
+        Unused::Refused(Neutral::Off),
+        "the PyTorch profiler is not available; use --verbose timings",
+    ),
+];

@@ -8,6 +8,7 @@
 //! holds the example jobs.
 
 pub mod arch;
+mod checks;
 mod choice;
 mod dataset;
 mod env;

@@ -1,6 +1,6 @@
 //! `logging`: how often progress is logged (AI Toolkit's `LoggingConfig`).
 
-use crate::reader::{ai, Neutral, Section};
+use crate::reader::{ai, Ctx, Neutral, Section, Unused, UnusedKey};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,12 +27,25 @@ pub(crate) fn read_logging(s: &mut Section) -> LoggingConfig {
         log_every: s.uint("log_every", d.log_every, ai("Progress line every N steps")),
         verbose: s.bool("verbose", d.verbose, ai("More log output")),
     };
-    s.accept(
-        "use_ui_logger",
-        "wanlora always writes metrics.jsonl, which its UI reads",
-    );
-    s.refuse("use_wandb", Neutral::Off, "Weights & Biases logging is not implemented; metrics go to metrics.jsonl in the output folder");
-    s.accept("project_name", "only with use_wandb");
-    s.accept("run_name", "only with use_wandb");
+    s.unused(LOGGING_UNUSED);
     logging
+}
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const LOGGING_UNUSED: &[UnusedKey] = &[
+    ("use_ui_logger", Unused::Accepted, "wanlora always writes metrics.jsonl, which its UI reads"),
+    ("use_wandb", Unused::Refused(Neutral::Off), "Weights & Biases logging is not implemented; metrics go to metrics.jsonl in the output folder"),
+    ("project_name", Unused::Accepted, "only with use_wandb"),
+    ("run_name", Unused::Accepted, "only with use_wandb"),
+];
+
+/// The logging section's own checks; `at` is its key path.
+pub(crate) fn check_logging(logging: &LoggingConfig, at: &str, ctx: &mut Ctx) {
+    if logging.log_every == 0 {
+        ctx.error_at(
+            &format!("{at}.log_every"),
+            "log_every must be at least 1",
+            "use 1 to log every step",
+        );
+    }
 }

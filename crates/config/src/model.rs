@@ -3,7 +3,7 @@
 
 pub use crate::arch::ModelArch;
 use crate::choice::{choice_serde, Choice};
-use crate::reader::{ai, ours, Neutral, Section};
+use crate::reader::{ai, ours, Ctx, Neutral, Section, Unused, UnusedKey};
 use crate::schema::KeyKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -420,33 +420,7 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
             "write qtype: uint4|ostris/accuracy_recovery_adapters/wan22_14b_i2v_torchao_uint4.safetensors, or use float8",
         );
     }
-    s.accept(
-        "layer_offloading_text_encoder_percent",
-        "only with layer_offloading",
-    );
-    for key in [
-        "lora_path",
-        "assistant_lora_path",
-        "inference_lora_path",
-        "unconditional_lora_path",
-    ] {
-        s.refuse(key, Neutral::Off, "extra LoRAs on the base model are not implemented (AI Toolkit refuses them for Wan 2.2 too)");
-    }
-    s.refuse(
-        "split_model_over_gpus",
-        Neutral::Off,
-        "splitting one model over GPUs is not implemented (AI Toolkit refuses it for Wan 2.2 too)",
-    );
-    s.refuse(
-        "only_if_contains",
-        Neutral::Off,
-        "module filters are not implemented",
-    );
-    s.refuse(
-        "ignore_if_contains",
-        Neutral::Off,
-        "module filters are not implemented",
-    );
+    s.unused(MODEL_UNUSED);
     s.section(
         "quantize_kwargs",
         ai("Quantisation options; only an empty exclude list"),
@@ -458,56 +432,6 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
             );
         },
     );
-    s.no_effect(
-        "compile",
-        Neutral::Off,
-        "there is no torch.compile in wanlora; its kernels are chosen ahead of time",
-    );
-    for key in [
-        "block_compile",
-        "compile_mode",
-        "compile_fullgraph",
-        "compile_dynamic",
-        "cache_size_limit",
-    ] {
-        s.accept(key, "only with compile");
-    }
-    s.accept("dtype", "train.dtype decides the computation precision");
-    s.accept("vae_dtype", "the VAE runs in the computation precision");
-    s.accept(
-        "te_dtype",
-        "the text encoder runs in the computation precision",
-    );
-    s.accept(
-        "model_paths",
-        "not used by Wan; see high_noise_model_path / low_noise_model_path",
-    );
-    s.accept("latent_space_version", "Wan has one latent space");
-    s.accept("text_encoder_bits", "PixArt only");
-    for key in [
-        "is_v2",
-        "is_xl",
-        "is_v3",
-        "is_flux",
-        "is_pixart",
-        "is_pixart_sigma",
-        "is_auraflow",
-        "is_lumina2",
-        "is_ssd",
-        "is_vega",
-        "is_v_pred",
-        "use_flux_cfg",
-        "experimental_xl",
-    ] {
-        s.no_effect(key, Neutral::Off, "model.arch decides the model");
-    }
-    s.refuse("attn_masking", Neutral::Off, "Flux only");
-    s.refuse(
-        "in_context",
-        Neutral::Off,
-        "in-context training is not implemented",
-    );
-    s.refuse("refiner_name_or_path", Neutral::Off, "Wan has no refiner");
 
     ModelConfig {
         name_or_path,
@@ -529,5 +453,108 @@ pub(crate) fn read_model(s: &mut Section) -> ModelConfig {
         layer_offloading_transformer_percent,
         fp8_matmul,
         model_kwargs,
+    }
+}
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const MODEL_UNUSED: &[UnusedKey] = &[
+
+    ("layer_offloading_text_encoder_percent", Unused::Accepted, "only with layer_offloading"),
+    ("lora_path", Unused::Refused(Neutral::Off), "extra LoRAs on the base model are not implemented (AI Toolkit refuses them for Wan 2.2 too)"),
+    ("assistant_lora_path", Unused::Refused(Neutral::Off), "extra LoRAs on the base model are not implemented (AI Toolkit refuses them for Wan 2.2 too)"),
+    ("inference_lora_path", Unused::Refused(Neutral::Off), "extra LoRAs on the base model are not implemented (AI Toolkit refuses them for Wan 2.2 too)"),
+    ("unconditional_lora_path", Unused::Refused(Neutral::Off), "extra LoRAs on the base model are not implemented (AI Toolkit refuses them for Wan 2.2 too)"),
+    ("split_model_over_gpus", Unused::Refused(Neutral::Off), "splitting one model over GPUs is not implemented (AI Toolkit refuses it for Wan 2.2 too)"),
+    ("only_if_contains", Unused::Refused(Neutral::Off), "module filters are not implemented"),
+    ("ignore_if_contains", Unused::Refused(Neutral::Off), "module filters are not implemented"),
+    ("compile", Unused::NoEffect(Neutral::Off), "there is no torch.compile in wanlora; its kernels are chosen ahead of time"),
+    ("block_compile", Unused::Accepted, "only with compile"),
+    ("compile_mode", Unused::Accepted, "only with compile"),
+    ("compile_fullgraph", Unused::Accepted, "only with compile"),
+    ("compile_dynamic", Unused::Accepted, "only with compile"),
+    ("cache_size_limit", Unused::Accepted, "only with compile"),
+    ("dtype", Unused::Accepted, "train.dtype decides the computation precision"),
+    ("vae_dtype", Unused::Accepted, "the VAE runs in the computation precision"),
+    ("te_dtype", Unused::Accepted, "the text encoder runs in the computation precision"),
+    ("model_paths", Unused::Accepted, "not used by Wan; see high_noise_model_path / low_noise_model_path"),
+    ("latent_space_version", Unused::Accepted, "Wan has one latent space"),
+    ("text_encoder_bits", Unused::Accepted, "PixArt only"),
+    ("is_v2", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_xl", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_v3", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_flux", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_pixart", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_pixart_sigma", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_auraflow", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_lumina2", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_ssd", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_vega", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("is_v_pred", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("use_flux_cfg", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("experimental_xl", Unused::NoEffect(Neutral::Off), "model.arch decides the model"),
+    ("attn_masking", Unused::Refused(Neutral::Off), "Flux only"),
+    ("in_context", Unused::Refused(Neutral::Off), "in-context training is not implemented"),
+    ("refiner_name_or_path", Unused::Refused(Neutral::Off), "Wan has no refiner"),
+];
+
+/// The model section's own checks; `m` is its key path.
+pub(crate) fn check_model(model: &ModelConfig, m: &str, ctx: &mut Ctx) {
+    let arch = model.arch.facts();
+    if !(model.boundary_ratio > 0.0 && model.boundary_ratio < 1.0) {
+        ctx.error_at(
+            &format!("{m}.boundary_ratio"),
+            format!(
+                "boundary_ratio {} must be between 0 and 1",
+                model.boundary_ratio
+            ),
+            format!(
+                "use {}, the official boundary of {}",
+                arch.boundary_ratio, arch.label
+            ),
+        );
+    }
+    if !(0.0..=1.0).contains(&model.layer_offloading_transformer_percent) {
+        ctx.error_at(
+            &format!("{m}.layer_offloading_transformer_percent"),
+            format!(
+                "layer_offloading_transformer_percent {} must be between 0 and 1",
+                model.layer_offloading_transformer_percent
+            ),
+            "use 1.0 to stream every block, or e.g. 0.5 to keep half of them on the GPU",
+        );
+    }
+    if model.fp8_matmul && !(model.quantize && model.qtype != QType::Uint4) {
+        ctx.error_at(
+            &format!("{m}.fp8_matmul"),
+            "fp8_matmul needs fp8 weights",
+            "set quantize: true with qtype: float8, or remove fp8_matmul",
+        );
+    }
+    if !model.model_kwargs.train_high_noise && !model.model_kwargs.train_low_noise {
+        ctx.error_at(
+            &format!("{m}.model_kwargs"),
+            "train_high_noise and train_low_noise are both false, so nothing would be trained",
+            "set at least one of them to true",
+        );
+    }
+    let components_given = model.high_noise_model_path.is_some()
+        && model.low_noise_model_path.is_some()
+        && (model.te_name_or_path.is_some() || model.extras_name_or_path.is_some())
+        && (model.vae_path.is_some() || model.extras_name_or_path.is_some())
+        && (model.tokenizer_path.is_some() || model.extras_name_or_path.is_some());
+    if model
+        .name_or_path
+        .as_deref()
+        .is_none_or(|n| n.trim().is_empty())
+        && !components_given
+    {
+        ctx.error_at(
+            &format!("{m}.name_or_path"),
+            "model.name_or_path is missing",
+            format!(
+                "add name_or_path: {} (or give every component its own path)",
+                arch.diffusers_repo
+            ),
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! `network`: the LoRA adapter's shape (AI Toolkit's `NetworkConfig`).
 
 use crate::choice::{choice_serde, Choice};
-use crate::reader::{ai, Neutral, Section};
+use crate::reader::{ai, Ctx, Neutral, Section, Unused, UnusedKey};
 use serde::{Deserialize, Serialize};
 
 /// The kind of adapter. Only LoRA is implemented.
@@ -101,32 +101,75 @@ pub(crate) fn read_network(s: &mut Section) -> NetworkConfig {
         k.refuse("ignore_if_contains", Neutral::Off, "module filters are not implemented; every attention and FFN linear of the blocks is adapted");
         k.refuse("full_if_contains", Neutral::Off, "full-weight modules are not implemented");
     });
-    s.refuse(
-        "transformer_only",
-        Neutral::True,
-        "only the transformer blocks are adapted (as AI Toolkit does for Wan by default)",
-    );
-    s.accept("lokr_full_rank", "LoKr only");
-    s.accept("lokr_factor", "LoKr only");
-    s.accept("old_lokr_format", "LoKr only");
-    s.refuse("split_multistage_loras", Neutral::True, "wanlora always writes one LoRA file per expert (_high_noise / _low_noise), which is what ComfyUI loads");
-    s.refuse(
-        "layer_offloading",
-        Neutral::Off,
-        "offloading LoRA weights is not implemented (AI Toolkit marks it as not working either)",
-    );
-    s.refuse("pretrained_lora_path", Neutral::Off, "starting from an existing LoRA is not implemented; resume continues a run from its own output folder");
-    s.refuse(
-        "all_layers",
-        Neutral::Off,
-        "full-weight deltas for non-linear layers are not implemented",
-    );
-    s.refuse("lorm", Neutral::Off, "LoRM is not implemented");
+    s.unused(NETWORK_UNUSED);
     NetworkConfig {
         network_type,
         linear,
         linear_alpha,
         conv,
         conv_alpha,
+    }
+}
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const NETWORK_UNUSED: &[UnusedKey] = &[
+    ("transformer_only", Unused::Refused(Neutral::True), "only the transformer blocks are adapted (as AI Toolkit does for Wan by default)"),
+    ("lokr_full_rank", Unused::Accepted, "LoKr only"),
+    ("lokr_factor", Unused::Accepted, "LoKr only"),
+    ("old_lokr_format", Unused::Accepted, "LoKr only"),
+    ("split_multistage_loras", Unused::Refused(Neutral::True), "wanlora always writes one LoRA file per expert (_high_noise / _low_noise), which is what ComfyUI loads"),
+    ("layer_offloading", Unused::Refused(Neutral::Off), "offloading LoRA weights is not implemented (AI Toolkit marks it as not working either)"),
+    ("pretrained_lora_path", Unused::Refused(Neutral::Off), "starting from an existing LoRA is not implemented; resume continues a run from its own output folder"),
+    ("all_layers", Unused::Refused(Neutral::Off), "full-weight deltas for non-linear layers are not implemented"),
+    ("lorm", Unused::Refused(Neutral::Off), "LoRM is not implemented"),
+];
+
+/// The `network.conv` value AI Toolkit's UI writes into every job it saves.
+const AITK_UI_CONV: u32 = 16;
+
+/// The network section's own checks; `at` is its key path.
+pub(crate) fn check_network(network: &NetworkConfig, at: &str, ctx: &mut Ctx) {
+    if network.linear == 0 {
+        ctx.error_at(
+            &format!("{at}.linear"),
+            "the LoRA rank must be at least 1",
+            "use a rank such as 16 or 32",
+        );
+    }
+    if let Some(alpha) = network.linear_alpha {
+        if alpha <= 0.0 {
+            ctx.error_at(
+                &format!("{at}.linear_alpha"),
+                format!("alpha {alpha} must be above 0"),
+                "remove linear_alpha to use alpha = rank",
+            );
+        } else if alpha != f64::from(network.linear) {
+            ctx.warning_at(
+                &format!("{at}.linear_alpha"),
+                format!(
+                    "AI Toolkit ignores linear_alpha for Wan and trains with alpha = rank; wanlora applies it, so this LoRA's updates are scaled by alpha/rank = {}",
+                    alpha / f64::from(network.linear.max(1))
+                ),
+                "remove linear_alpha (or set it equal to linear) to train like AI Toolkit",
+            );
+        }
+    }
+    if let Some(conv) = network.conv.filter(|&c| c > 0) {
+        let message = "Wan's transformer blocks have no convolutions, so conv trains nothing";
+        // AI Toolkit's UI writes `conv: 16` (and `conv_alpha: 16`) into every job it saves: that
+        // is not the user asking for anything, so it is only a note.
+        let ui_default = conv == AITK_UI_CONV
+            && network
+                .conv_alpha
+                .is_none_or(|a| a == f64::from(AITK_UI_CONV));
+        if ui_default {
+            ctx.note_at(
+                &format!("{at}.conv"),
+                format!("{message} (AI Toolkit's UI writes conv: {AITK_UI_CONV} into every job)"),
+                "",
+            );
+        } else {
+            ctx.warning_at(&format!("{at}.conv"), message, "remove conv and conv_alpha");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! `train.optimizer` (AdamW, Prodigy or Adafactor), with each optimizer's own defaults.
 
 use crate::choice::Choice;
-use crate::reader::{ai, Neutral, Section};
+use crate::reader::{ai, Neutral, Section, Unused, UnusedKey};
 use crate::train::{Optimizer, TrainConfig};
 use serde::{Deserialize, Serialize};
 
@@ -241,22 +241,7 @@ pub(crate) fn read_optimizer_params(s: &mut Section, optimizer: Optimizer) -> Op
             ai("Adafactor: scale steps by the parameter's RMS"),
         ),
     };
-    s.refuse(
-        "relative_step",
-        Neutral::Off,
-        "Adafactor's relative step replaces train.lr; AI Toolkit passes lr and so refuses it too",
-    );
-    s.refuse(
-        "warmup_init",
-        Neutral::Off,
-        "Adafactor's warmup_init needs relative_step; use train.lr_warmup_steps",
-    );
-    s.refuse(
-        "slice_p",
-        Neutral::Number(1.0),
-        "Prodigy's slice_p (estimating d from every p-th value) is not implemented",
-    );
-    s.accept("fsdp_in_use", "wanlora does not use FSDP");
+    s.unused(OPTIMIZER_PARAMS_UNUSED);
     for key in [
         "amsgrad",
         "percentile_clipping",
@@ -362,3 +347,23 @@ pub(crate) fn adjust_prodigy_lr(s: &mut Section, train: &mut TrainConfig) {
         );
     }
 }
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const OPTIMIZER_PARAMS_UNUSED: &[UnusedKey] = &[
+    (
+        "relative_step",
+        Unused::Refused(Neutral::Off),
+        "Adafactor's relative step replaces train.lr; AI Toolkit passes lr and so refuses it too",
+    ),
+    (
+        "warmup_init",
+        Unused::Refused(Neutral::Off),
+        "Adafactor's warmup_init needs relative_step; use train.lr_warmup_steps",
+    ),
+    (
+        "slice_p",
+        Unused::Refused(Neutral::Number(1.0)),
+        "Prodigy's slice_p (estimating d from every p-th value) is not implemented",
+    ),
+    ("fsdp_in_use", Unused::Accepted, "wanlora does not use FSDP"),
+];

@@ -83,6 +83,20 @@ pub(crate) enum Neutral {
     Text(&'static str),
 }
 
+/// How a key that wanlora reads but does not act on is treated: one row of a section's table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Unused {
+    /// An error unless the value is neutral: the feature is not implemented.
+    Refused(Neutral),
+    /// A warning unless the value is neutral: the key changes nothing here.
+    NoEffect(Neutral),
+    /// Read and ignored without a word (AI Toolkit's own plumbing, or decided elsewhere).
+    Accepted,
+}
+
+/// A key, how it is treated, and why (the reason users see).
+pub(crate) type UnusedKey = (&'static str, Unused, &'static str);
+
 impl Neutral {
     fn accepts(self, node: &Node) -> bool {
         match (self, &node.value) {
@@ -881,6 +895,17 @@ impl<'n, 'c> Section<'n, 'c> {
     }
 
     /// A key wanlora does not implement: accepted only with its neutral value, refused otherwise.
+    /// Applies a section's table of keys it does not act on, in order.
+    pub fn unused(&mut self, table: &[UnusedKey]) {
+        for &(key, how, reason) in table {
+            match how {
+                Unused::Refused(neutral) => self.refuse(key, neutral, reason),
+                Unused::NoEffect(neutral) => self.no_effect(key, neutral, reason),
+                Unused::Accepted => self.accept(key, reason),
+            }
+        }
+    }
+
     pub fn refuse(&mut self, keys: impl Into<Keys>, neutral: Neutral, reason: &'static str) {
         let keys = keys.into();
         self.describe(

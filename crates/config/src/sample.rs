@@ -1,9 +1,10 @@
 //! `sample`: the preview videos made during training (AI Toolkit's `SampleConfig` / `SampleItem`,
 //! plus wanlora's second guidance scale, shift, start-frame resizing and output format).
 
+use crate::checks::{check_frames, check_size};
 use crate::choice::{choice_serde, Choice};
 use crate::finding::Finding;
-use crate::reader::{ai, ours, Neutral, Section, Written};
+use crate::reader::{ai, ours, Ctx, Neutral, Section, Unused, UnusedKey, Written};
 use crate::schema::KeyKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -350,22 +351,7 @@ fn read_item(s: &mut Section) -> SampleItem {
         num_frames: s.opt_uint("num_frames", ai("Frame count override (4n+1)")),
         network_multiplier: s.opt_float("network_multiplier", ai("LoRA strength override")),
     };
-    s.accept("ctrl_idx", "one start frame only");
-    s.refuse(
-        "ctrl_img_2",
-        Neutral::Off,
-        "Wan 2.2 I2V takes one start frame",
-    );
-    s.refuse(
-        "ctrl_img_3",
-        Neutral::Off,
-        "Wan 2.2 I2V takes one start frame",
-    );
-    s.refuse(
-        "do_cfg_norm",
-        Neutral::Off,
-        "CFG normalisation is not implemented",
-    );
+    s.unused(ITEM_UNUSED);
     let key = s.key_path("prompt");
     let written = s.ctx().written.get(&key).cloned();
     let mut findings = Vec::new();
@@ -478,20 +464,151 @@ pub(crate) fn read_sample(s: &mut Section) -> SampleConfig {
         }
     }
 
-    s.refuse(
-        "guidance_rescale",
-        Neutral::Number(0.0),
-        "guidance rescale is not implemented for Wan",
-    );
-    s.accept("adapter_conditioning_scale", "no adapters in Wan");
-    s.accept("refiner_start_at", "Wan has no refiner");
-    s.accept("extra_values", "not used by Wan");
-    s.refuse(
-        "do_cfg_norm",
-        Neutral::Off,
-        "CFG normalisation is not implemented",
-    );
+    s.unused(SAMPLE_UNUSED);
     sample
+}
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const ITEM_UNUSED: &[UnusedKey] = &[
+    ("ctrl_idx", Unused::Accepted, "one start frame only"),
+    (
+        "ctrl_img_2",
+        Unused::Refused(Neutral::Off),
+        "Wan 2.2 I2V takes one start frame",
+    ),
+    (
+        "ctrl_img_3",
+        Unused::Refused(Neutral::Off),
+        "Wan 2.2 I2V takes one start frame",
+    ),
+    (
+        "do_cfg_norm",
+        Unused::Refused(Neutral::Off),
+        "CFG normalisation is not implemented",
+    ),
+];
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const SAMPLE_UNUSED: &[UnusedKey] = &[
+    (
+        "guidance_rescale",
+        Unused::Refused(Neutral::Number(0.0)),
+        "guidance rescale is not implemented for Wan",
+    ),
+    (
+        "adapter_conditioning_scale",
+        Unused::Accepted,
+        "no adapters in Wan",
+    ),
+    ("refiner_start_at", Unused::Accepted, "Wan has no refiner"),
+    ("extra_values", Unused::Accepted, "not used by Wan"),
+    (
+        "do_cfg_norm",
+        Unused::Refused(Neutral::Off),
+        "CFG normalisation is not implemented",
+    ),
+];
+
+/// The sample section's own checks; `sp` is its key path, `arch` the job's model (for the
+/// official values the hints name).
+pub(crate) fn check_sample(
+    sample: &SampleConfig,
+    sp: &str,
+    arch: &crate::arch::ArchFacts,
+    ctx: &mut Ctx,
+) {
+    check_size(sample.width, &format!("{sp}.width"), ctx);
+    check_size(sample.height, &format!("{sp}.height"), ctx);
+    check_frames(sample.num_frames, &format!("{sp}.num_frames"), ctx);
+    if sample.sample_every == 0 {
+        ctx.error_at(
+            &format!("{sp}.sample_every"),
+            "sample_every must be at least 1",
+            "use e.g. 250, or train.disable_sampling: true",
+        );
+    }
+    if sample.sample_steps == 0 {
+        ctx.error_at(
+            &format!("{sp}.sample_steps"),
+            "sample_steps must be at least 1",
+            "use 25 (flowmatch) or 40 (unipc)",
+        );
+    }
+    if sample.fps == 0 {
+        ctx.error_at(
+            &format!("{sp}.fps"),
+            "fps must be at least 1",
+            "use 16, Wan's frame rate",
+        );
+    }
+    if sample.shift <= 0.0 {
+        ctx.error_at(
+            &format!("{sp}.shift"),
+            "shift must be above 0",
+            format!(
+                "use {}, the official value of {}",
+                arch.sample_shift, arch.label
+            ),
+        );
+    }
+    for (key, scale, official) in [
+        (
+            "guidance_scale",
+            Some(sample.guidance_scale),
+            arch.guidance_high,
+        ),
+        (
+            "guidance_scale_2",
+            sample.guidance_scale_2,
+            arch.guidance_low,
+        ),
+    ] {
+        let Some(scale) = scale else { continue };
+        if scale <= 0.0 {
+            ctx.error_at(
+                &format!("{sp}.{key}"),
+                format!("{key} {scale} must be above 0 (1 means no guidance)"),
+                format!("use {official}, the official value of {}", arch.label),
+            );
+        }
+    }
+    if let Some(format) = sample.format {
+        let video = sample.num_frames > 1;
+        if video && matches!(format, SampleFormat::Jpg | SampleFormat::Png) {
+            ctx.warning_at(
+                &format!("{sp}.format"),
+                "a video cannot be a still image; samples are written as mp4",
+                "use format: mp4 or webp",
+            );
+        }
+    }
+}
+
+/// Sample `i`'s own checks (its start frame is checked with the model's arch in validate.rs).
+pub(crate) fn check_item(item: &SampleItem, i: usize, at: &str, ctx: &mut Ctx) {
+    if item.prompt.trim().is_empty() {
+        ctx.error_at(
+            &format!("{at}.prompt"),
+            format!("sample {i} has no prompt"),
+            "write the prompt of this sample",
+        );
+    }
+    if let Some(w) = item.width {
+        check_size(w, &format!("{at}.width"), ctx);
+    }
+    if let Some(h) = item.height {
+        check_size(h, &format!("{at}.height"), ctx);
+    }
+    if let Some(n) = item.num_frames {
+        check_frames(n, &format!("{at}.num_frames"), ctx);
+    }
+    if item.sample_steps == Some(0) {
+        ctx.error_at(
+            &format!("{at}.sample_steps"),
+            "sample_steps must be at least 1",
+            "remove it to use the section's value",
+        );
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `save`: how often and in which precision the LoRA files are written (AI Toolkit's `SaveConfig`).
 
 use crate::choice::{choice_serde, Choice};
-use crate::reader::{ai, Neutral, Section};
+use crate::reader::{ai, Ctx, Neutral, Section, Unused, UnusedKey};
 use serde::{Deserialize, Serialize};
 
 /// Precision of the saved LoRA weights.
@@ -90,8 +90,32 @@ pub(crate) fn read_save(s: &mut Section) -> SaveConfig {
             ai("LoRA files are always .safetensors; diffusers means the same for a LoRA"),
         ),
     };
-    s.refuse("push_to_hub", Neutral::Off, "uploading to the Hugging Face Hub is not implemented; upload the files from the output folder yourself");
-    s.accept("hf_repo_id", "only used with push_to_hub");
-    s.accept("hf_private", "only used with push_to_hub");
+    s.unused(SAVE_UNUSED);
     save
+}
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const SAVE_UNUSED: &[UnusedKey] = &[
+    ("push_to_hub", Unused::Refused(Neutral::Off), "uploading to the Hugging Face Hub is not implemented; upload the files from the output folder yourself"),
+    ("hf_repo_id", Unused::Accepted, "only used with push_to_hub"),
+    ("hf_private", Unused::Accepted, "only used with push_to_hub"),
+];
+
+/// The save section's own checks; `at` is its key path.
+pub(crate) fn check_save(save: &SaveConfig, at: &str, ctx: &mut Ctx) {
+    if save.save_every == 0 {
+        ctx.error_at(
+            &format!("{at}.save_every"),
+            "save_every must be at least 1",
+            "use e.g. 250",
+        );
+    }
+    if save.save_format == SaveFormat::Diffusers {
+        // AI Toolkit's UI writes `save_format: diffusers` into every job; it means the same there.
+        ctx.note_at(
+            &format!("{at}.save_format"),
+            "LoRA files are always written as .safetensors; the diffusers format only applies to full fine-tunes (AI Toolkit does the same)",
+            "",
+        );
+    }
 }

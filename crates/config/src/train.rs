@@ -1,8 +1,9 @@
 //! `train`: the optimisation of the LoRA (AI Toolkit's `TrainConfig`, the part that matters for Wan,
 //! plus wanlora's `keep_blocks` and `lr_warmup_steps`).
 
+use crate::checks::check_positive_or_zero;
 use crate::choice::{choice_serde, Choice};
-use crate::reader::{ai, ours, Neutral, Section};
+use crate::reader::{ai, ours, Ctx, Neutral, Section, Unused, UnusedKey};
 use serde::{Deserialize, Serialize};
 
 pub use crate::optimizer_params::OptimizerParams;
@@ -412,16 +413,7 @@ fn read_scheduler_params(s: &mut Section) -> LrSchedulerParams {
             ai("constant_with_warmup: warmup steps (default 1000)"),
         ),
     };
-    s.accept(
-        "factor",
-        "constant: AI Toolkit passes 1.0 (a constant rate)",
-    );
-    s.accept("max_iterations", "AI Toolkit internal");
-    s.refuse(
-        "last_epoch",
-        Neutral::Off,
-        "resume restores the schedule position itself",
-    );
+    s.unused(SCHEDULER_PARAMS_UNUSED);
     params
 }
 
@@ -608,384 +600,235 @@ pub(crate) fn read_train(s: &mut Section) -> TrainConfig {
         ),
     };
 
-    s.accept(
-        "noise_scheduler",
-        "Wan always trains with flow matching (AI Toolkit ignores this key for Wan too)",
-    );
-    s.refuse(
-        "gradient_checkpointing",
-        Neutral::True,
-        "wanlora always recomputes activations; to keep some, set train.keep_blocks (0..40)",
-    );
-    s.refuse(
-        "train_unet",
-        Neutral::True,
-        "the transformer's LoRA is what wanlora trains; false would train nothing",
-    );
-    s.refuse("train_text_encoder", Neutral::Off, "training the umT5 text encoder is not implemented (AI Toolkit does not support it for Wan either)");
-    s.no_effect(
-        "unet_lr",
-        Neutral::Off,
-        "AI Toolkit trains the LoRA with train.lr and ignores unet_lr; so does wanlora",
-    );
-    s.no_effect(
-        "text_encoder_lr",
-        Neutral::Off,
-        "the text encoder is not trained",
-    );
-    s.accept("refiner_lr", "no refiner in Wan");
-    s.accept("embedding_lr", "no embeddings are trained");
-    s.accept("adapter_lr", "no adapters are trained");
-    s.accept("train_refiner", "no refiner in Wan");
-    s.accept(
-        "bypass_guidance_embedding",
-        "Flux only; AI Toolkit's UI writes it for every model",
-    );
-    s.accept(
-        "attention_backend",
-        "wanlora picks the fastest attention kernel itself",
-    );
-    s.accept(
-        "xformers",
-        "wanlora picks the fastest attention kernel itself",
-    );
-    s.accept("sdp", "wanlora picks the fastest attention kernel itself");
-    s.no_effect(
-        "min_denoising_steps",
-        Neutral::Number(0.0),
-        "each expert's timestep window is set by model.boundary_ratio",
-    );
-    s.no_effect(
-        "max_denoising_steps",
-        Neutral::Number(999.0),
-        "each expert's timestep window is set by model.boundary_ratio",
-    );
-    s.accept(
-        "next_sample_timesteps",
-        "only for timestep_type next_sample",
-    );
-    s.accept("audio_loss_multiplier", "Wan 2.2 I2V has no audio");
-    s.accept("max_loss_debug", "AI Toolkit debug output");
-    s.accept("do_guidance_loss_cfg_zero", "only with do_guidance_loss");
-    s.accept("guidance_loss_target", "only with do_guidance_loss");
-    s.accept("guidance_loss_schedule", "only with do_guidance_loss");
-    s.accept("unconditional_prompt", "only with do_guidance_loss");
-    s.refuse(
-        "do_guidance_loss",
-        Neutral::Off,
-        "the contrastive guidance loss is not implemented",
-    );
-    s.refuse(
-        "noise_offset",
-        Neutral::Number(0.0),
-        "noise offset is not implemented (and does not suit flow matching)",
-    );
-    s.refuse(
-        "noise_multiplier",
-        Neutral::Number(1.0),
-        "noise multipliers are not implemented",
-    );
-    s.refuse(
-        "target_noise_multiplier",
-        Neutral::Number(1.0),
-        "noise multipliers are not implemented",
-    );
-    s.refuse(
-        "random_noise_multiplier",
-        Neutral::Number(0.0),
-        "random noise multipliers are not implemented",
-    );
-    s.refuse(
-        "random_noise_shift",
-        Neutral::Number(0.0),
-        "random noise shift is not implemented",
-    );
-    s.refuse(
-        "blended_blur_noise",
-        Neutral::Off,
-        "blended blur noise is not implemented",
-    );
-    s.refuse(
-        "force_consistent_noise",
-        Neutral::Off,
-        "consistent noise per item is not implemented",
-    );
-    s.refuse(
-        "optimal_noise_pairing_samples",
-        Neutral::Number(1.0),
-        "optimal noise pairing is not implemented",
-    );
-    s.refuse(
-        "do_signal_correction_noise",
-        Neutral::Off,
-        "signal correction noise is not implemented",
-    );
-    s.refuse(
-        "do_batch_noise_correction",
-        Neutral::Off,
-        "batch noise correction is not implemented",
-    );
-    s.refuse(
-        "do_signal_amplification",
-        Neutral::Off,
-        "signal amplification is not implemented",
-    );
-    s.refuse(
-        "min_snr_gamma",
-        Neutral::Off,
-        "SNR weighting is not implemented (flow matching does not use it)",
-    );
-    s.refuse(
-        "snr_gamma",
-        Neutral::Off,
-        "SNR weighting is not implemented (flow matching does not use it)",
-    );
-    s.refuse(
-        "learnable_snr_gos",
-        Neutral::Off,
-        "learnable SNR weighting is not implemented",
-    );
-    s.refuse(
-        "linear_timesteps",
-        Neutral::Off,
-        "legacy timestep weights are not implemented; use timestep_type: weighted",
-    );
-    s.refuse(
-        "linear_timesteps2",
-        Neutral::Off,
-        "legacy timestep weights are not implemented; use timestep_type: weighted",
-    );
-    s.refuse(
-        "weight_jitter",
-        Neutral::Number(0.0),
-        "weight jitter is not implemented",
-    );
-    s.refuse(
-        "merge_network_on_save",
-        Neutral::Off,
-        "merging the LoRA into the model is not implemented; load the LoRA files in ComfyUI",
-    );
-    s.accept(
-        "merge_network_on_save_strength",
-        "only with merge_network_on_save",
-    );
-    s.refuse(
-        "start_step",
-        Neutral::Off,
-        "resume restores the step itself",
-    );
-    s.refuse("free_u", Neutral::Off, "FreeU is not implemented");
-    s.refuse(
-        "adapter_assist_name_or_path",
-        Neutral::Off,
-        "assistant adapters are not implemented",
-    );
-    s.accept(
-        "adapter_assist_type",
-        "only with adapter_assist_name_or_path",
-    );
-    s.refuse(
-        "match_adapter_assist",
-        Neutral::Off,
-        "assistant adapters are not implemented",
-    );
-    s.refuse(
-        "match_adapter_chance",
-        Neutral::Number(0.0),
-        "assistant adapters are not implemented",
-    );
-    s.refuse(
-        "negative_prompt",
-        Neutral::Off,
-        "training with negative prompts is not implemented",
-    );
-    s.accept("max_negative_prompts", "only with negative_prompt");
-    s.refuse(
-        "reg_weight",
-        Neutral::Number(1.0),
-        "a regularisation loss weight is not implemented; use the dataset's loss_multiplier",
-    );
-    s.refuse(
-        "num_train_timesteps",
-        Neutral::Number(1000.0),
-        "Wan's scheduler has 1000 training timesteps",
-    );
-    s.refuse(
-        "adaptive_scaling_factor",
-        Neutral::Off,
-        "adaptive VAE scaling is not implemented",
-    );
-    s.refuse(
-        "prompt_dropout_prob",
-        Neutral::Number(0.0),
-        "use the datasets' caption_dropout_rate",
-    );
-    s.refuse(
-        "match_noise_norm",
-        Neutral::Off,
-        "noise-norm matching is not implemented",
-    );
-    s.refuse(
-        "short_and_long_captions",
-        Neutral::Off,
-        "JSON caption files are not implemented",
-    );
-    s.refuse(
-        "short_and_long_captions_encoder_split",
-        Neutral::Off,
-        "JSON caption files are not implemented",
-    );
-    s.refuse(
-        "single_item_batching",
-        Neutral::Off,
-        "use gradient_accumulation",
-    );
-    s.refuse(
-        "loss_target",
-        Neutral::Text("noise"),
-        "the target is always noise − clean latent (flow matching)",
-    );
-    s.refuse(
-        "inverted_mask_prior",
-        Neutral::Off,
-        "loss masks are not implemented",
-    );
-    s.accept(
-        "inverted_mask_prior_multiplier",
-        "only with inverted_mask_prior",
-    );
-    s.refuse(
-        "standardize_images",
-        Neutral::Off,
-        "image standardisation is not implemented",
-    );
-    s.refuse(
-        "standardize_latents",
-        Neutral::Off,
-        "latent standardisation is not implemented",
-    );
-    s.refuse(
-        "dynamic_noise_offset",
-        Neutral::Off,
-        "noise offset is not implemented",
-    );
-    s.refuse(
-        "do_cfg",
-        Neutral::Off,
-        "CFG during training is not implemented",
-    );
-    s.refuse(
-        "do_random_cfg",
-        Neutral::Off,
-        "CFG during training is not implemented",
-    );
-    s.accept("cfg_scale", "only with do_cfg");
-    s.accept("max_cfg_scale", "only with do_cfg");
-    s.accept("cfg_rescale", "only with do_cfg");
-    s.refuse(
-        "correct_pred_norm",
-        Neutral::Off,
-        "prediction-norm correction is not implemented",
-    );
-    s.accept(
-        "correct_pred_norm_multiplier",
-        "only with correct_pred_norm",
-    );
-    s.refuse(
-        "t0_loss_target",
-        Neutral::Off,
-        "x0 loss targets are not implemented",
-    );
-    s.refuse(
-        "t0_velocity_equiv_weight",
-        Neutral::Off,
-        "x0 loss targets are not implemented",
-    );
-    s.refuse(
-        "do_fft_loss",
-        Neutral::Off,
-        "the FFT loss is not implemented",
-    );
-    s.accept("do_fft_velocity_equiv_weight", "only with do_fft_loss");
-    s.refuse(
-        "pred_scaler",
-        Neutral::Number(1.0),
-        "prediction scaling is not implemented",
-    );
-    s.refuse(
-        "prompt_saturation_chance",
-        Neutral::Number(0.0),
-        "prompt saturation is not implemented",
-    );
-    s.refuse(
-        "do_prior_divergence",
-        Neutral::Off,
-        "prior divergence is not implemented",
-    );
-    s.refuse(
-        "target_norm_std",
-        Neutral::Off,
-        "target-norm losses are not implemented",
-    );
-    s.accept("target_norm_std_value", "only with target_norm_std");
-    s.refuse(
-        "do_paramiter_swapping",
-        Neutral::Off,
-        "parameter swapping is not implemented",
-    );
-    s.accept(
-        "paramiter_swapping_factor",
-        "only with do_paramiter_swapping",
-    );
-    s.refuse(
-        "latent_feature_extractor_path",
-        Neutral::Off,
-        "feature-extractor losses are not implemented",
-    );
-    s.refuse(
-        "diffusion_feature_extractor_path",
-        Neutral::Off,
-        "feature-extractor losses are not implemented",
-    );
-    s.accept(
-        "latent_feature_loss_weight",
-        "only with a feature extractor",
-    );
-    s.accept(
-        "diffusion_feature_extractor_weight",
-        "only with a feature extractor",
-    );
-    s.refuse(
-        "do_blank_stabilization",
-        Neutral::Off,
-        "blank stabilisation is not implemented",
-    );
-    s.refuse(
-        "max_loss",
-        Neutral::Off,
-        "loss clipping is not implemented; non-finite losses skip the step",
-    );
-    s.refuse(
-        "train_turbo",
-        Neutral::Off,
-        "turbo training is not implemented",
-    );
-    s.accept("show_turbo_outputs", "only with train_turbo");
-    s.refuse(
-        "img_multiplier",
-        Neutral::Number(1.0),
-        "input multipliers are not implemented",
-    );
-    s.refuse(
-        "noisy_latent_multiplier",
-        Neutral::Number(1.0),
-        "input multipliers are not implemented",
-    );
-    s.refuse(
-        "latent_multiplier",
-        Neutral::Number(1.0),
-        "input multipliers are not implemented",
-    );
+    s.unused(TRAIN_UNUSED);
     crate::optimizer_params::adjust_prodigy_lr(s, &mut train);
     train
+}
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const SCHEDULER_PARAMS_UNUSED: &[UnusedKey] = &[
+    (
+        "factor",
+        Unused::Accepted,
+        "constant: AI Toolkit passes 1.0 (a constant rate)",
+    ),
+    ("max_iterations", Unused::Accepted, "AI Toolkit internal"),
+    (
+        "last_epoch",
+        Unused::Refused(Neutral::Off),
+        "resume restores the schedule position itself",
+    ),
+];
+
+/// Keys of this section that wanlora reads but does not act on, and why.
+const TRAIN_UNUSED: &[UnusedKey] = &[
+    ("noise_scheduler", Unused::Accepted, "Wan always trains with flow matching (AI Toolkit ignores this key for Wan too)"),
+    ("gradient_checkpointing", Unused::Refused(Neutral::True), "wanlora always recomputes activations; to keep some, set train.keep_blocks (0..40)"),
+    ("train_unet", Unused::Refused(Neutral::True), "the transformer's LoRA is what wanlora trains; false would train nothing"),
+    ("train_text_encoder", Unused::Refused(Neutral::Off), "training the umT5 text encoder is not implemented (AI Toolkit does not support it for Wan either)"),
+    ("unet_lr", Unused::NoEffect(Neutral::Off), "AI Toolkit trains the LoRA with train.lr and ignores unet_lr; so does wanlora"),
+    ("text_encoder_lr", Unused::NoEffect(Neutral::Off), "the text encoder is not trained"),
+    ("refiner_lr", Unused::Accepted, "no refiner in Wan"),
+    ("embedding_lr", Unused::Accepted, "no embeddings are trained"),
+    ("adapter_lr", Unused::Accepted, "no adapters are trained"),
+    ("train_refiner", Unused::Accepted, "no refiner in Wan"),
+    ("bypass_guidance_embedding", Unused::Accepted, "Flux only; AI Toolkit's UI writes it for every model"),
+    ("attention_backend", Unused::Accepted, "wanlora picks the fastest attention kernel itself"),
+    ("xformers", Unused::Accepted, "wanlora picks the fastest attention kernel itself"),
+    ("sdp", Unused::Accepted, "wanlora picks the fastest attention kernel itself"),
+    ("min_denoising_steps", Unused::NoEffect(Neutral::Number(0.0)), "each expert's timestep window is set by model.boundary_ratio"),
+    ("max_denoising_steps", Unused::NoEffect(Neutral::Number(999.0)), "each expert's timestep window is set by model.boundary_ratio"),
+    ("next_sample_timesteps", Unused::Accepted, "only for timestep_type next_sample"),
+    ("audio_loss_multiplier", Unused::Accepted, "Wan 2.2 I2V has no audio"),
+    ("max_loss_debug", Unused::Accepted, "AI Toolkit debug output"),
+    ("do_guidance_loss_cfg_zero", Unused::Accepted, "only with do_guidance_loss"),
+    ("guidance_loss_target", Unused::Accepted, "only with do_guidance_loss"),
+    ("guidance_loss_schedule", Unused::Accepted, "only with do_guidance_loss"),
+    ("unconditional_prompt", Unused::Accepted, "only with do_guidance_loss"),
+    ("do_guidance_loss", Unused::Refused(Neutral::Off), "the contrastive guidance loss is not implemented"),
+    ("noise_offset", Unused::Refused(Neutral::Number(0.0)), "noise offset is not implemented (and does not suit flow matching)"),
+    ("noise_multiplier", Unused::Refused(Neutral::Number(1.0)), "noise multipliers are not implemented"),
+    ("target_noise_multiplier", Unused::Refused(Neutral::Number(1.0)), "noise multipliers are not implemented"),
+    ("random_noise_multiplier", Unused::Refused(Neutral::Number(0.0)), "random noise multipliers are not implemented"),
+    ("random_noise_shift", Unused::Refused(Neutral::Number(0.0)), "random noise shift is not implemented"),
+    ("blended_blur_noise", Unused::Refused(Neutral::Off), "blended blur noise is not implemented"),
+    ("force_consistent_noise", Unused::Refused(Neutral::Off), "consistent noise per item is not implemented"),
+    ("optimal_noise_pairing_samples", Unused::Refused(Neutral::Number(1.0)), "optimal noise pairing is not implemented"),
+    ("do_signal_correction_noise", Unused::Refused(Neutral::Off), "signal correction noise is not implemented"),
+    ("do_batch_noise_correction", Unused::Refused(Neutral::Off), "batch noise correction is not implemented"),
+    ("do_signal_amplification", Unused::Refused(Neutral::Off), "signal amplification is not implemented"),
+    ("min_snr_gamma", Unused::Refused(Neutral::Off), "SNR weighting is not implemented (flow matching does not use it)"),
+    ("snr_gamma", Unused::Refused(Neutral::Off), "SNR weighting is not implemented (flow matching does not use it)"),
+    ("learnable_snr_gos", Unused::Refused(Neutral::Off), "learnable SNR weighting is not implemented"),
+    ("linear_timesteps", Unused::Refused(Neutral::Off), "legacy timestep weights are not implemented; use timestep_type: weighted"),
+    ("linear_timesteps2", Unused::Refused(Neutral::Off), "legacy timestep weights are not implemented; use timestep_type: weighted"),
+    ("weight_jitter", Unused::Refused(Neutral::Number(0.0)), "weight jitter is not implemented"),
+    ("merge_network_on_save", Unused::Refused(Neutral::Off), "merging the LoRA into the model is not implemented; load the LoRA files in ComfyUI"),
+    ("merge_network_on_save_strength", Unused::Accepted, "only with merge_network_on_save"),
+    ("start_step", Unused::Refused(Neutral::Off), "resume restores the step itself"),
+    ("free_u", Unused::Refused(Neutral::Off), "FreeU is not implemented"),
+    ("adapter_assist_name_or_path", Unused::Refused(Neutral::Off), "assistant adapters are not implemented"),
+    ("adapter_assist_type", Unused::Accepted, "only with adapter_assist_name_or_path"),
+    ("match_adapter_assist", Unused::Refused(Neutral::Off), "assistant adapters are not implemented"),
+    ("match_adapter_chance", Unused::Refused(Neutral::Number(0.0)), "assistant adapters are not implemented"),
+    ("negative_prompt", Unused::Refused(Neutral::Off), "training with negative prompts is not implemented"),
+    ("max_negative_prompts", Unused::Accepted, "only with negative_prompt"),
+    ("reg_weight", Unused::Refused(Neutral::Number(1.0)), "a regularisation loss weight is not implemented; use the dataset's loss_multiplier"),
+    ("num_train_timesteps", Unused::Refused(Neutral::Number(1000.0)), "Wan's scheduler has 1000 training timesteps"),
+    ("adaptive_scaling_factor", Unused::Refused(Neutral::Off), "adaptive VAE scaling is not implemented"),
+    ("prompt_dropout_prob", Unused::Refused(Neutral::Number(0.0)), "use the datasets' caption_dropout_rate"),
+    ("match_noise_norm", Unused::Refused(Neutral::Off), "noise-norm matching is not implemented"),
+    ("short_and_long_captions", Unused::Refused(Neutral::Off), "JSON caption files are not implemented"),
+    ("short_and_long_captions_encoder_split", Unused::Refused(Neutral::Off), "JSON caption files are not implemented"),
+    ("single_item_batching", Unused::Refused(Neutral::Off), "use gradient_accumulation"),
+    ("loss_target", Unused::Refused(Neutral::Text("noise")), "the target is always noise − clean latent (flow matching)"),
+    ("inverted_mask_prior", Unused::Refused(Neutral::Off), "loss masks are not implemented"),
+    ("inverted_mask_prior_multiplier", Unused::Accepted, "only with inverted_mask_prior"),
+    ("standardize_images", Unused::Refused(Neutral::Off), "image standardisation is not implemented"),
+    ("standardize_latents", Unused::Refused(Neutral::Off), "latent standardisation is not implemented"),
+    ("dynamic_noise_offset", Unused::Refused(Neutral::Off), "noise offset is not implemented"),
+    ("do_cfg", Unused::Refused(Neutral::Off), "CFG during training is not implemented"),
+    ("do_random_cfg", Unused::Refused(Neutral::Off), "CFG during training is not implemented"),
+    ("cfg_scale", Unused::Accepted, "only with do_cfg"),
+    ("max_cfg_scale", Unused::Accepted, "only with do_cfg"),
+    ("cfg_rescale", Unused::Accepted, "only with do_cfg"),
+    ("correct_pred_norm", Unused::Refused(Neutral::Off), "prediction-norm correction is not implemented"),
+    ("correct_pred_norm_multiplier", Unused::Accepted, "only with correct_pred_norm"),
+    ("t0_loss_target", Unused::Refused(Neutral::Off), "x0 loss targets are not implemented"),
+    ("t0_velocity_equiv_weight", Unused::Refused(Neutral::Off), "x0 loss targets are not implemented"),
+    ("do_fft_loss", Unused::Refused(Neutral::Off), "the FFT loss is not implemented"),
+    ("do_fft_velocity_equiv_weight", Unused::Accepted, "only with do_fft_loss"),
+    ("pred_scaler", Unused::Refused(Neutral::Number(1.0)), "prediction scaling is not implemented"),
+    ("prompt_saturation_chance", Unused::Refused(Neutral::Number(0.0)), "prompt saturation is not implemented"),
+    ("do_prior_divergence", Unused::Refused(Neutral::Off), "prior divergence is not implemented"),
+    ("target_norm_std", Unused::Refused(Neutral::Off), "target-norm losses are not implemented"),
+    ("target_norm_std_value", Unused::Accepted, "only with target_norm_std"),
+    ("do_paramiter_swapping", Unused::Refused(Neutral::Off), "parameter swapping is not implemented"),
+    ("paramiter_swapping_factor", Unused::Accepted, "only with do_paramiter_swapping"),
+    ("latent_feature_extractor_path", Unused::Refused(Neutral::Off), "feature-extractor losses are not implemented"),
+    ("diffusion_feature_extractor_path", Unused::Refused(Neutral::Off), "feature-extractor losses are not implemented"),
+    ("latent_feature_loss_weight", Unused::Accepted, "only with a feature extractor"),
+    ("diffusion_feature_extractor_weight", Unused::Accepted, "only with a feature extractor"),
+    ("do_blank_stabilization", Unused::Refused(Neutral::Off), "blank stabilisation is not implemented"),
+    ("max_loss", Unused::Refused(Neutral::Off), "loss clipping is not implemented; non-finite losses skip the step"),
+    ("train_turbo", Unused::Refused(Neutral::Off), "turbo training is not implemented"),
+    ("show_turbo_outputs", Unused::Accepted, "only with train_turbo"),
+    ("img_multiplier", Unused::Refused(Neutral::Number(1.0)), "input multipliers are not implemented"),
+    ("noisy_latent_multiplier", Unused::Refused(Neutral::Number(1.0)), "input multipliers are not implemented"),
+    ("latent_multiplier", Unused::Refused(Neutral::Number(1.0)), "input multipliers are not implemented"),
+];
+
+/// The train section's own checks; `t` is its key path, relative paths resolve against `base_dir`.
+pub(crate) fn check_train(train: &TrainConfig, t: &str, base_dir: &std::path::Path, ctx: &mut Ctx) {
+    if train.steps == 0 {
+        ctx.error_at(
+            &format!("{t}.steps"),
+            "steps must be at least 1",
+            "use e.g. 2000",
+        );
+    }
+    if train.lr <= 0.0 {
+        ctx.error_at(
+            &format!("{t}.lr"),
+            format!("the learning rate {} must be above 0", train.lr),
+            "use e.g. 1e-4",
+        );
+    }
+    if train.batch_size == 0 {
+        ctx.error_at(
+            &format!("{t}.batch_size"),
+            "batch_size must be at least 1",
+            "use 1",
+        );
+    }
+    if train.gradient_accumulation == 0 {
+        ctx.error_at(
+            &format!("{t}.gradient_accumulation"),
+            "gradient_accumulation must be at least 1",
+            "use 1",
+        );
+    }
+    if train.switch_boundary_every == 0 {
+        ctx.error_at(
+            &format!("{t}.switch_boundary_every"),
+            "switch_boundary_every must be at least 1",
+            "use 1, or 10 with low_vram",
+        );
+    }
+    check_positive_or_zero(train.max_grad_norm, &format!("{t}.max_grad_norm"), ctx);
+    check_positive_or_zero(
+        train.optimizer_params.weight_decay,
+        &format!("{t}.optimizer_params.weight_decay"),
+        ctx,
+    );
+    for (j, beta) in train.optimizer_params.betas.iter().enumerate() {
+        if !(0.0..1.0).contains(beta) {
+            ctx.error_at(
+                &format!("{t}.optimizer_params.betas"),
+                format!("beta{} = {beta} must be in [0, 1)", j + 1),
+                "use betas: [0.9, 0.999]",
+            );
+        }
+    }
+    if train.optimizer_params.eps <= 0.0 {
+        ctx.error_at(
+            &format!("{t}.optimizer_params.eps"),
+            "eps must be above 0",
+            "use 1e-6",
+        );
+    }
+    if train.lr_warmup_steps > 0
+        && train.lr_scheduler == crate::train::LrScheduler::ConstantWithWarmup
+    {
+        ctx.error_at(
+            &format!("{t}.lr_warmup_steps"),
+            "lr_warmup_steps and lr_scheduler: constant_with_warmup both ask for a warmup",
+            "keep one: lr_warmup_steps (with any scheduler) or constant_with_warmup with lr_scheduler_params.num_warmup_steps",
+        );
+    } else if train.steps > 0 && train.warmup_steps() >= train.steps {
+        ctx.warning_at(
+            &format!("{t}.lr_warmup_steps"),
+            format!(
+                "the warmup ({} steps) lasts the whole run ({} steps)",
+                train.warmup_steps(),
+                train.steps
+            ),
+            "use a warmup of a few percent of the steps",
+        );
+    }
+    crate::validation::check_validation(
+        &train.validation_config,
+        &format!("{t}.validation_config"),
+        ctx,
+        base_dir,
+    );
+    if train.ema_config.use_ema
+        && !(train.ema_config.ema_decay > 0.0 && train.ema_config.ema_decay < 1.0)
+    {
+        ctx.error_at(
+            &format!("{t}.ema_config.ema_decay"),
+            format!("ema_decay {} must be in (0, 1)", train.ema_config.ema_decay),
+            "use e.g. 0.999",
+        );
+    }
+    if train.do_differential_guidance && train.differential_guidance_scale <= 0.0 {
+        ctx.error_at(
+            &format!("{t}.differential_guidance_scale"),
+            "the differential guidance scale must be above 0",
+            "use e.g. 3",
+        );
+    }
+    if train.cache_text_embeddings && train.unload_text_encoder {
+        ctx.error_at(
+            &format!("{t}.unload_text_encoder"),
+            "cache_text_embeddings and unload_text_encoder are both on (AI Toolkit's UI allows only one)",
+            "keep cache_text_embeddings (captions are used) and remove unload_text_encoder",
+        );
+    } else if train.unload_text_encoder {
+        ctx.warning_at(
+            &format!("{t}.unload_text_encoder"),
+            "with unload_text_encoder every item trains on the trigger word (or an empty prompt) only; captions are ignored (as in AI Toolkit)",
+            "use cache_text_embeddings instead to free the text encoder and keep the captions",
+        );
+    }
 }
