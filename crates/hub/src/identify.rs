@@ -10,12 +10,10 @@ use std::fmt;
 
 use crate::safetensors_header::{is_auxiliary_tensor, SafetensorsHeader, TensorInfo};
 
-/// Prefixes that wrap a model's own names in single-file checkpoints.
-const WRAPPER_PREFIXES: [&str; 3] = [
-    "model.diffusion_model.",
-    "diffusion_model.",
-    "first_stage_model.",
-];
+pub use wanlora_spec::naming::Naming;
+use wanlora_spec::naming::{
+    is_adapter_key, to_diffusers, transformer_naming, TransformerShape, WRAPPER_PREFIXES,
+};
 
 /// All tensors of one component (one file or all shards), keyed by name without wrapper prefix.
 #[derive(Debug, Clone, Default)]
@@ -85,24 +83,6 @@ impl TensorSet {
     }
 }
 
-/// Which key convention a file uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Naming {
-    /// Wan's own names, also used by ComfyUI files (`blocks.0.self_attn.q`, `head.head`).
-    Original,
-    /// diffusers names (`blocks.0.attn1.to_q`, `proj_out`).
-    Diffusers,
-}
-
-impl fmt::Display for Naming {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Naming::Original => "Wan/ComfyUI names",
-            Naming::Diffusers => "diffusers names",
-        })
-    }
-}
-
 /// The architecture numbers of a Wan transformer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WanTransformerShape {
@@ -168,31 +148,14 @@ pub enum ModelKind {
 impl WanTransformerShape {
     /// The Wan model this shape belongs to, in words.
     pub fn variant(&self) -> &'static str {
-        if self.image_branch {
-            "Wan 2.1 image-to-video transformer (it has a CLIP image branch)"
-        } else if self.vace {
-            "Wan VACE transformer"
-        } else if self.dim == 3072 && self.in_channels == 48 {
-            "Wan 2.2 TI2V-5B transformer"
-        } else if Some(self.in_channels) == self.out_channels {
-            if self.dim == 5120 {
-                // Wan 2.1 T2V 14B has the same shapes; the names cannot tell them apart.
-                "Wan T2V 14B expert (Wan 2.2 T2V A14B or Wan 2.1 T2V 14B)"
-            } else {
-                "Wan text-to-video transformer"
-            }
-        } else if self
-            .out_channels
-            .is_some_and(|o| self.in_channels == 2 * o + 4)
-        {
-            if self.dim == 5120 {
-                "Wan 2.2 I2V A14B expert"
-            } else {
-                "Wan image-to-video transformer"
-            }
-        } else {
-            "Wan transformer of an unknown variant"
+        TransformerShape {
+            dim: self.dim,
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            image_branch: self.image_branch,
+            vace: self.vace,
         }
+        .variant()
     }
 }
 
@@ -262,20 +225,6 @@ impl fmt::Display for ModelKind {
     }
 }
 
-fn is_adapter_key(k: &str) -> bool {
-    const MARKS: [&str; 8] = [
-        ".lora_A.",
-        ".lora_B.",
-        ".lora_down.",
-        ".lora_up.",
-        "lora_unet_",
-        ".lokr_",
-        ".hada_",
-        ".lora.",
-    ];
-    MARKS.iter().any(|m| k.contains(m)) || k.ends_with(".diff") || k.ends_with(".diff_b")
-}
-
 /// Identifies what `set` is.
 pub fn identify(set: &TensorSet) -> ModelKind {
     if let Some(k) = set.any_key(is_adapter_key) {
@@ -305,26 +254,18 @@ fn wan_transformer(set: &TensorSet) -> Option<ModelKind> {
     let [dim, in_channels, pt, ph, pw] = *patch else {
         return None;
     };
-    let naming =
-        if set.tensors.contains_key("proj_out.weight") || set.has_prefix("condition_embedder.") {
-            Naming::Diffusers
-        } else {
-            Naming::Original
-        };
-    let head = set
-        .shape("head.head.weight")
-        .or_else(|| set.shape("proj_out.weight"));
+    let naming = transformer_naming(|prefix| set.has_prefix(prefix));
+    // A shape under its original name or its diffusers name.
+    let shape = |original: &str| {
+        set.shape(original)
+            .or_else(|| to_diffusers(original).and_then(|d| set.shape(&d)))
+    };
+    let head = shape("head.head.weight");
     let out_channels = head
         .and_then(|s| s.first().copied())
         .map(|rows| rows / (pt * ph * pw).max(1));
-    let ffn_dim = set
-        .shape("blocks.0.ffn.0.weight")
-        .or_else(|| set.shape("blocks.0.ffn.net.0.proj.weight"))
-        .and_then(|s| s.first().copied());
-    let text_dim = set
-        .shape("text_embedding.0.weight")
-        .or_else(|| set.shape("condition_embedder.text_embedder.linear_1.weight"))
-        .and_then(|s| s.get(1).copied());
+    let ffn_dim = shape("blocks.0.ffn.0.weight").and_then(|s| s.first().copied());
+    let text_dim = shape("text_embedding.0.weight").and_then(|s| s.get(1).copied());
     let image_branch = set.has_prefix("img_emb.")
         || set.has_prefix("condition_embedder.image_embedder.")
         || set

@@ -3,19 +3,16 @@
 //! and asks for things through empty files in control/.
 
 use crate::paths::{self, PathError};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-/// The YAML the UI starts the trainer with (the trainer writes the resolved job to config.yaml).
-pub const JOB_YAML: &str = "job.yaml";
-pub const LOG: &str = "log.txt";
-pub const STATUS: &str = "status.json";
-pub const METRICS: &str = "metrics.jsonl";
-pub const PID: &str = "pid";
-pub const CONTROL: &str = "control";
-pub const SAMPLES: &str = "samples";
+use wanlora_spec::job_folder::{parse_sample_name, LoraFileName};
+pub use wanlora_spec::job_folder::{
+    Control, JobPhase, Status, CONFIG_YAML, CONTROL, JOB_YAML, LOG, LOSS_PLOT, METRICS, PID,
+    SAMPLES, STATUS,
+};
 
 /// Opens a job-folder file for reading without following a symlink at its name: a link planted
 /// in the job folder must not make the UI read (and show) a file from elsewhere. A symlink fails
@@ -33,45 +30,10 @@ pub fn is_symlink_refusal(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ELOOP)
 }
 
-/// status.json as the trainer writes it. Unknown fields are ignored; missing ones default.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default)]
-pub struct TrainerStatus {
-    /// starting | caching | training | sampling | saving | completed | failed | stopped
-    pub state: String,
-    pub step: i64,
-    pub total_steps: i64,
-    pub expert: Option<String>,
-    pub seconds_per_step: Option<f64>,
-    pub eta_seconds: Option<f64>,
-    pub message: Option<String>,
-    pub pid: Option<i64>,
-    pub updated: Option<String>,
-    pub error: Option<String>,
-}
-
 /// The job's status.json, or None while the trainer has not written one.
-pub fn read_status(job_dir: &Path) -> Option<TrainerStatus> {
+pub fn read_status(job_dir: &Path) -> Option<Status> {
     let text = std::fs::read_to_string(job_dir.join(STATUS)).ok()?;
     serde_json::from_str(&text).ok()
-}
-
-/// A request the trainer picks up at the end of its current step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Stop,
-    SaveNow,
-    SampleNow,
-}
-
-impl Control {
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Control::Stop => "stop",
-            Control::SaveNow => "save_now",
-            Control::SampleNow => "sample_now",
-        }
-    }
 }
 
 /// Writes the empty control file for `control`.
@@ -84,7 +46,7 @@ pub fn request(job_dir: &Path, control: Control) -> io::Result<()> {
 
 /// Removes leftover control files so that a resumed run does not stop at its first step.
 pub fn clear_controls(job_dir: &Path) -> io::Result<()> {
-    for control in [Control::Stop, Control::SaveNow, Control::SampleNow] {
+    for control in Control::ALL {
         match std::fs::remove_file(job_dir.join(CONTROL).join(control.file_name())) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -233,8 +195,8 @@ pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
 /// One sample generated during training: `samples/<step:09>_<index>.<ext>`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Sample {
-    pub step: i64,
-    pub index: i64,
+    pub step: u64,
+    pub index: usize,
     /// `samples/…mp4` when present.
     pub video: Option<String>,
     /// `samples/…webp` (animated) when present.
@@ -243,18 +205,9 @@ pub struct Sample {
     pub thumbnail: Option<String>,
 }
 
-fn parse_sample_name(file: &str) -> Option<(i64, i64, &str)> {
-    let (stem, ext) = file.rsplit_once('.')?;
-    let (step, index) = stem.split_once('_')?;
-    if step.is_empty() || !step.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((step.parse().ok()?, index.parse().ok()?, ext))
-}
-
 /// The samples of a job, newest step first.
 pub fn list_samples(job_dir: &Path) -> Vec<Sample> {
-    let mut samples: std::collections::BTreeMap<(i64, i64), Sample> = Default::default();
+    let mut samples: std::collections::BTreeMap<(u64, usize), Sample> = Default::default();
     let Ok(entries) = std::fs::read_dir(job_dir.join(SAMPLES)) else {
         return Vec::new();
     };
@@ -291,7 +244,7 @@ pub fn list_samples(job_dir: &Path) -> Vec<Sample> {
 pub struct Checkpoint {
     pub file: String,
     /// None for the final files.
-    pub step: Option<i64>,
+    pub step: Option<u64>,
     /// `high_noise` / `low_noise`, when the name says so.
     pub expert: Option<String>,
     pub ema: bool,
@@ -311,23 +264,8 @@ pub fn list_checkpoints(job_dir: &Path, job_name: &str) -> Vec<Checkpoint> {
             continue;
         }
         let file = entry.file_name().to_string_lossy().to_string();
-        let Some(stem) = file.strip_suffix(".safetensors") else {
+        let Some(LoraFileName { step, expert, ema }) = LoraFileName::parse(job_name, &file) else {
             continue;
-        };
-        let Some(rest) = stem.strip_prefix(job_name) else {
-            continue;
-        };
-        let (rest, ema) = match rest.strip_suffix("_ema") {
-            Some(r) => (r, true),
-            None => (rest, false),
-        };
-        let mut parts = rest.trim_start_matches('_').splitn(2, '_');
-        let first = parts.next().unwrap_or("");
-        let (step, expert) = if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) {
-            (first.parse().ok(), parts.next().map(str::to_string))
-        } else {
-            let e = rest.trim_start_matches('_');
-            (None, (!e.is_empty()).then(|| e.to_string()))
         };
         out.push(Checkpoint {
             file,
@@ -338,7 +276,7 @@ pub fn list_checkpoints(job_dir: &Path, job_name: &str) -> Vec<Checkpoint> {
         });
     }
     out.sort_by(|a, b| {
-        let key = |c: &Checkpoint| c.step.unwrap_or(i64::MAX);
+        let key = |c: &Checkpoint| c.step.unwrap_or(u64::MAX);
         key(b).cmp(&key(a)).then(a.file.cmp(&b.file))
     });
     out
@@ -364,7 +302,7 @@ pub fn servable_file(job_dir: &Path, rel: &str) -> Result<PathBuf, PathError> {
         Some(_) => return Err(refused("only samples/ and top-level files are served")),
         None => {
             let file = paths::checked_name("job file", rel)?;
-            let known = [JOB_YAML, "config.yaml", LOG, "loss.png"].contains(&file);
+            let known = [JOB_YAML, CONFIG_YAML, LOG, LOSS_PLOT].contains(&file);
             if !known && !file.ends_with(".safetensors") {
                 return Err(refused(
                     "only LoRA files, config.yaml, job.yaml, log.txt and loss.png are served",

@@ -8,7 +8,7 @@
 //! job failed and its last log lines say why.
 
 use crate::db::{self, Db, DbError, JobRecord, JobState};
-use crate::job_folder::{self, Control};
+use crate::job_folder::{self, Control, JobPhase};
 use crate::paths::DataDirs;
 use crate::process::{self, Launch, TrainerCommand};
 use std::collections::HashSet;
@@ -131,7 +131,7 @@ impl Supervisor {
         for job in jobs.iter().filter(|j| j.state.is_active()) {
             let dir = self.job_dir(job);
             if let Some(status) = self.fresh_status(job) {
-                let (id, step, total) = (job.id, status.step, status.total_steps);
+                let (id, step, total) = (job.id, status.step as i64, status.total_steps as i64);
                 self.db
                     .call(move |c| db::set_progress(c, id, step, total))
                     .await?;
@@ -165,7 +165,7 @@ impl Supervisor {
     }
 
     /// status.json when it was written by the current run (not left over from an earlier one).
-    fn fresh_status(&self, job: &JobRecord) -> Option<job_folder::TrainerStatus> {
+    fn fresh_status(&self, job: &JobRecord) -> Option<job_folder::Status> {
         let path = self.job_dir(job).join(job_folder::STATUS);
         let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
         let modified = modified
@@ -271,10 +271,10 @@ impl Supervisor {
                 .unwrap_or_default()
                 .join("\n")
         };
-        let (state, message) = match status.as_ref().map(|s| s.state.as_str()) {
-            Some("completed") => (JobState::Completed, String::new()),
-            Some("stopped") => (JobState::Stopped, String::new()),
-            Some("failed") => {
+        let (state, message) = match status.as_ref().map(|s| s.state) {
+            Some(JobPhase::Completed) => (JobState::Completed, String::new()),
+            Some(JobPhase::Stopped) => (JobState::Stopped, String::new()),
+            Some(JobPhase::Failed) => {
                 let error = status
                     .as_ref()
                     .and_then(|s| s.error.clone())
@@ -306,7 +306,7 @@ impl Supervisor {
             }
         }
         if let Some(s) = &status {
-            let (step, total) = (s.step, s.total_steps);
+            let (step, total) = (s.step as i64, s.total_steps as i64);
             self.db
                 .call(move |c| db::set_progress(c, id, step, total))
                 .await?;

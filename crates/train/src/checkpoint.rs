@@ -13,13 +13,12 @@ use tch::{Device, Kind, Tensor};
 use crate::experts::Expert;
 use crate::optim::choice::TrainOptimizer;
 use crate::TrainError;
+use wanlora_spec::job_folder;
 use wanlora_torch::weights::{save_safetensors, write_atomic, WeightError, WeightSet};
 
 /// LoRA file name: `<name>_<step:09>_high_noise.safetensors`, or without the step for the final save.
 pub fn lora_file_name(job: &str, step: Option<u64>, expert: Expert, ema: bool) -> String {
-    let step = step.map(|s| format!("_{s:09}")).unwrap_or_default();
-    let ema = if ema { "_ema" } else { "" };
-    format!("{job}{step}_{}{ema}.safetensors", expert.name())
+    job_folder::lora_file_name(job, step, expert.name(), ema)
 }
 
 /// Keeps the newest `keep` step saves (all files of a step together); the final files are never
@@ -79,7 +78,7 @@ pub struct RunState {
 pub const STATE_FORMAT: u32 = 1;
 
 fn state_dir(root: &Path, step: u64) -> PathBuf {
-    root.join("state").join(format!("step_{step:09}"))
+    root.join(job_folder::state_dir_name(step))
 }
 
 /// Writes `state/step_<N>/`, marks it complete with the checksums of its files, reads it back to
@@ -124,7 +123,7 @@ pub fn save_state(root: &Path, run: &RunState, experts: &[ExpertState]) -> Resul
     }
     // Older states go only now that this one is verified; the newest earlier one stays.
     let previous = complete_states(root).into_iter().rfind(|p| *p < dir);
-    let parent = root.join("state");
+    let parent = root.join(job_folder::STATE);
     for entry in std::fs::read_dir(&parent)
         .map_err(|e| TrainError::io(&parent, e))?
         .flatten()
@@ -205,7 +204,7 @@ pub fn verify_state(dir: &Path) -> Result<(), String> {
 
 /// The complete state folders, oldest first.
 fn complete_states(root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(root.join("state")) else {
+    let Ok(entries) = std::fs::read_dir(root.join(job_folder::STATE)) else {
         return Vec::new();
     };
     let mut dirs: Vec<PathBuf> = entries
@@ -256,7 +255,7 @@ pub fn latest_state(
     Err(TrainError::Setup(format!(
         "every saved training state is damaged ({}); delete the folder {} to start this job over",
         damaged.join("; "),
-        root.join("state").display()
+        root.join(job_folder::STATE).display()
     )))
 }
 

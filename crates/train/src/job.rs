@@ -4,9 +4,7 @@
 use std::path::Path;
 
 use crate::experts::ExpertSchedule;
-use crate::loss::LossType;
 use crate::schedule::{LrSchedule, LrShape};
-use crate::timesteps::{Bias, TimestepType};
 use wanlora_config as cfg;
 use wanlora_config::{Job, LoadedJob};
 use wanlora_data::{DatasetSpec, JobContext};
@@ -124,34 +122,6 @@ pub fn model_spec(loaded: &LoadedJob) -> ModelSpec {
     spec
 }
 
-pub fn timestep_type(t: cfg::TimestepType) -> TimestepType {
-    match t {
-        cfg::TimestepType::Linear => TimestepType::Linear,
-        cfg::TimestepType::Sigmoid => TimestepType::Sigmoid,
-        cfg::TimestepType::Shift => TimestepType::Shift,
-        cfg::TimestepType::Weighted => TimestepType::Weighted,
-        cfg::TimestepType::LognormBlend => TimestepType::LognormBlend,
-    }
-}
-
-pub fn bias(c: cfg::ContentOrStyle) -> Bias {
-    match c {
-        cfg::ContentOrStyle::Balanced => Bias::Balanced,
-        cfg::ContentOrStyle::Content => Bias::Content,
-        cfg::ContentOrStyle::Style => Bias::Style,
-    }
-}
-
-pub fn loss_type(l: cfg::LossType) -> LossType {
-    match l {
-        cfg::LossType::Mse => LossType::Mse,
-        cfg::LossType::Mae => LossType::Mae,
-        cfg::LossType::PseudoHuber => LossType::PseudoHuber {
-            c: cfg::LossType::PSEUDO_HUBER_C,
-        },
-    }
-}
-
 pub fn lr_schedule(t: &cfg::TrainConfig) -> LrSchedule {
     let total = t.schedule_steps() as u64;
     let p = &t.lr_scheduler_params;
@@ -215,14 +185,5 @@ mod tests {
         assert_eq!(vae_tiling(&model).mode, TilingMode::Auto);
         model.model_kwargs.vae_tiling = true;
         assert_eq!(vae_tiling(&model).mode, TilingMode::Always);
-    }
-
-    #[test]
-    fn pseudo_huber_uses_ai_toolkits_c() {
-        // This copy once said 0.03 while the config documented AI Toolkit's 0.01.
-        assert_eq!(
-            loss_type(cfg::LossType::PseudoHuber),
-            LossType::PseudoHuber { c: 0.01 }
-        );
     }
 }

@@ -3,15 +3,9 @@
 
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LossType {
-    Mse,
-    Mae,
-    /// √((p−t)² + c²) − c (Pseudo-Huber; robust to outliers); `c` comes from the job config.
-    PseudoHuber {
-        c: f64,
-    },
-}
+/// The job's `loss_type`, as the config parsed it (pseudo-Huber's `c` is the config's
+/// [`LossType::PSEUDO_HUBER_C`]).
+pub use wanlora_config::LossType;
 
 /// The noisy latent x_t for per-sample σ `[B]`.
 pub fn noisy(x0: &Tensor, noise: &Tensor, sigma: &Tensor) -> Tensor {
@@ -25,7 +19,10 @@ pub fn per_sample(kind: LossType, pred: &Tensor, target: &Tensor) -> Tensor {
     let e = match kind {
         LossType::Mse => d.square(),
         LossType::Mae => d.abs(),
-        LossType::PseudoHuber { c } => (d.square() + c * c).sqrt() - c,
+        LossType::PseudoHuber => {
+            let c = LossType::PSEUDO_HUBER_C;
+            (d.square() + c * c).sqrt() - c
+        }
     };
     e.flatten(1, -1).mean_dim(1, false, Kind::Float)
 }
@@ -64,8 +61,8 @@ mod tests {
         let t = Tensor::zeros([1, 1, 1, 2, 2], (Kind::Float, tch::Device::Cpu));
         assert!((per_sample(LossType::Mse, &p, &t).double_value(&[0]) - 11.0 / 4.0).abs() < 1e-6);
         assert!((per_sample(LossType::Mae, &p, &t).double_value(&[0]) - 5.0 / 4.0).abs() < 1e-6);
-        let c = 0.01;
-        let h = per_sample(LossType::PseudoHuber { c }, &p, &t).double_value(&[0]);
+        let c = 0.01; // AI Toolkit's
+        let h = per_sample(LossType::PseudoHuber, &p, &t).double_value(&[0]);
         let want = [1.0f64, 1.0, 3.0, 0.0]
             .iter()
             .map(|d| (d * d + c * c).sqrt() - c)

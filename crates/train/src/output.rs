@@ -30,78 +30,10 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Status {
-    pub state: &'static str,
-    pub step: u64,
-    pub total_steps: u64,
-    pub expert: Option<&'static str>,
-    pub seconds_per_step: Option<f64>,
-    pub eta_seconds: Option<f64>,
-    pub message: String,
-    pub pid: u32,
-    pub updated: String,
-    pub error: Option<String>,
-}
+pub use wanlora_spec::job_folder::{Control, JobPhase, Metrics, Status};
+use wanlora_spec::job_folder::{CONTROL, LOG, METRICS, PID, SAMPLES, STATE, STATUS};
 
-/// One line of metrics.jsonl.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Metrics {
-    pub step: u64,
-    pub expert: &'static str,
-    pub loss: f64,
-    pub loss_main: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub loss_preservation: Option<f64>,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub timestep: f64,
-    pub seconds: f64,
-    pub time: String,
-}
-
-/// A control request a user or the UI left in `control/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Stop,
-    SaveNow,
-    SampleNow,
-}
-
-impl Control {
-    fn file(self) -> &'static str {
-        match self {
-            Control::Stop => "stop",
-            Control::SaveNow => "save_now",
-            Control::SampleNow => "sample_now",
-        }
-    }
-}
-
-/// UTC time as RFC 3339, without a date crate.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
+pub use wanlora_spec::job_folder::now_rfc3339;
 
 pub struct JobFolder {
     pub root: PathBuf,
@@ -111,9 +43,9 @@ impl JobFolder {
     pub fn create(root: &Path) -> Result<JobFolder, TrainError> {
         for d in [
             root.to_path_buf(),
-            root.join("control"),
-            root.join("samples"),
-            root.join("state"),
+            root.join(CONTROL),
+            root.join(SAMPLES),
+            root.join(STATE),
         ] {
             std::fs::create_dir_all(&d).map_err(|e| TrainError::io(&d, e))?;
         }
@@ -128,7 +60,7 @@ impl JobFolder {
 
     pub fn write_status(&self, status: &Status) -> Result<(), TrainError> {
         write_atomic(
-            &self.path("status.json"),
+            &self.path(STATUS),
             serde_json::to_string_pretty(status)?.as_bytes(),
         )?;
         Ok(())
@@ -139,13 +71,13 @@ impl JobFolder {
     pub fn write_final_status(&self, status: &Status) {
         if self.write_status(status).is_err() {
             if let Ok(text) = serde_json::to_string_pretty(status) {
-                let _ = std::fs::write(self.path("status.json"), text);
+                let _ = std::fs::write(self.path(STATUS), text);
             }
         }
     }
 
     pub fn append_metrics(&self, m: &impl Serialize) -> Result<(), TrainError> {
-        let p = self.path("metrics.jsonl");
+        let p = self.path(METRICS);
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -162,7 +94,7 @@ impl JobFolder {
     /// the resumed run's records start on a line of their own; the resumed run writes that step's
     /// record again. Returns the bytes removed.
     pub fn repair_metrics(&self) -> Result<u64, TrainError> {
-        let p = self.path("metrics.jsonl");
+        let p = self.path(METRICS);
         let bytes = match std::fs::read(&p) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -182,19 +114,19 @@ impl JobFolder {
 
     /// Appends a line to log.txt (the UI also redirects the process output there).
     pub fn log(&self, line: &str) {
-        let p = self.path("log.txt");
+        let p = self.path(LOG);
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&p) {
             let _ = writeln!(f, "{} {line}", now_rfc3339());
         }
     }
 
     pub fn write_pid(&self) -> Result<(), TrainError> {
-        write_atomic(&self.path("pid"), std::process::id().to_string().as_bytes())?;
+        write_atomic(&self.path(PID), std::process::id().to_string().as_bytes())?;
         Ok(())
     }
 
     pub fn remove_pid(&self) {
-        let _ = std::fs::remove_file(self.path("pid"));
+        let _ = std::fs::remove_file(self.path(PID));
     }
 
     /// Whether a stop was asked for (SIGINT, or `control/stop`, which this takes).
@@ -204,7 +136,7 @@ impl JobFolder {
 
     /// Takes a pending request (deleting its file) if there is one.
     pub fn take_control(&self, c: Control) -> bool {
-        let p = self.root.join("control").join(c.file());
+        let p = self.root.join(CONTROL).join(c.file_name());
         p.exists() && std::fs::remove_file(&p).is_ok()
     }
 }
@@ -212,13 +144,6 @@ impl JobFolder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_of_known_instants() {
-        let s = now_rfc3339();
-        assert_eq!(s.len(), 20);
-        assert!(s.starts_with("20") && s.ends_with('Z'));
-    }
 
     #[test]
     fn control_requests_are_taken_once() {
@@ -237,7 +162,7 @@ mod tests {
         for step in 1..=2 {
             f.append_metrics(&Metrics {
                 step,
-                expert: "high_noise",
+                expert: "high_noise".into(),
                 loss: 0.5,
                 loss_main: 0.5,
                 loss_preservation: None,
@@ -265,7 +190,7 @@ mod tests {
         let f = JobFolder::create(dir.path()).unwrap();
         let record = |step| Metrics {
             step,
-            expert: "low_noise",
+            expert: "low_noise".into(),
             loss: 0.25,
             loss_main: 0.25,
             loss_preservation: None,

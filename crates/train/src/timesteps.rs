@@ -8,31 +8,8 @@
 
 use wanlora_data::rng::SplitMix64;
 
-/// How the 1000-entry table is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimestepType {
-    /// Uniform: linspace(1000, 1).
-    Linear,
-    /// Logit-normal: 1000·(1 − sigmoid(z)), z ~ N(0, 1), re-drawn each time.
-    Sigmoid,
-    /// Uniform σ shifted with σ' = 5σ / (1 + 4σ) (more high-noise steps).
-    Shift,
-    /// Uniform, with a bell-shaped loss weight (see [`loss_weight`]).
-    Weighted,
-    /// 750 entries from exp(N(0, 1/3)) scaled to the table's maximum, 250 uniform.
-    LognormBlend,
-}
-
-/// Which part of the window the draw favours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bias {
-    Balanced,
-    /// Favour high noise (motion, layout).
-    Content,
-    /// Favour low noise (detail, texture).
-    Style,
-}
-
+// The job's `timestep_type` and `content_or_style` as the config parsed them: no copy of either.
+pub use wanlora_config::{ContentOrStyle, TimestepType};
 pub use wanlora_spec::expert::Window;
 
 pub const TABLE_LEN: usize = 1000;
@@ -79,7 +56,7 @@ pub fn table(kind: TimestepType, rng: &mut SplitMix64) -> Vec<f64> {
 
 /// Draws one timestep in `window`. Falls back to a uniform draw over the window when the table has
 /// no entry inside it (possible for narrow windows with random tables).
-pub fn draw(kind: TimestepType, bias: Bias, window: Window, rng: &mut SplitMix64) -> f64 {
+pub fn draw(kind: TimestepType, bias: ContentOrStyle, window: Window, rng: &mut SplitMix64) -> f64 {
     let t = table(kind, rng);
     let inside: Vec<f64> = t.into_iter().filter(|&x| window.contains(x)).collect();
     let u = rng.next_f64();
@@ -88,9 +65,9 @@ pub fn draw(kind: TimestepType, bias: Bias, window: Window, rng: &mut SplitMix64
     }
     let n = inside.len();
     let pos = match bias {
-        Bias::Balanced => u,
-        Bias::Content => u * u * u,
-        Bias::Style => 1.0 - u * u * u,
+        ContentOrStyle::Balanced => u,
+        ContentOrStyle::Content => u * u * u,
+        ContentOrStyle::Style => 1.0 - u * u * u,
     };
     let idx = ((pos * n as f64) as usize).min(n - 1);
     inside[idx]
@@ -120,7 +97,7 @@ mod tests {
         high: 900.0,
     };
 
-    fn draws(kind: TimestepType, bias: Bias, w: Window, n: usize) -> Vec<f64> {
+    fn draws(kind: TimestepType, bias: ContentOrStyle, w: Window, n: usize) -> Vec<f64> {
         let mut rng = SplitMix64::new(42);
         (0..n).map(|_| draw(kind, bias, w, &mut rng)).collect()
     }
@@ -143,7 +120,11 @@ mod tests {
             TimestepType::Weighted,
             TimestepType::LognormBlend,
         ] {
-            for bias in [Bias::Balanced, Bias::Content, Bias::Style] {
+            for bias in [
+                ContentOrStyle::Balanced,
+                ContentOrStyle::Content,
+                ContentOrStyle::Style,
+            ] {
                 for w in [HIGH, LOW] {
                     for t in draws(kind, bias, w, 300) {
                         assert!(w.contains(t), "{kind:?} {bias:?}: {t} outside {w:?}");
@@ -155,7 +136,7 @@ mod tests {
 
     #[test]
     fn linear_balanced_is_uniform_in_the_window() {
-        let v = draws(TimestepType::Linear, Bias::Balanced, LOW, 20_000);
+        let v = draws(TimestepType::Linear, ContentOrStyle::Balanced, LOW, 20_000);
         for q in [0.1, 0.25, 0.5, 0.75, 0.9] {
             let x = LOW.low + q * (LOW.high - LOW.low);
             assert!(
@@ -169,7 +150,7 @@ mod tests {
     #[test]
     fn content_and_style_follow_the_cubic_bias() {
         // Over n table entries sorted high→low, content picks position u³: P(position < p) = p^(1/3).
-        let v = draws(TimestepType::Linear, Bias::Content, HIGH, 20_000);
+        let v = draws(TimestepType::Linear, ContentOrStyle::Content, HIGH, 20_000);
         // position p corresponds to t = 1000 − p·100 (uniform table in the window).
         for p in [0.1, 0.3, 0.6] {
             let t = 1000.0 - p * 100.0;
@@ -179,7 +160,7 @@ mod tests {
                 "p {p}: {share_above}"
             );
         }
-        let s = draws(TimestepType::Linear, Bias::Style, HIGH, 20_000);
+        let s = draws(TimestepType::Linear, ContentOrStyle::Style, HIGH, 20_000);
         assert!(
             mean(&s) < 935.0 && mean(&v) > 965.0,
             "{} {}",
@@ -191,7 +172,7 @@ mod tests {
     #[test]
     fn sigmoid_is_logit_normal_restricted_to_the_window() {
         // t = 1000(1 − σ(z)): P(t < x) = P(z > logit(1 − x/1000)) for the unrestricted law.
-        let v = draws(TimestepType::Sigmoid, Bias::Balanced, LOW, 20_000);
+        let v = draws(TimestepType::Sigmoid, ContentOrStyle::Balanced, LOW, 20_000);
         let phi = |z: f64| 0.5 * (1.0 + erf(z / std::f64::consts::SQRT_2));
         let cdf_t = |x: f64| 1.0 - phi(((1.0 - x / 1000.0) / (x / 1000.0)).ln());
         for x in [200.0, 450.0, 700.0] {
@@ -207,7 +188,7 @@ mod tests {
     #[test]
     fn shift_matches_the_shifted_uniform_law() {
         // σ' = 5s/(1+4s) with s uniform: P(σ' < y) = s(y) = y / (5 − 4y).
-        let v = draws(TimestepType::Shift, Bias::Balanced, LOW, 20_000);
+        let v = draws(TimestepType::Shift, ContentOrStyle::Balanced, LOW, 20_000);
         let s_of = |t: f64| {
             let y = t / 1000.0;
             y / (SHIFT - (SHIFT - 1.0) * y)

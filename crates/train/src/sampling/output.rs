@@ -16,10 +16,7 @@ use super::SamplingError;
 /// The longer side of a thumbnail, in pixels.
 pub const THUMBNAIL_SIDE: usize = 512;
 
-/// `<step:09>_<index>`, the stem of a sample's files.
-pub fn sample_stem(step: u64, index: usize) -> String {
-    format!("{step:09}_{index}")
-}
+pub use wanlora_spec::job_folder::sample_stem;
 
 /// The file extension of a format.
 pub fn extension(format: SampleFormat) -> &'static str {

@@ -23,17 +23,17 @@ use crate::experts::{Expert, ExpertSchedule};
 use crate::job;
 use crate::jobfiles;
 use crate::lock::JobLock;
-use crate::loss::{self, LossType};
+use crate::loss;
 use crate::optim::choice::TrainOptimizer;
 use crate::optim::{clip_grad_norm, FlatParams};
-use crate::output::{self, Control, JobFolder, Metrics, Status};
+use crate::output::{self, Control, JobFolder, JobPhase, Metrics, Status};
 use crate::perf::{PerfLog, Phase};
 use crate::sampling::{
     sample_stem, start_condition, video_frames, write_sample, SampleFiles, SampleRequest, SampleRun,
 };
 use crate::schedule::LrSchedule;
 use crate::sources::ModelSource;
-use crate::timesteps::{self, Bias, TimestepType};
+use crate::timesteps;
 use crate::validation::ValidationSet;
 use crate::TrainError;
 use wanlora_config::{LoadedJob, SaveDtype, TrainDtype};
@@ -46,6 +46,7 @@ use wanlora_models::quant::Fp8Mode;
 use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
 use wanlora_models::transformer::{BlockOffload, LoadOptions, WanTransformer};
 use wanlora_models::vae::Vae;
+use wanlora_spec::job_folder;
 
 /// How a run is driven (the CLI and tests set these).
 #[derive(Debug, Clone)]
@@ -102,9 +103,6 @@ pub struct Trainer {
     seed: u64,
     schedule: ExpertSchedule,
     lr: LrSchedule,
-    timestep_type: TimestepType,
-    bias: Bias,
-    loss_type: LossType,
     boundary: f64,
     catalog: Catalog,
     cache: Cache,
@@ -159,21 +157,13 @@ impl Trainer {
             |e| {
                 // A run that cannot start still tells the UI and the user why, in the job folder.
                 let stopped = matches!(e, TrainError::StoppedDuringSetup { .. });
-                let status = Status {
-                    state: if stopped { "stopped" } else { "failed" },
-                    step: 0,
-                    total_steps: total,
-                    expert: None,
-                    seconds_per_step: None,
-                    eta_seconds: None,
-                    message: if stopped {
-                        e.to_string()
-                    } else {
-                        "Failed before training started".into()
-                    },
-                    pid: std::process::id(),
-                    updated: output::now_rfc3339(),
-                    error: (!stopped).then(|| e.to_string()),
+                let status = if stopped {
+                    Status::at(JobPhase::Stopped, 0, total, &e.to_string())
+                } else {
+                    Status {
+                        error: Some(e.to_string()),
+                        ..Status::at(JobPhase::Failed, 0, total, "Failed before training started")
+                    }
                 };
                 folder.write_final_status(&status);
                 folder.log(&if stopped {
@@ -191,31 +181,27 @@ impl Trainer {
         self.step
     }
 
+    /// The status record of the run at its current step (the one builder of it besides
+    /// `Status::at` for the set-up phases).
     fn status(
         &self,
-        state: &'static str,
+        phase: JobPhase,
         message: &str,
         expert: Option<Expert>,
         sps: Option<f64>,
     ) -> Status {
         let total = self.job.job.process().train.steps as u64;
         Status {
-            state,
-            step: self.step,
-            total_steps: total,
-            expert: expert.map(Expert::name),
+            expert: expert.map(|e| e.name().to_string()),
             seconds_per_step: sps,
             eta_seconds: sps.map(|s| s * total.saturating_sub(self.step) as f64),
-            message: message.into(),
-            pid: std::process::id(),
-            updated: output::now_rfc3339(),
-            error: None,
+            ..Status::at(phase, self.step, total, message)
         }
     }
 
     /// Records a failure in status.json and the log, and hands the error back.
     fn fail(&self, e: TrainError) -> TrainError {
-        let mut s = self.status("failed", "Failed", None, None);
+        let mut s = self.status(JobPhase::Failed, "Failed", None, None);
         s.error = Some(e.to_string());
         self.folder.write_final_status(&s);
         self.folder.log(&format!("failed: {e}"));

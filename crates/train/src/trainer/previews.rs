@@ -11,7 +11,7 @@ impl Trainer {
         for i in 0..n {
             let msg = format!("Generating sample {}/{n}", i + 1);
             self.folder
-                .write_status(&self.status("sampling", &msg, None, None))?;
+                .write_status(&self.status(JobPhase::Sampling, &msg, None, None))?;
             match crate::error::catch_libtorch(|| self.sample_one(step, i)) {
                 Ok(files) => self.folder.log(&format!(
                     "sample {i} at step {step}: {}",
@@ -73,7 +73,7 @@ impl Trainer {
             &frames,
             request.fps,
             &[request.format],
-            &self.folder.path("samples"),
+            &self.folder.path(job_folder::SAMPLES),
             &sample_stem(step, index),
         )
         .map_err(TrainError::from)

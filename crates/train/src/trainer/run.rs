@@ -51,7 +51,7 @@ impl Trainer {
                     losses.push((self.step, expert, l));
                     self.folder.append_metrics(&Metrics {
                         step: self.step,
-                        expert: expert.name(),
+                        expert: expert.name().into(),
                         loss: l,
                         loss_main: outcome.loss_main,
                         loss_preservation: outcome.loss_preservation,
@@ -92,8 +92,12 @@ impl Trainer {
             {
                 eprintln!("step {}/{total} {message}", self.step);
             }
-            self.folder
-                .write_status(&self.status("training", &message, Some(expert), sps))?;
+            self.folder.write_status(&self.status(
+                JobPhase::Training,
+                &message,
+                Some(expert),
+                sps,
+            ))?;
             self.validate_if_due().map_err(|e| self.fail(e))?;
 
             let stop_requested = output::interrupted() || self.folder.take_control(Control::Stop);
@@ -102,8 +106,12 @@ impl Trainer {
             if (save_due || self.folder.take_control(Control::SaveNow) || stop_requested)
                 && self.step < total
             {
-                self.folder
-                    .write_status(&self.status("saving", "Saving", Some(expert), sps))?;
+                self.folder.write_status(&self.status(
+                    JobPhase::Saving,
+                    "Saving",
+                    Some(expert),
+                    sps,
+                ))?;
                 let t = Instant::now();
                 files = self.save(false)?;
                 perf.phase(Phase::Saving, t.elapsed());
@@ -143,7 +151,11 @@ impl Trainer {
             b.finish();
         }
         self.write_loss_plot();
-        let state = if stopped { "stopped" } else { "completed" };
+        let state = if stopped {
+            JobPhase::Stopped
+        } else {
+            JobPhase::Completed
+        };
         let msg = if stopped {
             "Stopped; resume by running the job again"
         } else {

@@ -207,7 +207,7 @@ impl Trainer {
 
     /// loss.png from metrics.jsonl: one series per expert.
     pub(super) fn write_loss_plot(&self) {
-        let Ok(text) = std::fs::read_to_string(self.folder.path("metrics.jsonl")) else {
+        let Ok(text) = std::fs::read_to_string(self.folder.path(job_folder::METRICS)) else {
             return;
         };
         let mut by_step: BTreeMap<u64, (String, f64)> = BTreeMap::new();
@@ -239,7 +239,9 @@ impl Trainer {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_slice()))
             .collect();
-        if let Err(e) = wanlora_data::write_loss_plot_png(&refs, &self.folder.path("loss.png")) {
+        if let Err(e) =
+            wanlora_data::write_loss_plot_png(&refs, &self.folder.path(job_folder::LOSS_PLOT))
+        {
             self.folder.log(&format!("loss plot: {e}"));
         }
     }

@@ -73,22 +73,11 @@ impl Trainer {
             folder.log("metrics.jsonl: cut its last line, torn by a killed run");
         }
         wanlora_torch::weights::write_atomic(
-            &folder.path("config.yaml"),
+            &folder.path(job_folder::CONFIG_YAML),
             wanlora_config::to_yaml(&job.job).as_bytes(),
         )?;
-        let status = |state: &'static str, message: &str| Status {
-            state,
-            step: 0,
-            total_steps: train.steps as u64,
-            expert: None,
-            seconds_per_step: None,
-            eta_seconds: None,
-            message: message.into(),
-            pid: std::process::id(),
-            updated: output::now_rfc3339(),
-            error: None,
-        };
-        folder.write_status(&status("starting", "Loading"))?;
+        let status = |phase, message: &str| Status::at(phase, 0, train.steps as u64, message);
+        folder.write_status(&status(JobPhase::Starting, "Loading"))?;
         folder.log(&format!(
             "wanlora {} training {}",
             env!("CARGO_PKG_VERSION"),
@@ -157,7 +146,7 @@ impl Trainer {
         };
         // Text: every caption (with dropout and DOP variants), the blank prompt and the sample
         // prompts are encoded once; then the encoder is freed.
-        folder.write_status(&status("caching", "Encoding captions"))?;
+        folder.write_status(&status(JobPhase::Caching, "Encoding captions"))?;
         let texts = {
             let encoder = sources.text_encoder(
                 if device.is_cuda() {
@@ -210,7 +199,7 @@ impl Trainer {
 
         // Latents: the cache pass encodes every item of the caching datasets (progress bar); items of
         // other datasets are encoded when their batch comes.
-        folder.write_status(&status("caching", "Encoding latents"))?;
+        folder.write_status(&status(JobPhase::Caching, "Encoding latents"))?;
         let mut vae = sources.vae(
             if device.is_cuda() {
                 Kind::BFloat16
@@ -281,7 +270,7 @@ impl Trainer {
         let mut experts = Vec::new();
         for &expert in &schedule.trained {
             folder.write_status(&status(
-                "starting",
+                JobPhase::Starting,
                 &format!("Loading the {} expert", expert.name()),
             ))?;
             let t0 = Instant::now();
@@ -326,9 +315,6 @@ impl Trainer {
         let mut trainer = Trainer {
             schedule,
             lr: job::lr_schedule(train),
-            timestep_type: job::timestep_type(train.timestep_type),
-            bias: job::bias(train.content_or_style),
-            loss_type: job::loss_type(train.loss_type),
             boundary: process.model.boundary_ratio,
             text_len: 512,
             job,

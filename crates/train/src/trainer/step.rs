@@ -108,13 +108,13 @@ impl Trainer {
                 pres.push(self.context("")?);
             }
             let t = timesteps::draw(
-                self.timestep_type,
-                self.bias,
+                train.timestep_type,
+                train.content_or_style,
                 expert.window(self.boundary),
                 &mut rng,
             );
             ts.push(t);
-            weights.push(item.loss_multiplier * timesteps::loss_weight(self.timestep_type, t));
+            weights.push(item.loss_multiplier * timesteps::loss_weight(train.timestep_type, t));
             mults.push(item.network_weight);
         }
         let x0 = Tensor::stack(&x0s, 0);
@@ -197,7 +197,7 @@ impl Trainer {
                 multiplier: mb.multiplier,
             };
             let (loss_type, dg) = (
-                self.loss_type,
+                train.loss_type,
                 train
                     .do_differential_guidance
                     .then_some(train.differential_guidance_scale),
