@@ -25,7 +25,7 @@ use crate::ModelError;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, TchError, Tensor};
-use wanlora_torch::weights::{Fp8Stored, Loader, WeightError, WeightSet, WeightSource};
+use wanlora_torch::weights::{Loader, Renamed, WeightError, WeightSet, WeightSource};
 
 /// Text positions Wan's transformer cross-attends to.
 pub const WAN_TEXT_LEN: i64 = 512;
@@ -164,99 +164,49 @@ pub enum Umt5Naming {
     Wan,
 }
 
-/// A weight source seen through HF names: strips a key prefix, finds the embedding under either of its HF
-/// names, and renames Wan's keys.
-struct Umt5Weights<'a> {
-    inner: &'a dyn WeightSource,
-    prefix: String,
-    naming: Umt5Naming,
-    /// The stored name of the token embedding.
-    embedding: String,
-}
+/// A umT5 checkpoint read in HF names, whatever its stored naming.
+type Umt5Weights<'a> = Renamed<&'a dyn WeightSource>;
 
-impl<'a> Umt5Weights<'a> {
-    fn detect(inner: &'a dyn WeightSource) -> Option<Self> {
-        let names = inner.names();
-        if names.is_empty() {
-            return Some(Umt5Weights {
-                inner,
-                prefix: String::new(),
-                naming: Umt5Naming::HuggingFace,
-                embedding: "shared.weight".into(),
-            });
-        }
-        let find = |suffix: &str| {
-            names.iter().find_map(|n| {
-                let prefix = n.strip_suffix(suffix)?;
-                (prefix.is_empty() || prefix.ends_with('.')).then(|| prefix.to_string())
-            })
-        };
-        let has = |n: &str| names.iter().any(|m| m == n);
-        if let Some(prefix) = find("encoder.block.0.layer.0.SelfAttention.q.weight") {
-            let embedding = ["shared.weight", "encoder.embed_tokens.weight"]
-                .iter()
-                .map(|n| format!("{prefix}{n}"))
-                .find(|n| has(n))
-                .unwrap_or_else(|| format!("{prefix}shared.weight"));
-            return Some(Umt5Weights {
-                inner,
-                prefix,
-                naming: Umt5Naming::HuggingFace,
-                embedding,
-            });
-        }
-        let prefix = find("blocks.0.attn.q.weight")?;
-        Some(Umt5Weights {
-            embedding: format!("{prefix}token_embedding.weight"),
-            inner,
-            prefix,
-            naming: Umt5Naming::Wan,
+/// Reads `inner` in HF names: strips a key prefix, finds the embedding under either of its HF
+/// names, and renames Wan's keys. `None` when no encoder tensor is there; sources that list no
+/// names (random weights) are taken as HF-named.
+fn umt5_weights(inner: &dyn WeightSource) -> Option<(Umt5Weights<'_>, Umt5Naming)> {
+    let names = inner.names();
+    let find = |suffix: &str| {
+        names.iter().find_map(|n| {
+            let prefix = n.strip_suffix(suffix)?;
+            (prefix.is_empty() || prefix.ends_with('.')).then(|| prefix.to_string())
         })
-    }
-
-    fn stored_name(&self, name: &str) -> String {
+    };
+    let has = |n: &str| names.iter().any(|m| m == n);
+    let (naming, prefix, embedding) = if names.is_empty() {
+        (
+            Umt5Naming::HuggingFace,
+            String::new(),
+            "shared.weight".to_string(),
+        )
+    } else if let Some(prefix) = find("encoder.block.0.layer.0.SelfAttention.q.weight") {
+        let embedding = ["shared.weight", "encoder.embed_tokens.weight"]
+            .iter()
+            .map(|n| format!("{prefix}{n}"))
+            .find(|n| has(n))
+            .unwrap_or_else(|| format!("{prefix}shared.weight"));
+        (Umt5Naming::HuggingFace, prefix, embedding)
+    } else {
+        let prefix = find("blocks.0.attn.q.weight")?;
+        let embedding = format!("{prefix}token_embedding.weight");
+        (Umt5Naming::Wan, prefix, embedding)
+    };
+    let stored = move |name: &str| {
         if name == "shared.weight" {
-            return self.embedding.clone();
+            return embedding.clone();
         }
-        match self.naming {
-            Umt5Naming::HuggingFace => format!("{}{name}", self.prefix),
-            Umt5Naming::Wan => format!(
-                "{}{}",
-                self.prefix,
-                wan_name(name).unwrap_or_else(|| name.into())
-            ),
+        match naming {
+            Umt5Naming::HuggingFace => format!("{prefix}{name}"),
+            Umt5Naming::Wan => format!("{prefix}{}", wan_name(name).unwrap_or_else(|| name.into())),
         }
-    }
-}
-
-impl WeightSource for Umt5Weights<'_> {
-    fn load(
-        &self,
-        name: &str,
-        shape: &[i64],
-        kind: Kind,
-        device: Device,
-    ) -> Result<Tensor, WeightError> {
-        self.inner
-            .load(&self.stored_name(name), shape, kind, device)
-    }
-    fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
-        self.inner.shape_of(&self.stored_name(name))
-    }
-    fn names(&self) -> Vec<String> {
-        self.inner.names()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn load_fp8(
-        &self,
-        name: &str,
-        shape: &[i64],
-        device: Device,
-    ) -> Result<Option<Fp8Stored>, WeightError> {
-        self.inner.load_fp8(&self.stored_name(name), shape, device)
-    }
+    };
+    Some((Renamed::new(inner, stored), naming))
 }
 
 /// Wan's name for an HF encoder parameter (`None` outside the encoder).
@@ -374,7 +324,7 @@ impl Umt5Encoder {
             path: PathBuf::from(source.describe()),
             reason,
         };
-        let named = Umt5Weights::detect(source).ok_or_else(|| {
+        let (named, naming) = umt5_weights(source).ok_or_else(|| {
             let hint = umt5_hint(source).map(|h| format!(": {h}")).unwrap_or_default();
             not_an_encoder(format!(
                 "no umT5 encoder tensors here (neither encoder.block.0.layer.0.SelfAttention.q.weight nor \
@@ -457,7 +407,7 @@ impl Umt5Encoder {
         let final_norm = l.get_as("encoder.final_layer_norm.weight", &[d], Kind::Float);
         l.finish(umt5_hint)?;
         Ok(Umt5Encoder {
-            naming: named.naming,
+            naming,
             config,
             embedding,
             blocks,

@@ -11,7 +11,7 @@ use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
 use wanlora_models::quant::{check_fp8_matmul, Fp8Mode, Fp8Weight, Weight, E4M3_MAX};
 use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
 use wanlora_models::transformer::{
-    LoadOptions, TransformerConfig, TransformerWeights, WanTransformer,
+    transformer_weights, LoadOptions, TransformerConfig, WanTransformer,
 };
 use wanlora_models::umt5::Umt5Encoder;
 use wanlora_torch::cuda::fp8_quantize_rows;
@@ -401,7 +401,7 @@ fn comfyui_fp8_scaled_transformer_is_kept_as_stored() {
     let cfg =
         TransformerConfig::from_json_file(&fixtures().join("transformer/diffusers/config.json"))
             .unwrap();
-    let open = || TransformerWeights::new(WeightSet::open(&file).unwrap()).unwrap();
+    let open = || transformer_weights(WeightSet::open(&file).unwrap()).unwrap();
     let load = |mode| {
         WanTransformer::load_with(
             &open(),
@@ -418,7 +418,7 @@ fn comfyui_fp8_scaled_transformer_is_kept_as_stored() {
     let fp8 = load(Fp8Mode::WeightOnly);
     // The codes are the file's, and the per-tensor scale became every channel's scale.
     let stored = open()
-        .set()
+        .inner()
         .load_fp8("blocks.1.ffn.2.weight", Device::Cpu)
         .unwrap()
         .unwrap();
@@ -533,7 +533,7 @@ fn missing_weights_are_reported_in_fp8_mode() {
             .unwrap();
     for fp8 in [Fp8Mode::WeightOnly, Fp8Mode::Matmul] {
         let err = WanTransformer::load_with(
-            &TransformerWeights::new(WeightSet::open(&wan).unwrap()).unwrap(),
+            &transformer_weights(WeightSet::open(&wan).unwrap()).unwrap(),
             Some(cfg.clone()),
             Kind::Float,
             Device::Cpu,

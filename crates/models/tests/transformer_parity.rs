@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
 use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy};
-use wanlora_models::transformer::{TransformerConfig, TransformerWeights, WanTransformer};
+use wanlora_models::transformer::{transformer_weights, TransformerConfig, WanTransformer};
 use wanlora_torch::weights::WeightSet;
 
 fn fixtures() -> PathBuf {
@@ -75,7 +75,7 @@ fn diffusers_folder_matches_reference() {
 #[test]
 fn comfyui_single_file_matches_reference() {
     let set = WeightSet::open(&fixtures().join("comfy.safetensors")).unwrap();
-    let weights = TransformerWeights::new(set).unwrap();
+    let weights = transformer_weights(set).unwrap();
     let model = WanTransformer::load(&weights, Some(config()), Kind::Float, Device::Cpu).unwrap();
     let (x, t, c) = inputs();
     let out = tch::no_grad(|| model.forward(&x, &t, &c, None)).unwrap();
@@ -125,7 +125,7 @@ fn text_to_video_comfyui_file_with_16_input_channels_matches_reference() {
         .path()
         .join("wan2.2_t2v_high_noise_14B_fp32.safetensors");
     Tensor::write_safetensors(&tensors, &file).unwrap();
-    let weights = TransformerWeights::new(WeightSet::open(&file).unwrap()).unwrap();
+    let weights = transformer_weights(WeightSet::open(&file).unwrap()).unwrap();
     let t2v_config = TransformerConfig {
         in_channels: 16,
         ..config()
@@ -174,7 +174,7 @@ fn per_sample_multiplier_equals_separate_runs() {
 fn missing_tensors_are_listed_with_a_hint() {
     let dir = tempfile::tempdir().unwrap();
     let set = WeightSet::open(&fixtures().join("lora_comfy.safetensors")).unwrap();
-    let err = TransformerWeights::new(set).err().unwrap().to_string();
+    let err = transformer_weights(set).err().unwrap().to_string();
     assert!(err.contains("LoRA file"), "{err}");
     // A checkpoint with one block's FFN removed names exactly those tensors.
     let set = WeightSet::open(&fixtures().join("comfy.safetensors"))
@@ -191,7 +191,7 @@ fn missing_tensors_are_listed_with_a_hint() {
         .collect();
     let path = dir.path().join("cut.safetensors");
     wanlora_torch::weights::save_safetensors(&path, &kept, &Default::default()).unwrap();
-    let weights = TransformerWeights::new(WeightSet::open(&path).unwrap()).unwrap();
+    let weights = transformer_weights(WeightSet::open(&path).unwrap()).unwrap();
     let err = WanTransformer::load(&weights, Some(config()), Kind::Float, Device::Cpu)
         .err()
         .unwrap()

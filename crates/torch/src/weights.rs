@@ -453,6 +453,137 @@ pub trait WeightSource {
     }
 }
 
+impl<T: WeightSource + ?Sized> WeightSource for &T {
+    fn load(
+        &self,
+        name: &str,
+        shape: &[i64],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor, WeightError> {
+        (**self).load(name, shape, kind, device)
+    }
+    fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
+        (**self).shape_of(name)
+    }
+    fn names(&self) -> Vec<String> {
+        (**self).names()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn load_fp8(
+        &self,
+        name: &str,
+        shape: &[i64],
+        device: Device,
+    ) -> Result<Option<Fp8Stored>, WeightError> {
+        (**self).load_fp8(name, shape, device)
+    }
+}
+
+/// Maps a model's name to the name a file stores it under.
+pub type StoredName = Box<dyn Fn(&str) -> String>;
+/// Maps a stored name back to the model's name (`None`: not one of the model's tensors).
+pub type ModelName = Box<dyn Fn(&str) -> Option<String>>;
+
+/// A weight source read by a model's own names, whatever names the file uses: the one renaming
+/// view (transformer, text encoder and VAE files come in Wan's, ComfyUI's, diffusers' and
+/// transformers' namings, with or without a wrapper prefix). Errors name the tensor as the model
+/// asked for it and as the file stores it.
+pub struct Renamed<S> {
+    inner: S,
+    stored: StoredName,
+    listed: Option<ModelName>,
+}
+
+impl<S: WeightSource> Renamed<S> {
+    /// `inner` read through `stored`; `names()` lists the inner names as they are.
+    pub fn new(inner: S, stored: impl Fn(&str) -> String + 'static) -> Self {
+        Renamed {
+            inner,
+            stored: Box::new(stored),
+            listed: None,
+        }
+    }
+
+    /// `names()` lists the model's names, from the stored ones through `listed`.
+    pub fn listing(mut self, listed: impl Fn(&str) -> Option<String> + 'static) -> Self {
+        self.listed = Some(Box::new(listed));
+        self
+    }
+
+    /// The name the file stores the model's tensor `name` under.
+    pub fn stored_name(&self, name: &str) -> String {
+        (self.stored)(name)
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn asked(&self, name: &str, stored: &str) -> String {
+        if name == stored {
+            name.to_string()
+        } else {
+            format!("{name} (stored as {stored})")
+        }
+    }
+}
+
+impl<S: WeightSource> WeightSource for Renamed<S> {
+    fn load(
+        &self,
+        name: &str,
+        shape: &[i64],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor, WeightError> {
+        let stored = self.stored_name(name);
+        self.inner
+            .load(&stored, shape, kind, device)
+            .map_err(|e| match e {
+                WeightError::Missing { source_desc, .. } => WeightError::Missing {
+                    name: self.asked(name, &stored),
+                    source_desc,
+                },
+                WeightError::Shape {
+                    source_desc,
+                    found,
+                    expected,
+                    ..
+                } => WeightError::Shape {
+                    name: self.asked(name, &stored),
+                    source_desc,
+                    found,
+                    expected,
+                },
+                other => other,
+            })
+    }
+    fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
+        self.inner.shape_of(&self.stored_name(name))
+    }
+    fn names(&self) -> Vec<String> {
+        let names = self.inner.names();
+        match &self.listed {
+            Some(listed) => names.iter().filter_map(|n| listed(n)).collect(),
+            None => names,
+        }
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn load_fp8(
+        &self,
+        name: &str,
+        shape: &[i64],
+        device: Device,
+    ) -> Result<Option<Fp8Stored>, WeightError> {
+        self.inner.load_fp8(&self.stored_name(name), shape, device)
+    }
+}
+
 impl WeightSource for WeightSet {
     fn load(
         &self,

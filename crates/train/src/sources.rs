@@ -13,7 +13,7 @@ use wanlora_models::quant::Fp8Mode;
 use wanlora_models::recovery::RecoveryAdapter;
 use wanlora_models::tokenizer::Tokenizer;
 use wanlora_models::transformer::{
-    self, LoadOptions, TransformerConfig, TransformerWeights, WanTransformer,
+    self, transformer_weights, LoadOptions, TransformerConfig, WanTransformer,
 };
 use wanlora_models::umt5::{Umt5Config, Umt5Encoder};
 use wanlora_models::vae::{Vae, VaeConfig};
@@ -248,7 +248,7 @@ impl ModelSource {
                 };
                 let path = self.path(component)?;
                 let cfg = transformer_config(&path, self.config_file(component))?;
-                let weights = TransformerWeights::new(WeightSet::open(&path)?)?;
+                let weights = transformer_weights(WeightSet::open(&path)?)?;
                 load(&weights, cfg)
             }
         }
@@ -417,7 +417,7 @@ pub fn load_transformer(
     options: &LoadOptions,
 ) -> Result<WanTransformer, TrainError> {
     let cfg = transformer_config(path, config_file)?;
-    let weights = TransformerWeights::new(WeightSet::open(path)?)?;
+    let weights = transformer_weights(WeightSet::open(path)?)?;
     Ok(WanTransformer::load_with(
         &weights, cfg, kind, device, options,
     )?)

@@ -12,7 +12,7 @@ pub use block::{
     layer_norm_f32, AttentionMemo, BlockLora, Linear, LoadLinear, TensorMap, WanBlock,
 };
 pub use config::TransformerConfig;
-pub use naming::TransformerWeights;
+pub use naming::{transformer_weights, TransformerWeights};
 pub use rope::{Grid, Rope};
 pub use stream::{BlockOffload, BlockStreamer, HostArena, StreamStats};
 
@@ -387,7 +387,7 @@ impl WanTransformer {
         device: Device,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let weights = TransformerWeights::new(WeightSet::open(path)?)?;
+        let weights = transformer_weights(WeightSet::open(path)?)?;
         let cfg = config_file_for(path)
             .map(|c| TransformerConfig::from_json_file(&c))
             .transpose()?;

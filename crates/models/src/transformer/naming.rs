@@ -1,107 +1,37 @@
 //! Weight names. The model is written against the original Wan names (which ComfyUI files and LoRA
 //! keys use); diffusers folders are read through a renaming view (wan-reference.md §2.1).
 
-use tch::{Device, Kind, Tensor};
-use wanlora_torch::weights::{Fp8Stored, WeightError, WeightSet, WeightSource};
+use wanlora_torch::weights::{Renamed, WeightError, WeightSet, WeightSource};
 
 pub use wanlora_spec::naming::{from_diffusers, to_diffusers, Naming};
 use wanlora_spec::naming::{
     is_adapter_key, transformer_naming, TransformerShape, WRAPPER_PREFIXES,
 };
 
-/// A transformer checkpoint read in original names, whatever its stored layout.
-pub struct TransformerWeights {
-    set: WeightSet,
-    naming: Naming,
-}
+/// A transformer checkpoint read in original names, whatever its stored naming.
+pub type TransformerWeights = Renamed<WeightSet>;
 
-impl TransformerWeights {
-    /// Detects the naming (and a wrapper prefix such as ComfyUI's `diffusion_model.`).
-    pub fn new(set: WeightSet) -> Result<Self, WeightError> {
-        let raw = set.raw_names();
-        let found = std::iter::once("")
-            .chain(WRAPPER_PREFIXES)
-            .find_map(|prefix| {
-                let has = |p: &str| raw.iter().any(|n| n.starts_with(&format!("{prefix}{p}")));
-                has("patch_embedding.weight").then(|| (prefix, transformer_naming(has)))
-            });
-        if let Some((prefix, naming)) = found {
-            return Ok(TransformerWeights {
-                set: set.with_prefix(prefix),
-                naming,
-            });
-        }
-        Err(WeightError::Many {
+/// Reads `set` in original names: detects its naming (and a wrapper prefix such as ComfyUI's
+/// `diffusion_model.`).
+pub fn transformer_weights(set: WeightSet) -> Result<TransformerWeights, WeightError> {
+    let raw = set.raw_names();
+    let found = std::iter::once("")
+        .chain(WRAPPER_PREFIXES)
+        .find_map(|prefix| {
+            let has = |p: &str| raw.iter().any(|n| n.starts_with(&format!("{prefix}{p}")));
+            has("patch_embedding.weight").then(|| (prefix, transformer_naming(has)))
+        });
+    match found {
+        Some((prefix, Naming::Original)) => Ok(Renamed::new(set.with_prefix(prefix), str::to_string)),
+        Some((prefix, Naming::Diffusers)) => Ok(Renamed::new(set.with_prefix(prefix), |name| {
+            to_diffusers(name).unwrap_or_else(|| name.to_string())
+        })
+        .listing(from_diffusers)),
+        None => Err(WeightError::Many {
             source_desc: set.description().to_string(),
             problems: vec!["no patch_embedding.weight (original names) and no condition_embedder.* (diffusers names)".into()],
             hint: Some(describe_foreign(&raw)),
-        })
-    }
-
-    pub fn naming(&self) -> Naming {
-        self.naming
-    }
-
-    pub fn set(&self) -> &WeightSet {
-        &self.set
-    }
-
-    fn stored(&self, name: &str) -> String {
-        match self.naming {
-            Naming::Original => name.to_string(),
-            Naming::Diffusers => to_diffusers(name).unwrap_or_else(|| name.to_string()),
-        }
-    }
-}
-
-impl WeightSource for TransformerWeights {
-    fn load(
-        &self,
-        name: &str,
-        shape: &[i64],
-        kind: Kind,
-        device: Device,
-    ) -> Result<Tensor, WeightError> {
-        let stored = self.stored(name);
-        WeightSource::load(&self.set, &stored, shape, kind, device).map_err(|e| match e {
-            WeightError::Missing { source_desc, .. } => WeightError::Missing {
-                name: name.to_string(),
-                source_desc,
-            },
-            WeightError::Shape {
-                source_desc,
-                found,
-                expected,
-                ..
-            } => WeightError::Shape {
-                name: name.to_string(),
-                source_desc,
-                found,
-                expected,
-            },
-            other => other,
-        })
-    }
-    fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
-        self.set.info(&self.stored(name)).map(|i| i.shape.clone())
-    }
-    fn names(&self) -> Vec<String> {
-        let names = self.set.names();
-        match self.naming {
-            Naming::Original => names,
-            Naming::Diffusers => names.iter().filter_map(|n| from_diffusers(n)).collect(),
-        }
-    }
-    fn describe(&self) -> String {
-        self.set.description().to_string()
-    }
-    fn load_fp8(
-        &self,
-        name: &str,
-        shape: &[i64],
-        device: Device,
-    ) -> Result<Option<Fp8Stored>, WeightError> {
-        WeightSource::load_fp8(&self.set, &self.stored(name), shape, device)
+        }),
     }
 }
 
