@@ -211,7 +211,8 @@ impl Weight {
             Weight::Fp8Matmul(w) => {
                 helper::fp8_linear(x, &w.codes, &w.scale, bias).map_err(torch_error)
             }
-            Weight::Uint4(w) => x.f_linear(&w.dequantize(x.kind())?, bias),
+            Weight::Uint4(w) => helper::uint4_linear(x, &w.packed, &w.scale, &w.zero_point, bias)
+                .map_err(torch_error),
             Weight::Recovered(r) => r.linear(x, bias),
         }
     }

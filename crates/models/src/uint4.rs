@@ -94,17 +94,12 @@ impl Uint4Weight {
         unpack(&self.packed)
     }
 
-    /// `(q − zp) · scale` in bf16 (exactly AI Toolkit's weight), then cast to `kind`.
+    /// `(q − zp) · scale` in bf16 (exactly AI Toolkit's weight), then cast to `kind`: the
+    /// helper's dequantisation, the one the 4-bit linear computes (one kernel on CUDA).
     pub fn dequantize(&self, kind: Kind) -> Result<Tensor, TchError> {
-        let _no_grad = tch::no_grad_guard();
-        let (out, groups) = dims(&self.scale)?;
-        let mut w = self
-            .codes()?
-            .f_to_kind(Kind::BFloat16)?
-            .f_view([out, groups, GROUP_SIZE])?;
-        let _ = w.f_sub_(&self.zero_point.f_to_kind(Kind::BFloat16)?.f_unsqueeze(2)?)?;
-        let _ = w.f_mul_(&self.scale.f_unsqueeze(2)?)?;
-        w.f_view([out, groups * GROUP_SIZE])?.f_to_kind(kind)
+        wanlora_torch::cuda::uint4_dequantize(&self.packed, &self.scale, &self.zero_point)
+            .map_err(|e| TchError::Torch(e.to_string()))?
+            .f_to_kind(kind)
     }
 
     /// The same weight with every tensor passed through `f` (a device or host copy).

@@ -143,6 +143,7 @@ fn lora_grads(
         CheckpointPolicy {
             keep_blocks,
             keep_attention: 0,
+            host_inputs: false,
         },
         |pred| Ok((pred - target).square().mean(Kind::Float)),
     )

@@ -111,6 +111,7 @@ fn step(model: &WanTransformer, reference: &LoraSet, keep_blocks: usize) -> (f64
         CheckpointPolicy {
             keep_blocks,
             keep_attention: 0,
+            host_inputs: false,
         },
         |pred| Ok((pred - &target).square().mean(Kind::Float)),
     )

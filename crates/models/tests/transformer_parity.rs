@@ -232,8 +232,19 @@ fn checkpointed_backward_equals_plain_autograd() {
             .map(|p| p.grad().copy())
             .collect::<Vec<_>>()
     };
-    // Every policy: all blocks recomputed, some kept, and the recorded self-attention replayed.
-    for (keep, keep_attention) in [(0, 0), (1, 0), (2, 0), (0, 2), (0, 1), (1, 1)] {
+    // Every policy: all blocks recomputed, some kept, the recorded self-attention replayed, and
+    // the recomputed blocks' inputs waiting in host memory.
+    for (keep, keep_attention, host_inputs) in [
+        (0, 0, false),
+        (1, 0, false),
+        (2, 0, false),
+        (0, 2, false),
+        (0, 1, false),
+        (1, 1, false),
+        (0, 0, true),
+        (0, 1, true),
+        (1, 0, true),
+    ] {
         let lora = reference.detached_copy();
         let params: Vec<Tensor> = lora
             .parameters()
@@ -254,6 +265,7 @@ fn checkpointed_backward_equals_plain_autograd() {
             CheckpointPolicy {
                 keep_blocks: keep,
                 keep_attention,
+                host_inputs,
             },
             |pred| Ok((pred - &target).square().mean(Kind::Float)),
         )
@@ -263,7 +275,7 @@ fn checkpointed_backward_equals_plain_autograd() {
             let err = rel_err(&p.grad(), g);
             assert!(
                 err < 1e-5,
-                "keep_blocks {keep}, keep_attention {keep_attention}, parameter {i}: relative error {err}"
+                "keep_blocks {keep}, keep_attention {keep_attention}, host_inputs {host_inputs}, parameter {i}: relative error {err}"
             );
         }
     }
@@ -390,10 +402,18 @@ fn cuda_checkpointed_backward_in_bf16_is_close_to_fp32_autograd() {
     };
     let plain = total_err(&grads(Kind::BFloat16, None));
     eprintln!("bf16 plain autograd vs fp32: relative error {plain:.2e}");
-    for (keep_blocks, keep_attention) in [(0, 0), (0, 2), (0, 1), (1, 0), (1, 1)] {
+    for (keep_blocks, keep_attention, host_inputs) in [
+        (0, 0, false),
+        (0, 2, false),
+        (0, 1, false),
+        (1, 0, false),
+        (1, 1, false),
+        (0, 1, true),
+    ] {
         let policy = CheckpointPolicy {
             keep_blocks,
             keep_attention,
+            host_inputs,
         };
         let err = total_err(&grads(Kind::BFloat16, Some(policy)));
         eprintln!("bf16 {policy:?} vs fp32: relative error {err:.2e}");

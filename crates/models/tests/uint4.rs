@@ -133,7 +133,7 @@ fn weights_that_cannot_be_grouped_are_refused() {
 
 #[test]
 fn a_float32_weight_is_rounded_to_bf16_first() {
-    let w = Tensor::randn([8, 128], (Kind::Float, Device::Cpu));
+    let w = wanlora_torch::rng::torch_randn(31, &[8, 128], Device::Cpu).unwrap();
     let from_f32 = Uint4Weight::quantize(&w).unwrap();
     let from_bf16 = Uint4Weight::quantize(&w.to_kind(Kind::BFloat16)).unwrap();
     assert!(from_f32.packed.equal(&from_bf16.packed));
@@ -144,6 +144,87 @@ fn a_float32_weight_is_rounded_to_bf16_first() {
         .double_value(&[])
         / w.norm().double_value(&[]);
     assert!(err > 0.02 && err < 0.2, "relative error {err}");
+}
+
+#[test]
+fn the_4bit_linear_backpropagates_through_a_weight_it_dequantises_again() {
+    use wanlora_torch::rng::torch_randn;
+    let w = torch_randn(41, &[96, 128], Device::Cpu).unwrap() * 0.05;
+    let bias = torch_randn(42, &[96], Device::Cpu).unwrap() * 0.1;
+    let q = Uint4Weight::quantize(&w).unwrap();
+    let dense = q.dequantize(Kind::Float).unwrap();
+    let x = torch_randn(43, &[3, 5, 128], Device::Cpu).unwrap();
+    let grad = torch_randn(44, &[3, 5, 96], Device::Cpu).unwrap();
+
+    let x4 = x.detach().set_requires_grad(true);
+    let y4 = quant_weight(q).linear(&x4, Some(&bias)).unwrap();
+    let xd = x.detach().set_requires_grad(true);
+    let yd = xd.linear(&dense, Some(&bias));
+    assert!(
+        y4.equal(&yd),
+        "the forward is the dense linear of the dequantised weight"
+    );
+    (&y4 * &grad).sum(Kind::Float).backward();
+    (&yd * &grad).sum(Kind::Float).backward();
+    let (g4, gd) = (x4.grad(), xd.grad());
+    let diff = (&g4 - &gd).abs().max().double_value(&[]);
+    assert!(diff < 1e-6, "input gradients differ by {diff}");
+    assert!(g4.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    // Without a graph the same function gives the same output.
+    let y_no_grad = tch::no_grad(|| {
+        quant_weight(Uint4Weight::quantize(&w).unwrap())
+            .linear(&x, Some(&bias))
+            .unwrap()
+    });
+    assert!(y_no_grad.equal(&yd));
+}
+
+/// On a CUDA machine (scripts/gpu/step.sh): the NVRTC dequantisation kernel gives the CPU path's
+/// bf16 weight bit for bit, and the 4-bit linear's bf16 input gradient matches the dense one.
+/// Without CUDA there is nothing to check and the test says so.
+#[test]
+fn cuda_uint4_kernel_matches_the_cpu_dequantisation() {
+    wanlora_torch::init();
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: the GPU variant is checked by scripts/gpu/step.sh");
+        return;
+    }
+    use wanlora_torch::rng::torch_randn;
+    let dev = Device::Cuda(0);
+    wanlora_torch::cuda::fused_kernels(0).expect("NVRTC compiles the fused kernels");
+    let w = torch_randn(51, &[320, 512], Device::Cpu).unwrap() * 0.05;
+    let q = Uint4Weight::quantize(&w).unwrap();
+    let cpu = q.dequantize(Kind::BFloat16).unwrap();
+    let on_gpu = q.map(&mut |t| t.f_to_device(dev)).unwrap();
+    let gpu = on_gpu
+        .dequantize(Kind::BFloat16)
+        .unwrap()
+        .to_device(Device::Cpu);
+    let mismatches = cpu.ne_tensor(&gpu).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(mismatches, 0, "kernel and CPU dequantisation differ");
+    let x = torch_randn(52, &[2, 64, 512], dev)
+        .unwrap()
+        .to_kind(Kind::BFloat16);
+    let x4 = x.detach().set_requires_grad(true);
+    let y4 = quant_weight(on_gpu).linear(&x4, None).unwrap();
+    let xd = x.detach().set_requires_grad(true);
+    let yd = xd.linear::<Tensor>(&cpu.to_device(dev), None);
+    assert!(
+        y4.equal(&yd),
+        "the forward is the dense linear of the dequantised weight"
+    );
+    y4.sum(Kind::Float).backward();
+    yd.sum(Kind::Float).backward();
+    let err = (x4.grad().to_kind(Kind::Float) - xd.grad().to_kind(Kind::Float))
+        .norm()
+        .double_value(&[])
+        / xd.grad().to_kind(Kind::Float).norm().double_value(&[]);
+    eprintln!("cuda uint4 linear dX: relative error {err:.2e}");
+    assert!(err < 1e-2, "relative error {err}");
+}
+
+fn quant_weight(q: Uint4Weight) -> Weight {
+    Weight::Uint4(q)
 }
 
 // ---- 4-bit experts with an accuracy recovery adapter -------------------------------------------

@@ -540,6 +540,7 @@ struct Rtc {
   CUfunction gated_add_bf16 = nullptr;
   CUfunction rms_rope_bf16 = nullptr;
   CUfunction quantize_rows_e4m3 = nullptr;
+  CUfunction dequant_uint4_bf16 = nullptr;
   int arch = 0;  // compute capability, major·10 + minor
   std::string error;  // why the fused kernels are unavailable; empty when they are
 };
@@ -632,12 +633,14 @@ void load_rtc(Rtc& r, int device) {
       r.cuModuleGetFunction(&r.rope_bf16, module, "rope_bf16") != 0 ||
       r.cuModuleGetFunction(&r.gated_add_bf16, module, "gated_add_bf16") != 0 ||
       r.cuModuleGetFunction(&r.rms_rope_bf16, module, "rms_rope_bf16") != 0 ||
-      r.cuModuleGetFunction(&r.quantize_rows_e4m3, module, "quantize_rows_e4m3") != 0) {
+      r.cuModuleGetFunction(&r.quantize_rows_e4m3, module, "quantize_rows_e4m3") != 0 ||
+      r.cuModuleGetFunction(&r.dequant_uint4_bf16, module, "dequant_uint4_bf16") != 0) {
     r.error = "the driver could not load the fused kernels";
     r.rope_bf16 = nullptr;
     r.gated_add_bf16 = nullptr;
     r.rms_rope_bf16 = nullptr;
     r.quantize_rows_e4m3 = nullptr;
+    r.dequant_uint4_bf16 = nullptr;
   }
 }
 
@@ -803,6 +806,74 @@ bool fused_quantize_rows(const at::Tensor& x, at::Tensor& codes, at::Tensor& sca
   return true;
 }
 
+// --- 4-bit frozen linear ------------------------------------------------------------------------
+//
+// AI Toolkit's uint4 weight (crates/models/src/uint4.rs): packed codes [out, in/2], bf16 scales and
+// uint8 zero points per group of 64 inputs. The linear dequantises the weight right before its
+// matmul and lets it go; its backward dequantises again for dX = dY·W, so that no dequantised
+// weight is kept between the forward and the backward (autograd would keep W for every linear of
+// every block that records a graph).
+constexpr int64_t kUint4Group = 64;
+
+// (q − zp)·scale in bf16, then `kind`: one kernel on CUDA, libtorch's ops elsewhere (the same
+// rounding: the subtraction is exact, the product rounded once).
+at::Tensor dequantize_uint4(const at::Tensor& packed, const at::Tensor& scale,
+                            const at::Tensor& zero_point, at::ScalarType kind) {
+  const int64_t out = packed.size(0), in = packed.size(1) * 2, groups = scale.size(1);
+  TORCH_CHECK(packed.scalar_type() == at::kByte && zero_point.scalar_type() == at::kByte &&
+                  scale.scalar_type() == at::kBFloat16 && groups * kUint4Group == in &&
+                  scale.size(0) == out && zero_point.sizes() == scale.sizes(),
+              "uint4 linear: packed [out, in/2] uint8, scale and zero point [out, in/64]");
+  if (packed.is_cuda() && !fused_disabled() && rtc(packed.get_device()).dequant_uint4_bf16) {
+    auto& r = ready_rtc(packed);
+    auto pc = packed.contiguous(), sc = scale.contiguous(), zc = zero_point.contiguous();
+    auto w = at::empty({out, in}, packed.options().dtype(at::kBFloat16));
+    const void* pp = pc.data_ptr();
+    const void* sp = sc.data_ptr();
+    const void* zp = zc.data_ptr();
+    void* wp = w.data_ptr();
+    long long vecs = out * in / 8;
+    int row_vecs = static_cast<int>(in / 8);
+    void* args[] = {&pp, &sp, &zp, &wp, &vecs, &row_vecs};
+    const unsigned threads = 256;
+    launch(r, r.dequant_uint4_bf16, static_cast<unsigned>((vecs + threads - 1) / threads),
+           threads, packed, args, "uint4 dequantisation");
+    return kind == at::kBFloat16 ? w : w.to(kind);
+  }
+  auto codes = at::stack({packed.bitwise_and(15), packed.bitwise_right_shift(4)}, 2);
+  auto w = codes.view({out, groups, kUint4Group}).to(at::kBFloat16);
+  w.sub_(zero_point.to(at::kBFloat16).unsqueeze(2));
+  w.mul_(scale.unsqueeze(2));
+  return w.view({out, in}).to(kind);
+}
+
+at::Tensor uint4_linear_forward(const at::Tensor& x, const at::Tensor& packed,
+                                const at::Tensor& scale, const at::Tensor& zero_point,
+                                const at::Tensor& bias) {
+  at::NoGradGuard no_grad;
+  auto w = dequantize_uint4(packed, scale, zero_point, x.scalar_type());
+  return at::linear(x, w, bias.defined() && bias.numel() > 0 ? bias : at::Tensor());
+}
+
+// Autograd function of x alone (the weight is frozen; a zero-size bias stands for none, as
+// autograd functions take no undefined inputs). Saves only the compact weight.
+struct Uint4Linear : public torch::autograd::Function<Uint4Linear> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& packed, const at::Tensor& scale,
+                            const at::Tensor& zero_point, const at::Tensor& bias) {
+    ctx->save_for_backward({packed, scale, zero_point});
+    return uint4_linear_forward(x, packed, scale, zero_point, bias);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    const auto& grad = grad_outputs[0];
+    auto w = dequantize_uint4(saved[0], saved[1], saved[2], grad.scalar_type());
+    return {grad.matmul(w), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 // The gate is a constant here (frozen modulation and time embedding): gradients for x and y only.
 struct FusedGatedAdd : public torch::autograd::Function<FusedGatedAdd> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -887,6 +958,30 @@ int wl_fused_rms_rope(const at::Tensor* x, const at::Tensor* weight, const at::T
     TORCH_CHECK(!(at::GradMode::is_enabled() && (x->requires_grad() || weight->requires_grad())),
                 "fused RMSNorm+RoPE has no backward: call it without a graph");
     *out = new at::Tensor(launch_rms_rope(*x, *weight, *cos, *sin, eps));
+  });
+}
+
+// The 4-bit frozen linear x·deq(W)ᵀ + bias (bias may be null), see Uint4Linear.
+int wl_uint4_linear(const at::Tensor* x, const at::Tensor* packed, const at::Tensor* scale,
+                    const at::Tensor* zero_point, const at::Tensor* bias, at::Tensor** out) {
+  return guarded([&] {
+    auto b = bias != nullptr ? *bias : at::empty({0}, x->options());
+    at::Tensor y;
+    if (at::GradMode::is_enabled() && x->requires_grad()) {
+      y = Uint4Linear::apply(*x, *packed, *scale, *zero_point, b);
+    } else {
+      y = uint4_linear_forward(*x, *packed, *scale, *zero_point, b);
+    }
+    *out = new at::Tensor(std::move(y));
+  });
+}
+
+// The 4-bit weight dequantised to bf16, as the linear computes it.
+int wl_uint4_dequantize(const at::Tensor* packed, const at::Tensor* scale,
+                        const at::Tensor* zero_point, at::Tensor** out) {
+  return guarded([&] {
+    at::NoGradGuard no_grad;
+    *out = new at::Tensor(dequantize_uint4(*packed, *scale, *zero_point, at::kBFloat16));
   });
 }
 

@@ -151,3 +151,29 @@ extern "C" __global__ void gated_add_bf16(const uint4* __restrict__ x, const uin
   }
   out[i] = make_uint4(os[0], os[1], os[2], os[3]);
 }
+
+// AI Toolkit's 4-bit weight [rows, K] dequantised to bf16: packed [rows, K/2] bytes (the even input
+// in the low nibble), scale [rows, K/64] bf16, zero point [rows, K/64] uint8, and
+// w = (q − zp)·scale rounded once to bf16 (libtorch's bf16 subtract is exact here, its multiply
+// rounds the fp32 product). 8 outputs (4 packed bytes) per thread; a group of 64 is 8 threads.
+extern "C" __global__ void dequant_uint4_bf16(const u32* __restrict__ packed,
+                                              const unsigned short* __restrict__ scale,
+                                              const unsigned char* __restrict__ zero_point,
+                                              uint4* __restrict__ out, long long vecs,
+                                              int row_vecs) {
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= vecs) return;
+  long long row = i / row_vecs;
+  long long col = i - row * row_vecs;
+  long long g = row * (row_vecs / 8) + col / 8;
+  const float s = __uint_as_float((u32)scale[g] << 16);
+  const int z = zero_point[g];
+  const u32 p = packed[i];
+  u32 os[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int byte = (p >> (8 * k)) & 0xff;
+    os[k] = pack(__fmul_rn((float)((byte & 15) - z), s), __fmul_rn((float)((byte >> 4) - z), s));
+  }
+  out[i] = make_uint4(os[0], os[1], os[2], os[3]);
+}

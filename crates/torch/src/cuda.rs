@@ -45,6 +45,20 @@ mod ffi {
             bias: *const c_void,
             out: *mut *mut c_void,
         ) -> i32;
+        pub fn wl_uint4_linear(
+            x: *const c_void,
+            packed: *const c_void,
+            scale: *const c_void,
+            zero_point: *const c_void,
+            bias: *const c_void,
+            out: *mut *mut c_void,
+        ) -> i32;
+        pub fn wl_uint4_dequantize(
+            packed: *const c_void,
+            scale: *const c_void,
+            zero_point: *const c_void,
+            out: *mut *mut c_void,
+        ) -> i32;
         pub fn wl_attention_record(
             q: *const c_void,
             k: *const c_void,
@@ -390,6 +404,52 @@ pub fn fp8_linear(
             x.as_ptr() as *const _,
             codes.as_ptr() as *const _,
             scale.as_ptr() as *const _,
+            bias,
+            &mut out,
+        )
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor.
+    Ok(unsafe { owned_tensor(out) })
+}
+
+/// AI Toolkit's 4-bit weight (`packed` `[out, in/2]` uint8, `scale` `[out, in/64]` bf16,
+/// `zero_point` `[out, in/64]` uint8) dequantised to bf16: `(q − zp) · scale`, one kernel on CUDA.
+pub fn uint4_dequantize(
+    packed: &tch::Tensor,
+    scale: &tch::Tensor,
+    zero_point: &tch::Tensor,
+) -> Result<tch::Tensor, HelperError> {
+    let mut out = std::ptr::null_mut();
+    check("uint4_dequantize", unsafe {
+        ffi::wl_uint4_dequantize(
+            packed.as_ptr() as *const _,
+            scale.as_ptr() as *const _,
+            zero_point.as_ptr() as *const _,
+            &mut out,
+        )
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor.
+    Ok(unsafe { owned_tensor(out) })
+}
+
+/// The 4-bit frozen linear `x · deq(W)ᵀ + bias` in `x`'s dtype. The weight is dequantised right
+/// before the matmul and dropped; when grad mode is on and `x` requires grad, the backward
+/// dequantises it again for `dX = dY · deq(W)`, so no dequantised weight is kept in between.
+pub fn uint4_linear(
+    x: &tch::Tensor,
+    packed: &tch::Tensor,
+    scale: &tch::Tensor,
+    zero_point: &tch::Tensor,
+    bias: Option<&tch::Tensor>,
+) -> Result<tch::Tensor, HelperError> {
+    let mut out = std::ptr::null_mut();
+    let bias = bias.map_or(std::ptr::null(), |b| b.as_ptr() as *const std::ffi::c_void);
+    check("uint4_linear", unsafe {
+        ffi::wl_uint4_linear(
+            x.as_ptr() as *const _,
+            packed.as_ptr() as *const _,
+            scale.as_ptr() as *const _,
+            zero_point.as_ptr() as *const _,
             bias,
             &mut out,
         )

@@ -8,12 +8,18 @@
 //!
 //! Streamed blocks (layer offloading) come from a [`BlockStreamer`] that knows this order: forward
 //! `0..n`, then the recomputed blocks `k-1..0`.
+//!
+//! With `host_inputs`, the recomputed blocks' inputs (one activation per block, ≈ 18 GB at 1024² ×
+//! 41 frames) wait in page-locked host memory: each is copied out on a side stream as the forward
+//! makes it, and fetched back one block ahead of the backward, so the copies overlap compute.
 
-use tch::Tensor;
+use std::cell::RefMut;
+use tch::{Device, Tensor};
 
-use super::{AttentionMemo, BlockStreamer, WanTransformer};
+use super::{AttentionMemo, BlockStreamer, HostArena, WanTransformer};
 use crate::error::ModelError;
 use crate::lora::LoraApply;
+use wanlora_torch::cuda::{Event, HelperError, Stream};
 
 /// How many blocks keep their activations instead of being recomputed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,6 +28,129 @@ pub struct CheckpointPolicy {
     /// How many of the recomputed blocks keep their self-attention output (each costs `B·N·D`
     /// compute-dtype elements): the last ones before the kept blocks, whose recompute comes first.
     pub keep_attention: usize,
+    /// Keep the recomputed blocks' inputs in page-locked host memory instead of on the device.
+    pub host_inputs: bool,
+}
+
+fn helper_error(e: HelperError) -> ModelError {
+    ModelError::Input(e.to_string())
+}
+
+/// The CUDA streams of host-stashed inputs: copies run on their own stream, compute waits for them.
+struct Copies {
+    device: Device,
+    copy: Stream,
+    compute: Stream,
+}
+
+/// The recomputed blocks' inputs between the forward and the backward, in order of the blocks.
+enum SavedInputs<'m> {
+    Device(Vec<Tensor>),
+    Host {
+        arena: RefMut<'m, HostArena>,
+        host: Vec<Tensor>,
+        /// `None` on the CPU, where the copies are plain copies.
+        cuda: Option<Copies>,
+        /// An input fetched ahead: (block, device tensor, its copy's completion).
+        ahead: Option<(usize, Tensor, Option<Event>)>,
+    },
+}
+
+impl<'m> SavedInputs<'m> {
+    fn new(model: &'m WanTransformer, on_host: bool, capacity: usize) -> Result<Self, ModelError> {
+        if !on_host {
+            return Ok(SavedInputs::Device(Vec::with_capacity(capacity)));
+        }
+        let device = model.device();
+        let cuda = match device {
+            Device::Cuda(i) => Some(Copies {
+                device,
+                copy: Stream::from_pool(i, false).map_err(helper_error)?,
+                compute: Stream::current(i).map_err(helper_error)?,
+            }),
+            _ => None,
+        };
+        let mut slot = model.input_stash.borrow_mut();
+        slot.get_or_insert_with(|| HostArena::new(device)).reuse();
+        let arena = RefMut::map(slot, |a| a.as_mut().expect("made just above"));
+        Ok(SavedInputs::Host {
+            arena,
+            host: Vec::with_capacity(capacity),
+            cuda,
+            ahead: None,
+        })
+    }
+
+    /// Keeps block `len()`'s input.
+    fn push(&mut self, x: Tensor) -> Result<(), ModelError> {
+        match self {
+            SavedInputs::Device(saved) => saved.push(x),
+            SavedInputs::Host {
+                arena, host, cuda, ..
+            } => match cuda {
+                Some(c) => {
+                    // The copy stream starts once the compute stream has made `x`; the allocator
+                    // keeps `x`'s memory until the copy stream is done with it.
+                    let made = Event::new().map_err(helper_error)?;
+                    made.record(&c.compute).map_err(helper_error)?;
+                    made.block(&c.copy).map_err(helper_error)?;
+                    let on_host = c
+                        .copy
+                        .scope(|| arena.copy(&x, true))
+                        .map_err(helper_error)??;
+                    c.copy.record_tensor(&x).map_err(helper_error)?;
+                    host.push(on_host);
+                }
+                None => host.push(arena.copy(&x, false)?),
+            },
+        }
+        Ok(())
+    }
+
+    /// The last kept input on the device (removed from the store), with the one before it
+    /// already on its way.
+    fn pop(&mut self) -> Result<Option<Tensor>, ModelError> {
+        match self {
+            SavedInputs::Device(saved) => Ok(saved.pop()),
+            SavedInputs::Host {
+                host, cuda, ahead, ..
+            } => {
+                let Some(i) = host.len().checked_sub(1) else {
+                    return Ok(None);
+                };
+                let (tensor, ready) = match ahead.take() {
+                    Some((b, t, ready)) if b == i => (t, ready),
+                    _ => Self::fetch(&host[i], cuda.as_ref())?,
+                };
+                host.pop();
+                if let Some(before) = host.len().checked_sub(1) {
+                    let (t, r) = Self::fetch(&host[before], cuda.as_ref())?;
+                    *ahead = Some((before, t, r));
+                }
+                if let (Some(ready), Some(c)) = (&ready, cuda.as_ref()) {
+                    ready.block(&c.compute).map_err(helper_error)?;
+                }
+                Ok(Some(tensor))
+            }
+        }
+    }
+
+    /// A device copy of a host-stashed input, queued on the copy stream.
+    fn fetch(host: &Tensor, cuda: Option<&Copies>) -> Result<(Tensor, Option<Event>), ModelError> {
+        match cuda {
+            Some(c) => {
+                let t = c
+                    .copy
+                    .scope(|| host.f_to_device_(c.device, host.kind(), true, false))
+                    .map_err(helper_error)??;
+                c.compute.record_tensor(&t).map_err(helper_error)?;
+                let ready = Event::new().map_err(helper_error)?;
+                ready.record(&c.copy).map_err(helper_error)?;
+                Ok((t, Some(ready)))
+            }
+            None => Ok((host.f_to_device_(Device::Cpu, host.kind(), false, true)?, None)),
+        }
+    }
 }
 
 /// One training forward and backward. `loss_fn` receives the prediction (fp32, part of the graph)
@@ -55,7 +184,7 @@ pub fn forward_backward(
             model.patchify(hidden_states, grid),
         )
     });
-    let mut saved = Vec::with_capacity(first_kept);
+    let mut saved = SavedInputs::new(model, policy.host_inputs, first_kept)?;
     let mut attention = Vec::with_capacity(first_kept);
     let first_recorded = first_kept - policy.keep_attention.min(first_kept);
     tch::no_grad(|| -> Result<(), ModelError> {
@@ -67,7 +196,7 @@ pub fn forward_backward(
                 AttentionMemo::Compute
             };
             let next = model.block_with_memo(blocks.block(i)?, i, &x, &cond, Some(lora), memo);
-            saved.push(std::mem::replace(&mut x, next));
+            saved.push(std::mem::replace(&mut x, next))?;
             attention.push(record);
         }
         Ok(())
@@ -89,8 +218,10 @@ pub fn forward_backward(
 
     // Recompute each remaining block with a graph, backpropagate `grad` through it, and hand the
     // gradient of its input to the block before.
-    while let Some(input) = saved.pop() {
-        let i = saved.len();
+    for i in (0..first_kept).rev() {
+        let input = saved
+            .pop()?
+            .ok_or_else(|| ModelError::Input(format!("block {i}: its saved input is missing")))?;
         let input = input.set_requires_grad(true);
         let record = attention.pop().flatten();
         let memo = match &record {

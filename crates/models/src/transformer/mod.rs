@@ -149,6 +149,9 @@ pub struct WanTransformer {
     /// Every weight is in host memory ([`WanTransformer::offload`]).
     parked: bool,
     last_stream: Cell<Option<StreamStats>>,
+    /// Page-locked host memory for the recomputed blocks' inputs between a training forward and
+    /// its backward ([`checkpoint::CheckpointPolicy::host_inputs`]), reused from step to step.
+    input_stash: std::cell::RefCell<Option<HostArena>>,
 }
 
 /// The config.json that belongs to transformer weights at `path`: the one inside a diffusers folder,
@@ -371,6 +374,7 @@ impl WanTransformer {
             ring_slots,
             parked: false,
             last_stream: Cell::new(None),
+            input_stash: std::cell::RefCell::new(None),
         })
     }
 

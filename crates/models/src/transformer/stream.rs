@@ -385,6 +385,14 @@ impl HostArena {
         Ok(view)
     }
 
+    /// Makes every chunk free again for new copies (the tensors handed out before must no longer
+    /// be read: their memory is reused).
+    pub fn reuse(&mut self) {
+        for chunk in &mut self.chunks {
+            chunk.used = 0;
+        }
+    }
+
     /// Bytes of all chunks.
     pub fn reserved_bytes(&self) -> i64 {
         self.chunks.iter().map(|c| c.bytes.numel() as i64).sum()

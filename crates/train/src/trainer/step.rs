@@ -174,6 +174,7 @@ impl Trainer {
         let policy = CheckpointPolicy {
             keep_blocks: train.keep_blocks as usize,
             keep_attention: train.keep_attention as usize,
+            host_inputs: false,
         };
         let (mut main_sum, mut pres_sum, mut t_sum) = (0.0, 0.0, 0.0);
         let has_pres = train.diff_output_preservation || train.blank_prompt_preservation;

@@ -37,6 +37,10 @@ pub struct StepArgs {
     /// flag means all).
     #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "40")]
     pub keep_attention: usize,
+    /// Keep the recomputed blocks' inputs in page-locked host memory (copied out during the
+    /// forward, fetched back one block ahead of the backward) instead of on the GPU.
+    #[arg(long)]
+    pub host_inputs: bool,
     /// Transformer blocks (40 for A14B; fewer for quick CPU checks).
     #[arg(long, default_value_t = 40)]
     pub layers: i64,
@@ -273,6 +277,7 @@ pub fn run(args: StepArgs) -> Result<()> {
     let policy = CheckpointPolicy {
         keep_blocks: args.keep_blocks,
         keep_attention: args.keep_attention,
+        host_inputs: args.host_inputs,
     };
 
     let mut step = || -> Result<f64> {
@@ -326,9 +331,11 @@ pub fn run(args: StepArgs) -> Result<()> {
         args.width,
         args.rank,
         args.keep_blocks,
-        match args.keep_attention {
-            0 => String::new(),
-            n => format!(" keep_attention={n}"),
+        match (args.keep_attention, args.host_inputs) {
+            (0, false) => String::new(),
+            (0, true) => " host_inputs".to_string(),
+            (n, false) => format!(" keep_attention={n}"),
+            (n, true) => format!(" keep_attention={n} host_inputs"),
         },
         100.0 * mfu,
         flops.step()
