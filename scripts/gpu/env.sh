@@ -18,13 +18,14 @@ if ! command -v ffprobe >/dev/null 2>&1 && [ -f .gpu/ffmpeg/ffprobe-linux-x64.xz
   for t in ffmpeg ffprobe; do xz -dc ".gpu/ffmpeg/$t-linux-x64.xz" > "/tmp/ffbin/$t" && chmod +x "/tmp/ffbin/$t"; done
   export PATH="/tmp/ffbin:$PATH"
 fi
-# Clips for the dataset benchmarks: N clips of 5 s, 768×512 at 24 fps, moving test patterns.
+# Clips for the dataset benchmarks: N clips of moving test patterns, by default 5 s of 768×512 at
+# 24 fps (`make_clips DIR N [WxH] [SECONDS] [FPS]`).
 make_clips() {
-  local dir=$1 n=$2
+  local dir=$1 n=$2 size=${3:-768x512} seconds=${4:-5} rate=${5:-24}
   mkdir -p "$dir"
   for i in $(seq 1 "$n"); do
     [ -f "$dir/clip_$i.mp4" ] && continue
-    ffmpeg -nostdin -v error -f lavfi -i "testsrc2=size=768x512:rate=24,hue=h=$((i * 17))" -t 5 \
+    ffmpeg -nostdin -v error -f lavfi -i "testsrc2=size=$size:rate=$rate,hue=h=$((i * 17))" -t "$seconds" \
       -c:v libx264 -preset veryfast -pix_fmt yuv420p "$dir/clip_$i.mp4"
     echo "zkw a test pattern drifts across the frame, variant $i" > "$dir/clip_$i.txt"
   done

@@ -52,7 +52,7 @@ pub use sample::{CtrlImgResize, ResolvedSample, SampleConfig, SampleFormat, Samp
 pub use save::{SaveConfig, SaveDtype, SaveFormat};
 pub use schema::{known_keys, KeyInfo, KeyKind, Origin, Support};
 pub use train::{
-    ContentOrStyle, EmaConfig, LossType, LrScheduler, LrSchedulerParams, Optimizer,
+    BlockCount, ContentOrStyle, EmaConfig, LossType, LrScheduler, LrSchedulerParams, Optimizer,
     OptimizerParams, TimestepType, TrainConfig, TrainDtype,
 };
 pub use validation::{ValidationConfig, ValidationItem};

@@ -469,6 +469,40 @@ impl<'n, 'c> Section<'n, 'c> {
             .map(|v| v as u32)
     }
 
+    /// A whole number up to `max`, or `auto` (the default; `None`).
+    pub fn uint_or_auto(&mut self, keys: impl Into<Keys>, max: u32, doc: Doc) -> Option<u32> {
+        let keys = keys.into();
+        self.describe(
+            keys,
+            KeyKind::IntOrAuto,
+            json!("auto"),
+            vec!["auto"],
+            Support::Used,
+            doc.origin,
+            doc.text,
+        );
+        let node = self.take(keys)?;
+        if as_text(node).is_some_and(|t| t.trim().eq_ignore_ascii_case("auto")) {
+            return None;
+        }
+        match as_i64(node) {
+            Some(v) if (0..=i64::from(max)).contains(&v) => Some(v as u32),
+            _ => {
+                self.invalid(
+                    keys,
+                    node,
+                    format!(
+                        "{} is neither auto nor a whole number up to {max}",
+                        node.show()
+                    ),
+                    "write auto (chosen per bucket from the free memory) or a number of blocks"
+                        .into(),
+                );
+                None
+            }
+        }
+    }
+
     pub fn uint64(&mut self, keys: impl Into<Keys>, default: u64, doc: Doc) -> u64 {
         let keys = keys.into();
         self.describe(

@@ -17,6 +17,8 @@ pub enum KeyKind {
     TextList,
     /// A whole number or a list of them (`resolution`).
     IntOrList,
+    /// A whole number or `auto` (`keep_blocks`).
+    IntOrAuto,
     /// One of `choices`.
     Choice,
     /// A mapping of named keys (a section).

@@ -267,6 +267,61 @@ impl Default for EmaConfig {
     }
 }
 
+/// `keep_blocks` / `keep_attention`: a number of transformer blocks, or `auto` (the default): the
+/// trainer's memory plan chooses per bucket from the device memory free after the models are loaded
+/// (crates/train/src/memory_plan.rs). Written as `auto` or a whole number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockCount {
+    #[default]
+    Auto,
+    Exactly(u32),
+}
+
+impl BlockCount {
+    /// The number written, or `None` for `auto`.
+    pub fn fixed(self) -> Option<u32> {
+        match self {
+            BlockCount::Auto => None,
+            BlockCount::Exactly(n) => Some(n),
+        }
+    }
+
+    fn read(s: &mut Section, key: &'static str, doc: &'static str) -> BlockCount {
+        // The bound of 40 is the validator's (it names the blocks); here any whole number reads.
+        match s.uint_or_auto(key, u32::MAX, ours(doc)) {
+            Some(n) => BlockCount::Exactly(n),
+            None => BlockCount::Auto,
+        }
+    }
+}
+
+impl Serialize for BlockCount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BlockCount::Auto => s.serialize_str("auto"),
+            BlockCount::Exactly(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BlockCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Count(u32),
+            Word(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Count(n) => Ok(BlockCount::Exactly(n)),
+            Written::Word(w) if w.trim().eq_ignore_ascii_case("auto") => Ok(BlockCount::Auto),
+            Written::Word(w) => Err(serde::de::Error::custom(format!(
+                "{w:?}: expected auto or a whole number of blocks"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainConfig {
@@ -326,13 +381,14 @@ pub struct TrainConfig {
     pub validation_config: crate::validation::ValidationConfig,
     /// `keep_blocks` (wanlora): how many of the 40 transformer blocks keep their activations for the
     /// backward pass instead of recomputing them (gradient checkpointing for the rest). More is
-    /// faster and needs more memory. Default 0 (recompute every block).
-    pub keep_blocks: u32,
+    /// faster and needs more memory. Default `auto`: the trainer's memory plan chooses per bucket
+    /// from the free device memory.
+    pub keep_blocks: BlockCount,
     /// `keep_attention` (wanlora): how many of the recomputed blocks keep their self-attention output
     /// from the forward, so their recompute skips attention (all 40: ≈ 6 % of the step at 41 frames
     /// 512², ≈ 12 % at 81 frames 480×832) for one activation-sized tensor per block (0.11 GiB at
-    /// 41 frames 512², 0.31 GiB at 81 frames 480×832). Default 0.
-    pub keep_attention: u32,
+    /// 41 frames 512², 0.31 GiB at 81 frames 480×832). Default `auto`, as `keep_blocks`.
+    pub keep_attention: BlockCount,
 }
 
 impl Default for TrainConfig {
@@ -367,8 +423,8 @@ impl Default for TrainConfig {
             differential_guidance_scale: 3.0,
             ema_config: EmaConfig::default(),
             validation_config: crate::validation::ValidationConfig::default(),
-            keep_blocks: 0,
-            keep_attention: 0,
+            keep_blocks: BlockCount::Auto,
+            keep_attention: BlockCount::Auto,
         }
     }
 }
@@ -588,15 +644,15 @@ pub(crate) fn read_train(s: &mut Section) -> TrainConfig {
             ai("Held-out validation loss"),
             crate::validation::read_validation,
         ),
-        keep_blocks: s.uint(
+        keep_blocks: BlockCount::read(
+            s,
             "keep_blocks",
-            d.keep_blocks,
-            ours("Transformer blocks (of 40) that keep activations instead of recomputing them"),
+            "Transformer blocks (of 40) that keep activations instead of recomputing them; auto: chosen per bucket from the free memory",
         ),
-        keep_attention: s.uint(
+        keep_attention: BlockCount::read(
+            s,
             "keep_attention",
-            d.keep_attention,
-            ours("Recomputed blocks (of 40) that keep their self-attention output (faster, more memory)"),
+            "Recomputed blocks (of 40) that keep their self-attention output (faster, more memory); auto: chosen per bucket",
         ),
     };
 

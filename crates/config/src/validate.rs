@@ -62,24 +62,26 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
     let t = format!("{p}.train");
     crate::train::check_train(train, &t, base_dir, ctx);
     // Counted in the model's transformer blocks.
-    if train.keep_blocks > TRANSFORMER_BLOCKS {
+    if let Some(n) = train
+        .keep_blocks
+        .fixed()
+        .filter(|&n| n > TRANSFORMER_BLOCKS)
+    {
         ctx.error_at(
             &format!("{t}.keep_blocks"),
-            format!(
-                "keep_blocks {} is more than the {TRANSFORMER_BLOCKS} transformer blocks",
-                train.keep_blocks
-            ),
-            format!("use 0 to {TRANSFORMER_BLOCKS}"),
+            format!("keep_blocks {n} is more than the {TRANSFORMER_BLOCKS} transformer blocks"),
+            format!("use auto, or 0 to {TRANSFORMER_BLOCKS}"),
         );
     }
-    if train.keep_attention > TRANSFORMER_BLOCKS {
+    if let Some(n) = train
+        .keep_attention
+        .fixed()
+        .filter(|&n| n > TRANSFORMER_BLOCKS)
+    {
         ctx.error_at(
             &format!("{t}.keep_attention"),
-            format!(
-                "keep_attention {} is more than the {TRANSFORMER_BLOCKS} transformer blocks",
-                train.keep_attention
-            ),
-            format!("use 0 to {TRANSFORMER_BLOCKS}"),
+            format!("keep_attention {n} is more than the {TRANSFORMER_BLOCKS} transformer blocks"),
+            format!("use auto, or 0 to {TRANSFORMER_BLOCKS}"),
         );
     }
     check_preservation(job, ctx);

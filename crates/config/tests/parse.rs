@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use wanlora_config::{
-    known_keys, load_job, parse_job_with_env, to_yaml, ConfigError, ContentOrStyle, CtrlImgResize,
-    Format, KeyKind, LossType, LrScheduler, ModelArch, NetworkType, Optimizer, Origin, ProcessType,
-    QType, SampleFormat, Sampler, SaveDtype, SaveFormat, Severity, SourceInfo, Support,
-    TimestepType, TrainDtype, Validated,
+    known_keys, load_job, parse_job_with_env, to_yaml, BlockCount, ConfigError, ContentOrStyle,
+    CtrlImgResize, Format, KeyKind, LossType, LrScheduler, ModelArch, NetworkType, Optimizer,
+    Origin, ProcessType, QType, SampleFormat, Sampler, SaveDtype, SaveFormat, Severity, SourceInfo,
+    Support, TimestepType, TrainDtype, Validated,
 };
 
 fn data_dir() -> PathBuf {
@@ -138,8 +138,8 @@ fn our_keys_have_their_documented_defaults() {
     assert_eq!(p.sample.format, None);
     assert_eq!(p.sample.format_for(41), SampleFormat::Mp4);
     assert_eq!(p.sample.format_for(1), SampleFormat::Jpg);
-    assert_eq!(p.train.keep_blocks, 0);
-    assert_eq!(p.train.keep_attention, 0);
+    assert_eq!(p.train.keep_blocks, BlockCount::Auto);
+    assert_eq!(p.train.keep_attention, BlockCount::Auto);
     assert_eq!(p.train.lr_warmup_steps, 0);
     assert_eq!(p.training_folder, "output");
     assert_eq!(p.device, "cuda");
@@ -477,6 +477,46 @@ meta: {version: '2.0', tags: [a, b]}
         SampleFormat::Webp
     );
     assert!(!p.model.model_kwargs.train_high_noise && p.model.model_kwargs.train_low_noise);
+    assert_eq!(p.train.keep_blocks, BlockCount::Exactly(12));
+}
+
+#[test]
+fn keep_blocks_and_attention_read_auto_or_a_number() {
+    let with = |blocks: &str, attention: &str| {
+        parse(&MINIMAL.replace(
+            "      model:\n",
+            &format!("      train:\n        keep_blocks: {blocks}\n        keep_attention: {attention}\n      model:\n"),
+        ))
+    };
+    let v = with("auto", "Auto");
+    assert!(v.is_valid(), "{:#?}", v.findings);
+    let train = &v.job.as_ref().expect("job").process().train;
+    assert_eq!(
+        (train.keep_blocks, train.keep_attention),
+        (BlockCount::Auto, BlockCount::Auto)
+    );
+    // auto is written back as auto, a number as the number.
+    let again = parse(&to_yaml(v.job.as_ref().expect("job")));
+    assert_eq!(
+        again.job.expect("job").process().train.keep_attention,
+        BlockCount::Auto
+    );
+    let v = with("0", "40");
+    let train = &v.job.as_ref().expect("job").process().train;
+    assert_eq!(
+        (train.keep_blocks, train.keep_attention),
+        (BlockCount::Exactly(0), BlockCount::Exactly(40))
+    );
+    let v = with("some", "41");
+    let errors: Vec<(String, String)> = v
+        .errors()
+        .map(|f| (f.key.clone(), f.hint.clone()))
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].0, "config.process[0].train.keep_blocks");
+    assert!(errors[0].1.contains("auto"), "{errors:?}");
+    assert_eq!(errors[1].0, "config.process[0].train.keep_attention");
+    assert!(errors[1].1.contains("0 to 40"), "{errors:?}");
 }
 
 #[test]

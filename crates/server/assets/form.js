@@ -187,6 +187,10 @@ const JOB_PANELS = [
         help: 'Push the target past the data, away from what the model predicts now, to learn faster.' },
       { path: `${P}.train.differential_guidance_scale`, label: 'Differential guidance scale', type: 'float',
         help: 'How far past the data the target is pushed.' },
+      { path: `${P}.train.keep_blocks`, label: 'Keep blocks', type: 'int', min: 0, placeholder: 'auto',
+        help: 'Blocks (of 40) that keep their activations instead of recomputing them: faster, more memory. auto (empty) chooses per bucket from the free GPU memory.' },
+      { path: `${P}.train.keep_attention`, label: 'Keep attention', type: 'int', min: 0, placeholder: 'auto',
+        help: 'Recomputed blocks that keep their self-attention output: faster at little memory. auto (empty) chooses per bucket.' },
     ],
   },
   {
@@ -311,7 +315,7 @@ function buildJobForm(root, ctx) {
       }
       case 'int':
       case 'float': {
-        const el = h('input', { type: 'text', inputmode: 'decimal', id, value: value === undefined ? '' : String(value) });
+        const el = h('input', { type: 'text', inputmode: 'decimal', id, placeholder: field.placeholder, value: value === undefined ? '' : String(value) });
         el.addEventListener('change', () => {
           const text = el.value.trim();
           if (text === '') return set(undefined);

@@ -371,7 +371,28 @@ pub fn copy_into(
 pub fn set_per_process_memory_fraction(fraction: f64) -> Result<(), HelperError> {
     check("set_memory_fraction", unsafe {
         ffi::wl_set_memory_fraction(fraction)
-    })
+    })?;
+    MEMORY_FRACTION.store(fraction.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// The allocator cap set by [`set_per_process_memory_fraction`] (its bits; 0 = none set).
+static MEMORY_FRACTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes of device `device` a new allocation may still take: the driver's free memory plus what
+/// the caching allocator holds unused, and under an allocator cap at most the cap less what the
+/// allocator has reserved. Call [`empty_cache`] first for a figure that other processes also see.
+pub fn available_bytes(device: usize) -> Result<u64, HelperError> {
+    let (free, total) = memory_info(device)?;
+    let stats = memory_stats(device)?;
+    let cached_unused = (stats.reserved - stats.allocated).max(0);
+    let mut available = free + cached_unused;
+    let fraction = f64::from_bits(MEMORY_FRACTION.load(std::sync::atomic::Ordering::Relaxed));
+    if fraction > 0.0 {
+        let cap = (fraction * total as f64) as i64;
+        available = available.min(cap - stats.allocated);
+    }
+    Ok(available.max(0) as u64)
 }
 
 /// Row-wise float8 e4m3fn quantisation along the last dimension: `(codes, scale)` with

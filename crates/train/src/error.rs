@@ -105,7 +105,7 @@ pub fn classify_torch_error(err: TrainError, step: u64) -> TrainError {
             advice: "Lower memory use with any of: fewer frames (datasets[].num_frames, e.g. 81 → 41), \
                      smaller buckets (datasets[].resolution, e.g. drop 1024), model.low_vram: true (the idle expert \
                      waits in host memory), model.quantize: true with qtype: float8 (half the weight memory), \
-                     train.keep_blocks: 0 (recompute every block), train.batch_size: 1."
+                     train.keep_blocks and keep_attention: auto (the default; falls back to smaller plans by itself) or lower numbers, train.batch_size: 1."
                 .into(),
         };
     }

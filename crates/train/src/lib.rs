@@ -11,6 +11,7 @@ pub mod job;
 pub mod jobfiles;
 pub mod lock;
 pub mod loss;
+pub mod memory_plan;
 pub mod optim;
 pub mod output;
 pub mod perf;

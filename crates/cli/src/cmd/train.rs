@@ -14,9 +14,21 @@ pub struct TrainArgs {
     /// No progress bar (log lines every `logging.log_every` steps instead).
     #[arg(long)]
     pub no_progress: bool,
+    /// Caps this process's GPU memory (the caching allocator) at G GiB, e.g. 24 to stand for a
+    /// 24 GB card; `keep_blocks`/`keep_attention: auto` plan within the cap.
+    #[arg(long, env = "WANLORA_MEMORY_CAP_GIB")]
+    pub memory_cap_gib: Option<f64>,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    if let Some(gib) = args.memory_cap_gib {
+        if !wanlora_torch::cuda_available() {
+            anyhow::bail!(
+                "--memory-cap-gib / WANLORA_MEMORY_CAP_GIB caps GPU memory, and CUDA is not available here; unset it"
+            );
+        }
+        super::bench::step::cap_memory(gib)?;
+    }
     let job = wanlora_config::load_job(&args.job)
         .with_context(|| format!("cannot use the job file {}", args.job.display()))?;
     let text = std::fs::read_to_string(&args.job).unwrap_or_default();

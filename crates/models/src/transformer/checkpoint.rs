@@ -148,7 +148,10 @@ impl<'m> SavedInputs<'m> {
                 ready.record(&c.copy).map_err(helper_error)?;
                 Ok((t, Some(ready)))
             }
-            None => Ok((host.f_to_device_(Device::Cpu, host.kind(), false, true)?, None)),
+            None => Ok((
+                host.f_to_device_(Device::Cpu, host.kind(), false, true)?,
+                None,
+            )),
         }
     }
 }

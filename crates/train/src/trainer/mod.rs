@@ -4,6 +4,7 @@
 //! The trainer's parts: `setup` (models, caches, resume), `step` (one optimizer step), `save`
 //! (LoRA files, state, resume), `previews` (samples during training) and `run` (the loop).
 
+mod memory;
 mod previews;
 mod run;
 mod save;
@@ -47,6 +48,8 @@ use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy
 use wanlora_models::transformer::{BlockOffload, LoadOptions, WanTransformer};
 use wanlora_models::vae::Vae;
 use wanlora_spec::job_folder;
+
+pub use memory::MemoryOverride;
 
 /// How a run is driven (the CLI and tests set these).
 #[derive(Debug, Clone)]
@@ -125,6 +128,8 @@ pub struct Trainer {
     _lock: JobLock,
     /// The held-out set of `validation_config`, encoded.
     validation: Option<ValidationSet>,
+    /// `keep_blocks` / `keep_attention: auto`: the budget and each bucket's plan.
+    memory: memory::MemoryPlans,
 }
 
 impl Trainer {

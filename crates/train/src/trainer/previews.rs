@@ -32,6 +32,8 @@ impl Trainer {
                 }
             }
         }
+        // Previews may have loaded the other expert or parked the trained ones.
+        self.memory.models_moved();
         Ok(())
     }
 

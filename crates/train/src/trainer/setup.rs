@@ -338,6 +338,7 @@ impl Trainer {
             untrained: None,
             _lock: lock,
             validation,
+            memory: Default::default(),
         };
         if let Some((run, dir)) = previous {
             trainer.resume(&run, &dir)?;

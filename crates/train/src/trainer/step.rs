@@ -171,71 +171,40 @@ impl Trainer {
         self.activate(expert)?;
         let train = self.job.job.process().train.clone();
         let accum = train.gradient_accumulation.max(1) as u64;
-        let policy = CheckpointPolicy {
-            keep_blocks: train.keep_blocks as usize,
-            keep_attention: train.keep_attention as usize,
-            host_inputs: false,
-        };
-        let (mut main_sum, mut pres_sum, mut t_sum) = (0.0, 0.0, 0.0);
         let has_pres = train.diff_output_preservation || train.blank_prompt_preservation;
-        let pres_mult = if train.diff_output_preservation {
-            train.diff_output_preservation_multiplier
-        } else {
-            train.blank_prompt_preservation_multiplier
-        };
-        for micro in 0..accum {
-            let mb = self.micro_batch(step, micro, expert)?;
-            let er = self.trained(expert).expect("only trained experts step");
-            // DOP / blank-prompt preservation: what the base model says for the class (or blank) prompt.
-            let prior = match &mb.preservation_context {
-                Some(ctx) if has_pres => Some(tch::no_grad(|| {
-                    er.model.forward(&mb.input, &mb.timestep, ctx, None)
-                })?),
-                _ => None,
-            };
-            let apply = LoraApply {
-                set: &er.lora,
-                multiplier: mb.multiplier,
-            };
-            let (loss_type, dg) = (
-                train.loss_type,
-                train
-                    .do_differential_guidance
-                    .then_some(train.differential_guidance_scale),
-            );
-            let main = forward_backward(
-                &er.model,
-                &mb.input,
-                &mb.timestep,
-                &mb.context,
-                &apply,
-                policy,
-                |pred| {
-                    let target = match dg {
-                        Some(s) => loss::differential_target(pred, &mb.target, s),
-                        None => mb.target.shallow_clone(),
-                    };
-                    let per = loss::per_sample(loss_type, pred, &target);
-                    Ok(loss::weighted_mean(&per, &mb.weights) / accum as f64)
-                },
-            )?;
-            main_sum += main.double_value(&[]);
-            if let (Some(prior), Some(ctx)) = (&prior, &mb.preservation_context) {
-                let pres = forward_backward(
-                    &er.model,
-                    &mb.input,
-                    &mb.timestep,
-                    ctx,
-                    &apply,
-                    policy,
-                    |pred| {
-                        Ok((pred - prior).square().mean(Kind::Float) * (pres_mult / accum as f64))
-                    },
-                )?;
-                pres_sum += pres.double_value(&[]);
+        // Drawn once: after an out-of-memory fallback the step is repeated on the same data, noise
+        // and timesteps, from zeroed gradients, so no item is skipped and no update is doubled.
+        let mut batches: Vec<MicroBatch> = Vec::with_capacity(accum as usize);
+        let (main_sum, pres_sum, t_sum) = 'attempt: loop {
+            let (mut main_sum, mut pres_sum, mut t_sum) = (0.0, 0.0, 0.0);
+            for micro in 0..accum {
+                if batches.len() as u64 == micro {
+                    batches.push(self.micro_batch(step, micro, expert)?);
+                }
+                let mb = &batches[micro as usize];
+                let policy = self.checkpoint_policy(expert, &mb.input)?;
+                let result = crate::error::catch_libtorch(|| {
+                    let losses = self.micro_step(expert, mb, policy, accum)?;
+                    self.simulated_out_of_memory(&mb.input)?;
+                    Ok(losses)
+                });
+                match result {
+                    Ok((main, pres)) => {
+                        main_sum += main;
+                        pres_sum += pres;
+                        t_sum += mb.mean_timestep;
+                    }
+                    Err(e) if memory::is_out_of_memory(&e) => {
+                        if self.fall_back(expert, &mb.input, policy, &e)? {
+                            continue 'attempt;
+                        }
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            t_sum += mb.mean_timestep;
-        }
+            break (main_sum, pres_sum, t_sum);
+        };
         let loss = main_sum + pres_sum;
         let scheduled = self.lr.at(step);
         let er = self.trained_mut(expert).expect("only trained experts step");
@@ -271,6 +240,76 @@ impl Trainer {
         })
     }
 
+    /// Forward and backward of one micro-batch (and its preservation pass): LoRA gradients
+    /// accumulate; returns the main and preservation losses.
+    fn micro_step(
+        &self,
+        expert: Expert,
+        mb: &MicroBatch,
+        policy: CheckpointPolicy,
+        accum: u64,
+    ) -> Result<(f64, f64), TrainError> {
+        let train = &self.job.job.process().train;
+        let has_pres = train.diff_output_preservation || train.blank_prompt_preservation;
+        let pres_mult = if train.diff_output_preservation {
+            train.diff_output_preservation_multiplier
+        } else {
+            train.blank_prompt_preservation_multiplier
+        };
+        let er = self.trained(expert).expect("only trained experts step");
+        // DOP / blank-prompt preservation: what the base model says for the class (or blank) prompt.
+        let prior = match &mb.preservation_context {
+            Some(ctx) if has_pres => Some(tch::no_grad(|| {
+                er.model.forward(&mb.input, &mb.timestep, ctx, None)
+            })?),
+            _ => None,
+        };
+        let apply = LoraApply {
+            set: &er.lora,
+            // The micro-batch keeps its own: a repeated step applies it again.
+            multiplier: match &mb.multiplier {
+                Multiplier::Scalar(v) => Multiplier::Scalar(*v),
+                Multiplier::PerSample(t) => Multiplier::PerSample(t.shallow_clone()),
+            },
+        };
+        let (loss_type, dg) = (
+            train.loss_type,
+            train
+                .do_differential_guidance
+                .then_some(train.differential_guidance_scale),
+        );
+        let main = forward_backward(
+            &er.model,
+            &mb.input,
+            &mb.timestep,
+            &mb.context,
+            &apply,
+            policy,
+            |pred| {
+                let target = match dg {
+                    Some(s) => loss::differential_target(pred, &mb.target, s),
+                    None => mb.target.shallow_clone(),
+                };
+                let per = loss::per_sample(loss_type, pred, &target);
+                Ok(loss::weighted_mean(&per, &mb.weights) / accum as f64)
+            },
+        )?;
+        let mut pres_loss = 0.0;
+        if let (Some(prior), Some(ctx)) = (&prior, &mb.preservation_context) {
+            let pres = forward_backward(
+                &er.model,
+                &mb.input,
+                &mb.timestep,
+                ctx,
+                &apply,
+                policy,
+                |pred| Ok((pred - prior).square().mean(Kind::Float) * (pres_mult / accum as f64)),
+            )?;
+            pres_loss = pres.double_value(&[]);
+        }
+        Ok((main.double_value(&[]), pres_loss))
+    }
+
     /// With `low_vram`, parks every other expert in pinned host memory and brings `expert` to the GPU.
     pub(super) fn activate(&mut self, expert: Expert) -> Result<(), TrainError> {
         if !self.job.job.process().model.low_vram {
@@ -286,6 +325,7 @@ impl Trainer {
                 "{} expert parked in host memory ({report})",
                 e.expert.name()
             ));
+            self.memory.models_moved();
         }
         // Field-level borrow: the block below also uses the device and the folder.
         if let Some(e) = self
@@ -299,6 +339,7 @@ impl Trainer {
                 expert.name(),
                 self.device
             ));
+            self.memory.models_moved();
         }
         Ok(())
     }

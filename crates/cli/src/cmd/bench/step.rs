@@ -86,7 +86,7 @@ pub(crate) fn parse_fp8(s: &str) -> Result<Fp8Mode, String> {
 }
 
 /// Caps the CUDA caching allocator at `gib` GiB of the first GPU, before anything is allocated.
-fn cap_memory(gib: f64) -> Result<()> {
+pub(crate) fn cap_memory(gib: f64) -> Result<()> {
     let gpus = wanlora_sysinfo::gpus().map_err(|e| anyhow::anyhow!("--max-memory-gib: {e}"))?;
     let Some(gpu) = gpus.first() else {
         bail!("--max-memory-gib: NVML lists no GPU");
