@@ -79,6 +79,24 @@ impl Tiling {
         Ok(())
     }
 
+    /// These settings counted in `patch × patch` pixel patches (the Wan 2.2 VAE's network tiles its patchified
+    /// frames); an error when they are not whole multiples of 8 patches.
+    pub fn in_patches(&self, patch: i64) -> Result<Tiling, ModelError> {
+        if self.size % (8 * patch) != 0 || self.overlap % (8 * patch) != 0 {
+            return Err(ModelError::Input(format!(
+                "VAE tile size {} and overlap {} must be multiples of {} pixels for this VAE",
+                self.size,
+                self.overlap,
+                8 * patch
+            )));
+        }
+        Ok(Tiling {
+            size: self.size / patch,
+            overlap: self.overlap / patch,
+            ..*self
+        })
+    }
+
     /// Whether a frame of `height × width` pixels is tiled.
     pub fn applies(&self, height: i64, width: i64) -> bool {
         let larger_than_a_tile = height > self.size || width > self.size;
