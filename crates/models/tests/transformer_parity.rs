@@ -154,6 +154,83 @@ fn text_to_video_comfyui_file_with_16_input_channels_matches_reference() {
     assert!(tch::no_grad(|| model.forward(&x36, &t, &c, None)).is_err());
 }
 
+/// The TI2V-5B form, made as gen_transformer.py makes it: the fixture's blocks with a 48-channel patch
+/// embedding and head (ti2v_extra.safetensors), per-token timesteps `[B, N]` with the start frame's
+/// tokens at 0, without and with the ComfyUI LoRA; the same timesteps per latent frame `[B, F]` give
+/// the same output, and timesteps that vary inside a frame are refused.
+#[test]
+fn ti2v_per_token_timesteps_match_reference_with_and_without_lora() {
+    let mut tensors: std::collections::BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(fixtures().join("comfy.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    tensors.extend(Tensor::read_safetensors(fixtures().join("ti2v_extra.safetensors")).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wan2.2_ti2v_5B_fp32.safetensors");
+    Tensor::write_safetensors(&tensors.into_iter().collect::<Vec<_>>(), &file).unwrap();
+    let weights = TransformerWeights::new(WeightSet::open(&file).unwrap()).unwrap();
+    let ti2v_config = TransformerConfig {
+        in_channels: 48,
+        out_channels: 48,
+        ..config()
+    };
+    let model =
+        WanTransformer::load(&weights, Some(ti2v_config), Kind::Float, Device::Cpu).unwrap();
+    let x = tensor("inputs.safetensors", "hidden_states_ti2v");
+    let per_token = tensor("inputs.safetensors", "timestep_ti2v");
+    let (_, _, c) = inputs();
+    let out = tch::no_grad(|| model.forward(&x, &per_token, &c, None)).unwrap();
+    let err = rel_err(&out, &tensor("reference.safetensors", "output_ti2v"));
+    assert!(err < 1e-5, "TI2V: relative error {err}");
+
+    let lora = fixture_lora(&model.config);
+    let apply = LoraApply {
+        set: &lora,
+        multiplier: Multiplier::Scalar(1.0),
+    };
+    let out = tch::no_grad(|| model.forward(&x, &per_token, &c, Some(&apply))).unwrap();
+    let err = rel_err(&out, &tensor("reference.safetensors", "output_ti2v_lora"));
+    assert!(err < 1e-5, "TI2V with LoRA: relative error {err}");
+
+    // [B, F]: one value per latent frame (3 frames of 2×3 tokens).
+    let per_frame = per_token.view([2, 3, 6]).select(2, 0);
+    let out_frames = tch::no_grad(|| model.forward(&x, &per_frame, &c, None)).unwrap();
+    let err = rel_err(&out_frames, &tensor("reference.safetensors", "output_ti2v"));
+    assert!(err < 1e-5, "per-frame timesteps: relative error {err}");
+    // A timestep that differs from its frame's is refused rather than averaged away.
+    let uneven = per_token.copy();
+    let _ = uneven.get(0).get(7).fill_(5.0);
+    let err = tch::no_grad(|| model.forward(&x, &uneven, &c, None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("within each latent frame"), "{err}");
+    // The start frame's timestep 0 is not the same as the sample's timestep.
+    let uniform =
+        tch::no_grad(|| model.forward(&x, &Tensor::from_slice(&[999.0f32, 321.5]), &c, None))
+            .unwrap();
+    assert!(rel_err(&uniform, &out_frames) > 1e-3);
+}
+
+/// TI2V-5B's sizes (Wan2.2 wan_ti2v_5B.py).
+#[test]
+fn ti2v_5b_config_has_the_real_sizes() {
+    let c = TransformerConfig::wan22_ti2v_5b();
+    assert_eq!(
+        (
+            c.dim(),
+            c.num_layers,
+            c.num_attention_heads,
+            c.ffn_dim,
+            c.in_channels,
+            c.out_channels
+        ),
+        (3072, 30, 24, 14336, 48, 48)
+    );
+    c.check().unwrap();
+}
+
 #[test]
 fn per_sample_multiplier_equals_separate_runs() {
     let model = diffusers_model();

@@ -219,7 +219,7 @@ pub fn shape_hint(source: &dyn WeightSource) -> Option<String> {
     let (dim, cin) = (patch[0], patch[1]);
     Some(match (dim, cin) {
         (5120, 16) => "this is a Wan text-to-video (T2V) 14B expert (16 input channels); the I2V A14B expert has 36".into(),
-        (3072, 48) => "this is the Wan 2.2 TI2V 5B model; wanlora trains the I2V A14B experts".into(),
+        (3072, 48) => "this is the Wan 2.2 TI2V-5B model (arch wan22_5b), not an A14B expert".into(),
         (1536, _) => "this is a Wan 1.3B model; wanlora trains the Wan 2.2 I2V A14B experts".into(),
         (5120, 36) => "the file is an I2V A14B expert but some tensors differ: it may be truncated or mixed".into(),
         _ => format!("patch embedding [{dim}, {cin}, …] does not match the configuration"),
