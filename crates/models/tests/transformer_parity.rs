@@ -1,5 +1,6 @@
 //! The transformer against diffusers' WanTransformer3DModel (fixtures from scripts/fixtures/gen_transformer.py).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
@@ -160,23 +161,7 @@ fn text_to_video_comfyui_file_with_16_input_channels_matches_reference() {
 /// the same output, and timesteps that vary inside a frame are refused.
 #[test]
 fn ti2v_per_token_timesteps_match_reference_with_and_without_lora() {
-    let mut tensors: std::collections::BTreeMap<String, Tensor> =
-        Tensor::read_safetensors(fixtures().join("comfy.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
-    tensors.extend(Tensor::read_safetensors(fixtures().join("ti2v_extra.safetensors")).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("wan2.2_ti2v_5B_fp32.safetensors");
-    Tensor::write_safetensors(&tensors.into_iter().collect::<Vec<_>>(), &file).unwrap();
-    let weights = TransformerWeights::new(WeightSet::open(&file).unwrap()).unwrap();
-    let ti2v_config = TransformerConfig {
-        in_channels: 48,
-        out_channels: 48,
-        ..config()
-    };
-    let model =
-        WanTransformer::load(&weights, Some(ti2v_config), Kind::Float, Device::Cpu).unwrap();
+    let model = ti2v_model();
     let x = tensor("inputs.safetensors", "hidden_states_ti2v");
     let per_token = tensor("inputs.safetensors", "timestep_ti2v");
     let (_, _, c) = inputs();
@@ -211,6 +196,77 @@ fn ti2v_per_token_timesteps_match_reference_with_and_without_lora() {
         tch::no_grad(|| model.forward(&x, &Tensor::from_slice(&[999.0f32, 321.5]), &c, None))
             .unwrap();
     assert!(rel_err(&uniform, &out_frames) > 1e-3);
+}
+
+/// The TI2V model of gen_transformer.py, in ComfyUI's single-file form.
+fn ti2v_model() -> WanTransformer {
+    let mut tensors: BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(fixtures().join("comfy.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    tensors.extend(Tensor::read_safetensors(fixtures().join("ti2v_extra.safetensors")).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wan2.2_ti2v_5B_fp32.safetensors");
+    Tensor::write_safetensors(&tensors.into_iter().collect::<Vec<_>>(), &file).unwrap();
+    let weights = TransformerWeights::new(WeightSet::open(&file).unwrap()).unwrap();
+    let ti2v_config = TransformerConfig {
+        in_channels: 48,
+        out_channels: 48,
+        ..config()
+    };
+    WanTransformer::load(&weights, Some(ti2v_config), Kind::Float, Device::Cpu).unwrap()
+}
+
+/// A TI2V-5B LoRA as wanlora writes it (`LoraSet::save`, ComfyUI keys, fp32 A/B, 0-d alpha) is, tensor
+/// for tensor, the file that gen_transformer.py loaded with diffusers' `load_lora_weights` into a
+/// `WanPipeline(expand_timesteps=True)`, and gives that pipeline's transformer output.
+#[test]
+fn ti2v_lora_as_written_matches_diffusers_load_lora_weights() {
+    let model = ti2v_model();
+    let dir = tempfile::tempdir().unwrap();
+    let written = dir.path().join("my_lora_000000100.safetensors");
+    fixture_lora(&model.config)
+        .save(&written, Kind::Float, &BTreeMap::new())
+        .unwrap();
+    let read = |path: PathBuf| -> BTreeMap<String, Tensor> {
+        Tensor::read_safetensors(path)
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let ours = read(written.clone());
+    let loaded_by_diffusers = read(fixtures().join("lora_comfy.safetensors"));
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        loaded_by_diffusers.keys().collect::<Vec<_>>()
+    );
+    for (key, value) in &ours {
+        let theirs = &loaded_by_diffusers[key];
+        assert_eq!(
+            (value.kind(), value.size()),
+            (theirs.kind(), theirs.size()),
+            "{key}"
+        );
+        assert!(value.equal(theirs), "{key}");
+    }
+    let (lora, _) = LoraSet::load(&written, &model.config, Device::Cpu, false).unwrap();
+    let apply = LoraApply {
+        set: &lora,
+        multiplier: Multiplier::Scalar(1.0),
+    };
+    let x = tensor("inputs.safetensors", "hidden_states_ti2v");
+    let t = tensor("inputs.safetensors", "timestep_ti2v");
+    let (_, _, c) = inputs();
+    let out = tch::no_grad(|| model.forward(&x, &t, &c, Some(&apply))).unwrap();
+    let err = rel_err(
+        &out,
+        &tensor("reference.safetensors", "output_ti2v_diffusers_lora"),
+    );
+    assert!(
+        err < 1e-5,
+        "against load_lora_weights: relative error {err}"
+    );
 }
 
 /// TI2V-5B's sizes (Wan2.2 wan_ti2v_5B.py).
