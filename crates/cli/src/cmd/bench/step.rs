@@ -13,6 +13,7 @@ use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy
 use wanlora_models::transformer::{BlockOffload, LoadOptions, TransformerConfig, WanTransformer};
 use wanlora_torch::weights::RandomWeights;
 use wanlora_train::optim::{clip_grad_norm, AdamW, AdamWConfig, FlatParams};
+use wanlora_train::ti2v::{masked, training_input};
 
 #[derive(clap::Args)]
 pub struct StepArgs {
@@ -300,35 +301,26 @@ pub fn run(args: StepArgs) -> Result<()> {
         keep_attention: args.keep_attention,
     };
 
-    // TI2V: one timestep per latent frame, the start frame's at 0 and outside the loss.
-    let timestep = |t: Tensor| -> Tensor {
-        if !args.ti2v {
-            return t;
-        }
-        let per_frame = t.unsqueeze(1).repeat([1, lt]);
-        let _ = per_frame.narrow(1, 0, 1).zero_();
-        per_frame
-    };
-    let first_loss_frame = if args.ti2v { 1.min(lt - 1) } else { 0 };
+    // TI2V: the start frame's latent clean at timestep 0 and outside the loss (the bench's latents stand for both
+    // x_t and x0).
+    let ti2v_input = |t: Tensor| training_input(&x, &x, &t, args.ti2v);
     if args.sample_step {
-        return sample_step(
-            &model,
-            &x,
-            &timestep(Tensor::full([1], 500.0, (Kind::Float, device))),
-            &ctx,
-            &args,
-            tokens,
-        );
+        let t = ti2v_input(Tensor::full([1], 500.0, (Kind::Float, device)))?.timestep;
+        return sample_step(&model, &x, &t, &ctx, &args, tokens);
     }
     let mut step = || -> Result<f64> {
-        let t = timestep(Tensor::rand([1], (Kind::Float, device)) * 1000.0);
-        let loss = forward_backward(&model, &x, &t, &ctx, &apply, policy, |pred| {
-            let frames = lt - first_loss_frame;
-            Ok((pred.narrow(2, first_loss_frame, frames)
-                - target.narrow(2, first_loss_frame, frames))
-            .square()
-            .mean(Kind::Float))
-        })?;
+        let input = ti2v_input(Tensor::rand([1], (Kind::Float, device)) * 1000.0)?;
+        let loss = forward_backward(
+            &model,
+            &input.input,
+            &input.timestep,
+            &ctx,
+            &apply,
+            policy,
+            |pred| {
+                Ok(masked(&(pred - &target).square(), input.loss_mask.as_ref())?.mean(Kind::Float))
+            },
+        )?;
         let mut g = flat.flat_grad();
         clip_grad_norm(&mut g, 1.0);
         opt.update(&flat, &g, 1e-4);
