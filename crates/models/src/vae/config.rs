@@ -141,7 +141,7 @@ impl VaeConfig {
         })
     }
 
-    /// The Wan 2.2 VAE of TI2V-5B with its real sizes (what `wanlora:random` models use).
+    /// The Wan 2.2 VAE of TI2V-5B with its real sizes (diffusers' TI2V-5B `vae/config.json`).
     pub fn wan22() -> Self {
         VaeConfig {
             base_dim: 160,

@@ -21,7 +21,8 @@ pub enum TilingMode {
     Never,
 }
 
-/// Spatial tiling settings, in pixels (multiples of 8).
+/// Spatial tiling settings, in pixels (multiples of 8; of 16 for the Wan 2.2 VAE, whose network tiles its 2×2-patchified
+/// frames).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
     pub mode: TilingMode,
