@@ -1,5 +1,6 @@
 //! The transformer against diffusers' WanTransformer3DModel (fixtures from scripts/fixtures/gen_transformer.py).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
@@ -152,6 +153,138 @@ fn text_to_video_comfyui_file_with_16_input_channels_matches_reference() {
     // 36-channel input into the 16-channel expert is refused, not broadcast.
     let (x36, _, _) = inputs();
     assert!(tch::no_grad(|| model.forward(&x36, &t, &c, None)).is_err());
+}
+
+/// The TI2V-5B form, made as gen_transformer.py makes it: the fixture's blocks with a 48-channel patch
+/// embedding and head (ti2v_extra.safetensors), per-token timesteps `[B, N]` with the start frame's
+/// tokens at 0, without and with the ComfyUI LoRA; the same timesteps per latent frame `[B, F]` give
+/// the same output, and timesteps that vary inside a frame are refused.
+#[test]
+fn ti2v_per_token_timesteps_match_reference_with_and_without_lora() {
+    let model = ti2v_model();
+    let x = tensor("inputs.safetensors", "hidden_states_ti2v");
+    let per_token = tensor("inputs.safetensors", "timestep_ti2v");
+    let (_, _, c) = inputs();
+    let out = tch::no_grad(|| model.forward(&x, &per_token, &c, None)).unwrap();
+    let err = rel_err(&out, &tensor("reference.safetensors", "output_ti2v"));
+    assert!(err < 1e-5, "TI2V: relative error {err}");
+
+    let lora = fixture_lora(&model.config);
+    let apply = LoraApply {
+        set: &lora,
+        multiplier: Multiplier::Scalar(1.0),
+    };
+    let out = tch::no_grad(|| model.forward(&x, &per_token, &c, Some(&apply))).unwrap();
+    let err = rel_err(&out, &tensor("reference.safetensors", "output_ti2v_lora"));
+    assert!(err < 1e-5, "TI2V with LoRA: relative error {err}");
+
+    // [B, F]: one value per latent frame (3 frames of 2×3 tokens).
+    let per_frame = per_token.view([2, 3, 6]).select(2, 0);
+    let out_frames = tch::no_grad(|| model.forward(&x, &per_frame, &c, None)).unwrap();
+    let err = rel_err(&out_frames, &tensor("reference.safetensors", "output_ti2v"));
+    assert!(err < 1e-5, "per-frame timesteps: relative error {err}");
+    // A timestep that differs from its frame's is refused rather than averaged away.
+    let uneven = per_token.copy();
+    let _ = uneven.get(0).get(7).fill_(5.0);
+    let err = tch::no_grad(|| model.forward(&x, &uneven, &c, None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("within each latent frame"), "{err}");
+    // The start frame's timestep 0 is not the same as the sample's timestep.
+    let uniform =
+        tch::no_grad(|| model.forward(&x, &Tensor::from_slice(&[999.0f32, 321.5]), &c, None))
+            .unwrap();
+    assert!(rel_err(&uniform, &out_frames) > 1e-3);
+}
+
+/// The TI2V model of gen_transformer.py, in ComfyUI's single-file form.
+fn ti2v_model() -> WanTransformer {
+    let mut tensors: BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(fixtures().join("comfy.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    tensors.extend(Tensor::read_safetensors(fixtures().join("ti2v_extra.safetensors")).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wan2.2_ti2v_5B_fp32.safetensors");
+    Tensor::write_safetensors(&tensors.into_iter().collect::<Vec<_>>(), &file).unwrap();
+    let weights = transformer_weights(WeightSet::open(&file).unwrap()).unwrap();
+    let ti2v_config = TransformerConfig {
+        in_channels: 48,
+        out_channels: 48,
+        ..config()
+    };
+    WanTransformer::load(&weights, Some(ti2v_config), Kind::Float, Device::Cpu).unwrap()
+}
+
+/// A TI2V-5B LoRA as wanlora writes it (`LoraSet::save`, ComfyUI keys, fp32 A/B, 0-d alpha) is, tensor
+/// for tensor, the file that gen_transformer.py loaded with diffusers' `load_lora_weights` into a
+/// `WanPipeline(expand_timesteps=True)`, and gives that pipeline's transformer output.
+#[test]
+fn ti2v_lora_as_written_matches_diffusers_load_lora_weights() {
+    let model = ti2v_model();
+    let dir = tempfile::tempdir().unwrap();
+    let written = dir.path().join("my_lora_000000100.safetensors");
+    fixture_lora(&model.config)
+        .save(&written, Kind::Float, &BTreeMap::new())
+        .unwrap();
+    let read = |path: PathBuf| -> BTreeMap<String, Tensor> {
+        Tensor::read_safetensors(path)
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let ours = read(written.clone());
+    let loaded_by_diffusers = read(fixtures().join("lora_comfy.safetensors"));
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        loaded_by_diffusers.keys().collect::<Vec<_>>()
+    );
+    for (key, value) in &ours {
+        let theirs = &loaded_by_diffusers[key];
+        assert_eq!(
+            (value.kind(), value.size()),
+            (theirs.kind(), theirs.size()),
+            "{key}"
+        );
+        assert!(value.equal(theirs), "{key}");
+    }
+    let (lora, _) = LoraSet::load(&written, &model.config, Device::Cpu, false).unwrap();
+    let apply = LoraApply {
+        set: &lora,
+        multiplier: Multiplier::Scalar(1.0),
+    };
+    let x = tensor("inputs.safetensors", "hidden_states_ti2v");
+    let t = tensor("inputs.safetensors", "timestep_ti2v");
+    let (_, _, c) = inputs();
+    let out = tch::no_grad(|| model.forward(&x, &t, &c, Some(&apply))).unwrap();
+    let err = rel_err(
+        &out,
+        &tensor("reference.safetensors", "output_ti2v_diffusers_lora"),
+    );
+    assert!(
+        err < 1e-5,
+        "against load_lora_weights: relative error {err}"
+    );
+}
+
+/// TI2V-5B's sizes (Wan2.2 wan_ti2v_5B.py).
+#[test]
+fn ti2v_5b_config_has_the_real_sizes() {
+    let c = TransformerConfig::wan22_ti2v_5b();
+    assert_eq!(
+        (
+            c.dim(),
+            c.num_layers,
+            c.num_attention_heads,
+            c.ffn_dim,
+            c.in_channels,
+            c.out_channels
+        ),
+        (3072, 30, 24, 14336, 48, 48)
+    );
+    c.check().unwrap();
 }
 
 #[test]

@@ -9,42 +9,25 @@ use wanlora_models::vae::{original_name, Tiling, Vae, VaeConfig, VaeLayout, VaeN
 use wanlora_models::ModelError;
 use wanlora_torch::weights::{RandomWeights, TensorMap, WeightSet};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vae")
-}
+mod vae_support;
+use vae_support::{assert_close, single_threaded, VaeFixture};
 
-/// One intra-op thread: the tensors are tiny, cargo already runs tests in parallel, and libtorch's spinning
-/// worker threads make a loaded 2-core machine ten times slower.
-fn single_threaded() {
-    tch::set_num_threads(1);
+const FIXTURE: VaeFixture = VaeFixture("vae");
+
+fn fixtures() -> PathBuf {
+    FIXTURE.dir()
 }
 
 fn case(name: &str) -> Tensor {
-    let cases = WeightSet::open(&fixtures().join("cases.safetensors")).expect("vae cases fixture");
-    cases.load(name, Kind::Float, Device::Cpu).expect(name)
-}
-
-/// ‖out − ref‖ / ‖ref‖.
-fn rel_err(out: &Tensor, reference: &Tensor) -> f64 {
-    assert_eq!(out.size(), reference.size(), "shape");
-    let diff = (out.to_kind(Kind::Double) - reference.to_kind(Kind::Double)).norm();
-    f64::try_from(diff).unwrap() / f64::try_from(reference.to_kind(Kind::Double).norm()).unwrap()
-}
-
-fn assert_close(what: &str, out: &Tensor, reference: &Tensor, tolerance: f64) {
-    let err = rel_err(out, reference);
-    assert!(
-        err < tolerance,
-        "{what}: relative error {err:e} ≥ {tolerance:e}"
-    );
+    FIXTURE.case(name)
 }
 
 fn diffusers_vae() -> Vae {
-    Vae::from_path(&fixtures().join("diffusers"), Kind::Float, Device::Cpu).expect("diffusers VAE")
+    FIXTURE.diffusers_vae()
 }
 
 fn diffusers_config() -> VaeConfig {
-    VaeConfig::from_json_file(&fixtures().join("diffusers/config.json")).unwrap()
+    FIXTURE.diffusers_config()
 }
 
 #[test]
@@ -225,33 +208,7 @@ fn bfloat16_stays_close_to_float32() {
 fn tiled_decode_and_encode_match_diffusers_tiling() {
     single_threaded();
     // 40×48 pixels in tiles of 32 with a stride of 16: a 3×3 grid whose last row and column are cut short.
-    let mut vae = diffusers_vae();
-    vae.set_tiling(Tiling::never()).unwrap();
-    assert_close(
-        "untiled decode",
-        &vae.decode(&case("z_tile")).unwrap(),
-        &case("video_tile_untiled"),
-        1e-5,
-    );
-    assert_close(
-        "untiled encode",
-        &vae.encode(&case("video_tile")).unwrap(),
-        &case("latent_tile_untiled"),
-        1e-5,
-    );
-    vae.set_tiling(Tiling::always(32, 16)).unwrap();
-    assert_close(
-        "tiled decode",
-        &vae.decode(&case("z_tile")).unwrap(),
-        &case("video_tile_tiled"),
-        1e-5,
-    );
-    assert_close(
-        "tiled encode",
-        &vae.encode(&case("video_tile")).unwrap(),
-        &case("latent_tile_tiled"),
-        1e-5,
-    );
+    FIXTURE.check_tiling(Tiling::always(32, 16));
 }
 
 /// The fixture VAE with every spatial kernel reduced to its centre tap and the attention's output projection
@@ -409,42 +366,4 @@ fn load_errors_list_every_problem_and_name_the_model() {
         .unwrap()
         .to_string();
     assert!(err.contains("text encoder"), "{err}");
-
-    // The Wan 2.2 VAE (z_dim 48) is recognised from its shapes.
-    let shapes: [(&str, &[i64]); 4] = [
-        ("encoder.conv_in.weight", &[160, 12, 3, 3, 3]),
-        ("encoder.down_blocks.0.conv1.weight", &[160, 160, 3, 3, 3]),
-        ("post_quant_conv.weight", &[48, 48, 1, 1, 1]),
-        ("decoder.conv_out.weight", &[12, 256, 3, 3, 3]),
-    ];
-    let wan22 = TensorMap(
-        shapes
-            .iter()
-            .map(|(n, s)| (n.to_string(), Tensor::zeros(*s, (Kind::Float, Device::Cpu))))
-            .collect(),
-    );
-    let err = Vae::load(&wan22, None, Kind::Float, Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("Wan 2.2 VAE"), "{err}");
-    // … and from the nested layout of its original (ComfyUI wan2.2_vae) names.
-    let nested: [(&str, &[i64]); 2] = [
-        ("encoder.conv1.weight", &[160, 12, 3, 3, 3]),
-        (
-            "encoder.downsamples.0.downsamples.0.residual.0.gamma",
-            &[160, 1, 1, 1],
-        ),
-    ];
-    let wan22 = TensorMap(
-        nested
-            .iter()
-            .map(|(n, s)| (n.to_string(), Tensor::zeros(*s, (Kind::Float, Device::Cpu))))
-            .collect(),
-    );
-    let err = Vae::load(&wan22, None, Kind::Float, Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("Wan 2.2 VAE"), "{err}");
 }

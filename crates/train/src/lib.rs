@@ -19,6 +19,7 @@ pub mod sampling;
 pub mod schedule;
 pub mod setup_stop;
 pub mod sources;
+pub mod ti2v;
 pub mod timesteps;
 pub mod tiny;
 pub mod trainer;

@@ -335,7 +335,7 @@ impl ModelSource {
             ModelSource::Files(_) => {
                 let path = self.path(Component::Vae)?;
                 let config = self.config_file(Component::Vae);
-                Ok(Vae::open(&path, config.as_deref(), kind, device)?)
+                a14b_vae(Vae::open(&path, config.as_deref(), kind, device)?, &path)
             }
         }
     }
@@ -462,6 +462,19 @@ fn is_tiny(spec: &ModelSpec, hub: &HubConfig) -> bool {
     !found.is_empty() && found.iter().all(|p| marked(p))
 }
 
+/// `vae` when it is the Wan 2.1 VAE: the trainer and `wanlora sample` run the A14B models, whose latents
+/// are its 16 channels (the Wan 2.2 VAE opens too, for TI2V-5B, which they do not run yet).
+fn a14b_vae(vae: Vae, path: &Path) -> Result<Vae, TrainError> {
+    if vae.config().is_residual {
+        return Err(TrainError::Setup(format!(
+            "{} is the Wan 2.2 VAE (48 latent channels, TI2V-5B's); the A14B models work in the Wan 2.1 \
+             VAE's 16 channels: use wan_2.1_vae.safetensors or the A14B repository's vae/ folder",
+            path.display()
+        )));
+    }
+    Ok(vae)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +483,24 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../models/tests/fixtures/transformer")
             .join(name)
+    }
+
+    #[test]
+    fn the_wan22_vae_is_refused_for_the_a14b_models() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures");
+        let open = |dir: &str| {
+            let path = fixtures.join(dir).join("diffusers");
+            a14b_vae(
+                Vae::from_path(&path, Kind::Float, Device::Cpu).unwrap(),
+                &path,
+            )
+        };
+        let err = open("vae22").err().unwrap().to_string();
+        assert!(
+            err.contains("Wan 2.2 VAE") && err.contains("wan_2.1_vae"),
+            "{err}"
+        );
+        assert!(open("vae").is_ok());
     }
 
     #[test]

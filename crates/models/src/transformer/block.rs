@@ -315,9 +315,9 @@ pub fn modulated_norm(x: &Tensor, scale: &Tensor, shift: &Tensor, eps: f64) -> T
 
 /// `x + y·gate` with the product and sum in fp32 registers, rounded once (`gate` fp32 `[B, 1, D]`,
 /// a constant). With `fused`, bf16 CUDA tensors take the one-pass kernel (libtorch's `addcmul`
-/// with a broadcast operand runs its slower strided loop).
+/// with a broadcast operand runs its slower strided loop); per-frame gates (4-D) take `addcmul`.
 fn gated_add(x: &Tensor, y: &Tensor, gate: &Tensor, fused: bool) -> Tensor {
-    if fused && x.kind() == Kind::BFloat16 && !gate.requires_grad() {
+    if fused && x.kind() == Kind::BFloat16 && !gate.requires_grad() && x.dim() == 3 {
         return wanlora_torch::cuda::fused_gated_add(x, y, gate).unwrap_or_else(|e| panic!("{e}"));
     }
     x.addcmul(y, &gate.to_kind(x.kind()))
@@ -446,8 +446,8 @@ impl WanBlock {
     }
 
     /// x `[B, N, D]` (compute dtype) → x `[B, N, D]`. `e0` is the block-independent time projection
-    /// `[B, 6, D]` (fp32), `context` is the
-    /// embedded text `[B, L, D]`.
+    /// `[B, 6, D]`, or `[B, F, 6, D]` per latent frame (fp32), `context` is the embedded text
+    /// `[B, L, D]`.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -457,15 +457,12 @@ impl WanBlock {
         lora: BlockLora,
         memo: AttentionMemo,
     ) -> Tensor {
-        let m = (&self.modulation + e0).chunk(6, 1);
-        let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
-        let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
-
-        let h = modulated_norm(x, scale_msa, shift_msa, self.eps);
+        let m = Modulation::new(&self.modulation, e0);
+        let h = m.norm(x, Modulation::ATTENTION, self.eps);
         let a = self
             .self_attn
             .forward_self(&h, rope, lora, SELF_TARGETS, memo);
-        let x = gated_add(x, &a, gate_msa, rope.fused);
+        let x = m.gated_add(x, &a, Modulation::ATTENTION, rope.fused);
 
         let h = match &self.norm3 {
             Some((w, b)) => affine_norm(&x, w, b, self.eps),
@@ -476,11 +473,63 @@ impl WanBlock {
                 .cross_attn
                 .forward_cross(&h, context, lora, CROSS_TARGETS);
 
-        let h = modulated_norm(&x, scale_mlp, shift_mlp, self.eps);
+        let h = m.norm(&x, Modulation::MLP, self.eps);
         // Not `_addmm_activation(use_gelu)`: libtorch 2.11's CUDA bf16 matmul with that epilogue
         // returns ReLU(x Wᵀ + b) (measured on the H100; docs/BENCHMARKS.md).
         let f = lora.linear(LoraTarget::Ffn0, &self.ffn0, &h).gelu("tanh");
         let f = lora.linear(LoraTarget::Ffn2, &self.ffn2, &f);
-        gated_add(&x, &f, gate_mlp, rope.fused)
+        m.gated_add(&x, &f, Modulation::MLP, rope.fused)
+    }
+}
+
+/// A block's six modulation vectors (shift, scale, gate for attention, then for the MLP), each
+/// `[B, 1, D]` for one timestep per sample or `[B, F, 1, D]` per latent frame; per-frame ones apply
+/// to the tokens viewed as `[B, F, H·W, D]` (tokens are frame-major).
+struct Modulation {
+    parts: Vec<Tensor>,
+    /// Latent frames, when per frame.
+    frames: Option<i64>,
+}
+
+impl Modulation {
+    /// Index of the attention's (shift, scale, gate); the MLP's follow.
+    const ATTENTION: usize = 0;
+    const MLP: usize = 3;
+
+    /// `table` `[1, 6, D]` + `e0` `[B, 6, D]` or `[B, F, 6, D]`.
+    fn new(table: &Tensor, e0: &Tensor) -> Self {
+        if e0.dim() == 4 {
+            Modulation {
+                parts: (table.unsqueeze(0) + e0).chunk(6, 2),
+                frames: Some(e0.size()[1]),
+            }
+        } else {
+            Modulation {
+                parts: (table + e0).chunk(6, 1),
+                frames: None,
+            }
+        }
+    }
+
+    /// `x` `[B, N, D]` as the modulation's shape needs it, and the shape to return to.
+    fn framed(&self, x: &Tensor) -> (Tensor, Vec<i64>) {
+        let size = x.size();
+        match self.frames {
+            Some(f) => (x.view([size[0], f, size[1] / f, size[2]]), size),
+            None => (x.shallow_clone(), size),
+        }
+    }
+
+    /// `LN(x)·(1 + scale) + shift` with the (shift, scale) at `at`.
+    fn norm(&self, x: &Tensor, at: usize, eps: f64) -> Tensor {
+        let (x, size) = self.framed(x);
+        modulated_norm(&x, &self.parts[at + 1], &self.parts[at], eps).view(size.as_slice())
+    }
+
+    /// `x + y·gate` with the gate at `at`.
+    fn gated_add(&self, x: &Tensor, y: &Tensor, at: usize, fused: bool) -> Tensor {
+        let (x, size) = self.framed(x);
+        let (y, _) = self.framed(y);
+        gated_add(&x, &y, &self.parts[at + 2], fused).view(size.as_slice())
     }
 }

@@ -175,6 +175,7 @@ pub fn forward_backward(
         ));
     }
     let grid = model.grid(hidden_states)?;
+    model.check_timestep(timestep, grid)?;
     let n = model.blocks.len();
     let first_kept = n - policy.keep_blocks.min(n);
     let schedule = (0..n).chain((0..first_kept).rev()).collect();

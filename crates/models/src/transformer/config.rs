@@ -64,6 +64,20 @@ impl TransformerConfig {
         }
     }
 
+    /// The Wan 2.2 TI2V-5B model (Wan2.2 `wan_ti2v_5B.py`): 3072 wide (24 heads of 128), 30 blocks, FFN
+    /// 14336, the Wan 2.2 VAE's 48 latent channels in and out; the start image enters as a clean latent frame,
+    /// not as extra channels.
+    pub fn wan22_ti2v_5b() -> Self {
+        TransformerConfig {
+            num_attention_heads: 24,
+            in_channels: 48,
+            out_channels: 48,
+            ffn_dim: 14336,
+            num_layers: 30,
+            ..Self::default()
+        }
+    }
+
     /// Hidden width: heads × head dim (5120 for A14B).
     pub fn dim(&self) -> i64 {
         self.num_attention_heads * self.attention_head_dim

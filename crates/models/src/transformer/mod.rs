@@ -1,5 +1,10 @@
-//! One Wan 2.2 I2V A14B expert (wan-reference.md §1): patch embedding, time and text embeddings,
-//! 40 blocks, and the modulated head.
+//! One Wan 2.2 transformer (wan-reference.md §1): an A14B expert (I2V or T2V) or the TI2V-5B model —
+//! patch embedding, time and text embeddings, the blocks, and the modulated head.
+//!
+//! The timestep is one per sample (`[B]`), or, for TI2V-5B, one per latent frame (`[B, F]`, or diffusers'
+//! per-token `[B, N]` that is constant within each frame): the clean start frame gets 0. Per-frame
+//! modulation is applied to the tokens viewed as `[B, F, H·W, D]`, so it costs `[B, F, 6, D]`, never a
+//! per-token table.
 
 mod block;
 pub mod checkpoint;
@@ -124,9 +129,11 @@ impl OuterWeights {
 
 /// Everything that does not change from block to block in one forward pass.
 pub struct Conditions {
-    /// Time embedding `e` `[B, D]` (compute dtype): the head's modulation input.
+    /// Time embedding `e` `[B, D]`, or `[B, F, D]` per latent frame (compute dtype): the head's
+    /// modulation input.
     pub temb: Tensor,
-    /// Block modulation input `e0 = time_projection(SiLU(e))` as `[B, 6, D]` fp32.
+    /// Block modulation input `e0 = time_projection(SiLU(e))` as `[B, 6, D]`, or `[B, F, 6, D]` per
+    /// latent frame, fp32.
     pub e0: Tensor,
     /// Embedded text `[B, L, D]` (compute dtype).
     pub context: Tensor,
@@ -616,15 +623,61 @@ impl WanTransformer {
         Tensor::cat(&[args.cos(), args.sin()], 1)
     }
 
-    /// Time, text and position inputs shared by every block. `timestep` `[B]` in 0…1000, `context`
-    /// `[B, L, text_dim]`.
+    /// Whether `timestep` fits `grid`: `[B]` (or `[1]`) per sample, `[B, F]` per latent frame, or
+    /// `[B, N]` per token with one value per latent frame (diffusers' TI2V form).
+    pub fn check_timestep(&self, timestep: &Tensor, grid: Grid) -> Result<(), ModelError> {
+        let s = timestep.size();
+        match s.as_slice() {
+            [_] => Ok(()),
+            [_, f] if *f == grid.frames => Ok(()),
+            [b, n] if *n == grid.tokens() => {
+                let per_frame = timestep.f_to_kind(Kind::Float)?.f_view([
+                    *b,
+                    grid.frames,
+                    grid.height * grid.width,
+                ])?;
+                let spread = f64::try_from(
+                    (per_frame.f_amax([2], false)? - per_frame.f_amin([2], false)?).f_max()?,
+                )?;
+                if spread > 0.0 {
+                    return Err(ModelError::Input(
+                        "per-token timesteps must be equal within each latent frame (TI2V gives the \
+                         start frame's tokens 0 and the others t)"
+                            .into(),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Err(ModelError::Input(format!(
+                "timestep has shape {s:?}; expected [B], [B, {}] (per latent frame) or [B, {}] \
+                 (per token)",
+                grid.frames,
+                grid.tokens()
+            ))),
+        }
+    }
+
+    /// Time, text and position inputs shared by every block. `timestep` in 0…1000 as
+    /// [`Self::check_timestep`] accepts it, `context` `[B, L, text_dim]`.
     pub fn conditions(&self, timestep: &Tensor, context: &Tensor, grid: Grid) -> Conditions {
         let (te0, te2) = &self.outer.time_embedding;
-        let s = self.timestep_sinusoid(timestep);
+        let d = self.config.dim();
+        // Per token (constant within frames) → per frame.
+        let timestep = match timestep.size().as_slice() {
+            [b, n] if *n == grid.tokens() && grid.height * grid.width > 1 => timestep
+                .view([*b, grid.frames, grid.height * grid.width])
+                .select(2, 0),
+            _ => timestep.shallow_clone(),
+        };
+        let shape = timestep.size();
+        let s = self.timestep_sinusoid(&timestep.flatten(0, -1));
         let temb = te2.forward(&te0.forward(&s).silu()).to_kind(self.kind);
         let e0 = self.outer.time_projection.forward(&temb.silu());
-        let b = e0.size()[0];
-        let e0 = e0.to_kind(Kind::Float).view([b, 6, self.config.dim()]);
+        let e0 = e0.to_kind(Kind::Float);
+        let (temb, e0) = match shape.as_slice() {
+            [b, f] => (temb.view([*b, *f, d]), e0.view([*b, *f, 6, d])),
+            _ => (temb, e0.view([shape[0], 6, d])),
+        };
         let (t0, t2) = &self.outer.text_embedding;
         let context = t2.forward(&t0.forward(&context.to_kind(self.kind)).gelu("tanh"));
         let rope = Rope::new(
@@ -681,13 +734,23 @@ impl WanTransformer {
 
     /// Modulated head and unpatchify: tokens `[B, N, D]` → velocity `[B, C_out, T, H, W]` (fp32).
     pub fn head(&self, x: &Tensor, cond: &Conditions) -> Tensor {
-        let m =
-            (&self.outer.head_modulation + cond.temb.to_kind(Kind::Float).unsqueeze(1)).chunk(2, 1);
-        let (shift, scale) = (&m[0], &m[1]);
-        let h = (layer_norm_f32(x, self.config.eps) * (scale + 1.0) + shift).to_kind(self.kind);
-        let out = self.outer.head.forward(&h);
-        let b = out.size()[0];
+        let temb = cond.temb.to_kind(Kind::Float);
         let g = cond.grid;
+        let b = x.size()[0];
+        let h = if temb.dim() == 3 {
+            // Per latent frame: [1, 1, 2, D] + [B, F, 1, D] on the tokens as [B, F, H·W, D].
+            let m = (self.outer.head_modulation.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, 2);
+            let (shift, scale) = (&m[0], &m[1]);
+            let frames = x.view([b, g.frames, g.height * g.width, self.config.dim()]);
+            (layer_norm_f32(&frames, self.config.eps) * (scale + 1.0) + shift)
+                .to_kind(self.kind)
+                .view([b, g.tokens(), self.config.dim()])
+        } else {
+            let m = (&self.outer.head_modulation + temb.unsqueeze(1)).chunk(2, 1);
+            let (shift, scale) = (&m[0], &m[1]);
+            (layer_norm_f32(x, self.config.eps) * (scale + 1.0) + shift).to_kind(self.kind)
+        };
+        let out = self.outer.head.forward(&h);
         let [pt, ph, pw] = self.config.patch_size;
         let c = self.config.out_channels;
         out.view([b, g.frames, g.height, g.width, pt, ph, pw, c].as_slice())
@@ -750,8 +813,8 @@ impl WanTransformer {
         )
     }
 
-    /// The whole forward pass: `hidden_states` `[B, 36, T, H, W]`, `timestep` `[B]` or `[1]` for the
-    /// whole batch (0…1000),
+    /// The whole forward pass: `hidden_states` `[B, C_in, T, H, W]`, `timestep` `[B]` or `[1]` for the
+    /// whole batch (0…1000), or per latent frame ([`Self::check_timestep`]),
     /// `context` `[B, L, text_dim]` → velocity `[B, 16, T, H, W]` in fp32. Autograd records it when
     /// grad mode is on (use [`checkpoint`] for training: with streamed blocks a graph over the whole
     /// pass keeps every fetched block alive).
@@ -764,6 +827,7 @@ impl WanTransformer {
     ) -> Result<Tensor, ModelError> {
         self.check_loaded()?;
         let grid = self.grid(hidden_states)?;
+        self.check_timestep(timestep, grid)?;
         let cond = self.conditions(timestep, context, grid);
         let mut x = self.patchify(hidden_states, grid);
         let n = self.blocks.len();

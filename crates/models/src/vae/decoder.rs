@@ -1,8 +1,10 @@
-//! The decoder: latents `[B, z, T, h, w]` (de-normalised) → video `[B, 3, 1 + 4(T−1), 8h, 8w]`, one latent frame
-//! at a time with the temporal caches carried between frames, as the reference does (latent frame 0 gives one
-//! video frame, every later one four).
+//! The decoder: latents `[B, z, T, h, w]` (de-normalised) → the network's video `[B, out, 1 + 4(T−1), 8h, 8w]`
+//! (for the Wan 2.2 VAE still folded into 2×2 patches), one latent frame at a time with the temporal caches
+//! carried between frames, as the reference does (latent frame 0 gives one video frame, every later one four).
 
-use super::layers::{dims5, CacheSlots, CausalConv3d, Head, MidBlock, ResidualBlock, Upsample};
+use super::layers::{
+    dims5, CacheSlots, CausalConv3d, Head, MidBlock, ResidualBlock, ShortcutUp, Upsample,
+};
 use super::layout::Exec;
 use super::VaeConfig;
 use crate::ModelError;
@@ -12,6 +14,8 @@ use wanlora_torch::weights::Loader;
 struct Stage {
     resnets: Vec<ResidualBlock>,
     upsample: Option<Upsample>,
+    /// The Wan 2.2 VAE's shortcut around an upsampling stage.
+    shortcut: Option<ShortcutUp>,
 }
 
 pub(crate) struct Decoder {
@@ -33,8 +37,9 @@ impl Decoder {
         let temporal_upsample: Vec<bool> = cfg.temperal_downsample.iter().rev().copied().collect();
         let stages = (0..stages)
             .map(|i| {
-                // After an upsampling the channels are halved (Wan 2.1 VAE).
-                let mut cin = if i > 0 { dims[i] / 2 } else { dims[i] };
+                // After an upsampling the channels are halved in the Wan 2.1 VAE, kept in the 2.2 VAE.
+                let halved = i > 0 && !cfg.is_residual;
+                let mut cin = if halved { dims[i] / 2 } else { dims[i] };
                 let cout = dims[i + 1];
                 let resnets = (0..=cfg.num_res_blocks)
                     .map(|j| {
@@ -44,11 +49,25 @@ impl Decoder {
                         block
                     })
                     .collect();
-                let upsample = (i + 1 < stages).then(|| {
-                    let prefix = format!("decoder.up_blocks.{i}.upsamplers.0");
-                    Upsample::load(l, &prefix, cout, temporal_upsample[i], exec)
+                let up = i + 1 < stages;
+                let temporal = up && temporal_upsample[i];
+                let upsample = up.then(|| match cfg.is_residual {
+                    false => {
+                        let prefix = format!("decoder.up_blocks.{i}.upsamplers.0");
+                        Upsample::load(l, &prefix, cout, cout / 2, temporal, exec)
+                    }
+                    true => {
+                        let prefix = format!("decoder.up_blocks.{i}.upsampler");
+                        Upsample::load(l, &prefix, cout, cout, temporal, exec)
+                    }
                 });
-                Stage { resnets, upsample }
+                let shortcut = (up && cfg.is_residual)
+                    .then(|| ShortcutUp::new(cout, if temporal { 2 } else { 1 }, 2));
+                Stage {
+                    resnets,
+                    upsample,
+                    shortcut,
+                }
             })
             .collect();
         Decoder {
@@ -79,11 +98,15 @@ impl Decoder {
             let mut x = self.conv_in.forward_copy(caches.take(), &x, exec)?;
             x = self.mid.forward(x, &mut caches, exec)?;
             for stage in &self.stages {
+                let stage_input = stage.shortcut.as_ref().map(|_| x.shallow_clone());
                 for block in &stage.resnets {
                     x = block.forward(x, &mut caches, exec)?;
                 }
                 if let Some(up) = &stage.upsample {
                     x = up.forward(x, &mut caches, exec)?;
+                }
+                if let (Some(shortcut), Some(input)) = (&stage.shortcut, stage_input) {
+                    let _ = x.f_add_(&shortcut.forward(&input, k == 0)?)?;
                 }
             }
             let x = self.head.forward(x, &mut caches, exec)?;

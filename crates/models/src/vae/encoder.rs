@@ -1,4 +1,5 @@
-//! The encoder: video `[B, 3, F, H, W]` → posterior mean μ `[B, z, 1 + (F−1)/4, H/8, W/8]`.
+//! The encoder: video `[B, 3, F, H, W]` → posterior mean μ `[B, z, 1 + (F−1)/4, H/s, W/s]` (s = 8, or 16 for the
+//! Wan 2.2 VAE, whose network sees the frames folded into 2×2 pixel patches: `[B, 12, F, H/2, W/2]`).
 //!
 //! Frames go through in chunks as in the reference — frame 0 alone, then 4 frames at a time — with each causal
 //! layer keeping its temporal cache between chunks, so memory is bounded by one chunk whatever the clip length.
@@ -11,14 +12,16 @@
 //! is not run again: its output is the constant frame it already produced, repeated. This is exact — the skipped
 //! computation would produce the same values — and for 81 frames it leaves out most of the full-resolution work.
 
-use super::layers::{dims5, CacheSlots, CausalConv3d, Downsample, Head, MidBlock, ResidualBlock};
+use super::layers::{
+    dims5, CacheSlots, CausalConv3d, Downsample, Head, MidBlock, ResidualBlock, ShortcutDown,
+};
 use super::layout::Exec;
 use super::VaeConfig;
 use crate::ModelError;
 use tch::{Kind, TchError, Tensor};
 use wanlora_torch::weights::Loader;
 
-/// A rectangle of the frame in pixels: the whole frame, or one tile.
+/// A rectangle of the frame in the network's pixels (after the patchify): the whole frame, or one tile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Region {
     pub top: i64,
@@ -58,12 +61,20 @@ impl VideoSource<'_> {
         }
     }
 
-    /// Writes frames `first .. first + dst.T` of `region` into `dst` (converting kind and device).
-    fn write(&self, first: i64, region: Region, dst: &mut Tensor) -> Result<(), TchError> {
+    /// Writes frames `first .. first + dst.T` of `region` into `dst` (converting kind and device), folded into
+    /// `patch × patch` pixel patches when `patch > 1` (`region` is in patches then).
+    fn write(
+        &self,
+        first: i64,
+        region: Region,
+        patch: i64,
+        dst: &mut Tensor,
+    ) -> Result<(), TchError> {
         let crop = |t: Tensor| -> Result<Tensor, TchError> {
-            let n = t.dim() as i64;
-            t.f_narrow(n - 2, region.top, region.height)?
-                .f_narrow(n - 1, region.left, region.width)
+            let cropped = t
+                .f_narrow(3, patch * region.top, patch * region.height)?
+                .f_narrow(4, patch * region.left, patch * region.width)?;
+            patchify(&cropped, patch)
         };
         match self {
             VideoSource::Clip(video) => {
@@ -85,16 +96,18 @@ enum SegmentInput<'a> {
         first: i64,
         count: i64,
         region: Region,
+        patch: i64,
     },
     Frames(Tensor),
 }
 
 /// `conv_in` + the last stage's middle block, head and `quant_conv`, around one stage's residual blocks and
-/// downsampling.
+/// downsampling (plus, in the Wan 2.2 VAE, the shortcut around the stage).
 struct Segment {
     conv_in: Option<CausalConv3d>,
     resnets: Vec<ResidualBlock>,
     downsample: Option<Downsample>,
+    shortcut: Option<ShortcutDown>,
     tail: Option<(MidBlock, Head, CausalConv3d)>,
     /// Pixel frames per output frame after this segment (1, 2 or 4).
     time_stride: i64,
@@ -114,23 +127,30 @@ impl Segment {
                     first,
                     count,
                     region,
+                    patch,
                 },
                 Some(conv_in),
             ) => {
                 let batch = source.dims()?.0;
-                let body = [batch, 3, count, region.height, region.width];
+                let channels = 3 * patch * patch;
+                let body = [batch, channels, count, region.height, region.width];
                 conv_in.forward_cached(caches.take(), body, exec, |dst| {
-                    source.write(first, region, dst)
+                    source.write(first, region, patch, dst)
                 })?
             }
             (SegmentInput::Frames(x), None) => x,
             _ => return Err(TchError::Kind("encoder segment fed the wrong input".into())),
         };
+        // No layer writes into its input, so the stage's input can be kept for the shortcut without a copy.
+        let stage_input = self.shortcut.as_ref().map(|_| x.shallow_clone());
         for block in &self.resnets {
             x = block.forward(x, caches, exec)?;
         }
         if let Some(down) = &self.downsample {
             x = down.forward(x, caches, exec)?;
+        }
+        if let (Some(shortcut), Some(input)) = (&self.shortcut, stage_input) {
+            let _ = x.f_add_(&shortcut.forward(&input)?)?;
         }
         if let Some((mid, head, quant_conv)) = &self.tail {
             x = mid.forward(x, caches, exec)?;
@@ -170,6 +190,7 @@ impl Segment {
 pub(crate) struct Encoder {
     segments: Vec<Segment>,
     z_dim: i64,
+    patch: i64,
 }
 
 impl Encoder {
@@ -192,26 +213,41 @@ impl Encoder {
             });
             let mut resnets = Vec::new();
             let mut cin = dims[stage];
-            for _ in 0..cfg.num_res_blocks {
-                let prefix = format!("encoder.down_blocks.{index}");
-                resnets.push(ResidualBlock::load(l, &prefix, cin, dims[stage + 1], exec));
+            // Wan 2.1: one flat list of blocks and resamplers; Wan 2.2: one entry per stage.
+            let name = |index: i64, j: i64| match cfg.is_residual {
+                false => format!("encoder.down_blocks.{index}"),
+                true => format!("encoder.down_blocks.{stage}.resnets.{j}"),
+            };
+            for j in 0..cfg.num_res_blocks {
+                resnets.push(ResidualBlock::load(
+                    l,
+                    &name(index, j),
+                    cin,
+                    dims[stage + 1],
+                    exec,
+                ));
                 cin = dims[stage + 1];
                 index += 1;
             }
-            let downsample = (stage + 1 < stages).then(|| {
-                let temporal = cfg.temperal_downsample[stage];
-                let down = Downsample::load(
-                    l,
-                    &format!("encoder.down_blocks.{index}"),
-                    cin,
-                    temporal,
-                    exec,
-                );
+            let down = stage + 1 < stages;
+            let temporal = down && cfg.temperal_downsample[stage];
+            let downsample = down.then(|| {
+                let prefix = match cfg.is_residual {
+                    false => format!("encoder.down_blocks.{index}"),
+                    true => format!("encoder.down_blocks.{stage}.downsampler"),
+                };
                 index += 1;
                 if temporal {
                     time_stride *= 2;
                 }
-                down
+                Downsample::load(l, &prefix, cin, temporal, exec)
+            });
+            let shortcut = cfg.is_residual.then(|| {
+                ShortcutDown::new(
+                    dims[stage + 1],
+                    if temporal { 2 } else { 1 },
+                    if down { 2 } else { 1 },
+                )
             });
             let tail = (stage + 1 == stages).then(|| {
                 let z2 = 2 * cfg.z_dim;
@@ -225,6 +261,7 @@ impl Encoder {
                 conv_in,
                 resnets,
                 downsample,
+                shortcut,
                 tail,
                 time_stride,
             });
@@ -232,10 +269,12 @@ impl Encoder {
         Encoder {
             segments,
             z_dim: cfg.z_dim,
+            patch: cfg.patch(),
         }
     }
 
-    /// The posterior mean μ of `region` of the source, `[B, z, T_lat, region.h/8, region.w/8]` in float32.
+    /// The posterior mean μ of `region` (in patches) of the source, `[B, z, T_lat, region.h/8, region.w/8]` in
+    /// float32.
     pub fn encode(
         &self,
         source: &VideoSource,
@@ -285,6 +324,7 @@ impl Encoder {
                         first,
                         count,
                         region,
+                        patch: self.patch,
                     },
                 };
                 caches[s].rewind();
@@ -311,4 +351,28 @@ fn repeat_frame(frame: &Tensor, count: i64, exec: &Exec) -> Result<Tensor, TchEr
     let mut out = exec.empty([b, c, count, h, w])?;
     out.f_copy_(&frame.f_expand([b, c, count, h, w], false)?)?;
     Ok(out)
+}
+
+/// `[B, C, F, H, W]` → `[B, C·p², F, H/p, W/p]`, channel `c·p² + p·j + i` holding pixel `(p·y + i, p·x + j)` of
+/// patch `(y, x)` (diffusers' `patchify`, the Wan 2.2 VAE's input).
+pub(crate) fn patchify(x: &Tensor, p: i64) -> Result<Tensor, TchError> {
+    if p == 1 {
+        return Ok(x.shallow_clone());
+    }
+    let [b, c, f, h, w] = dims5(x)?;
+    x.f_reshape([b, c, f, h / p, p, w / p, p])?
+        .f_permute([0, 1, 6, 4, 2, 3, 5])?
+        .f_reshape([b, c * p * p, f, h / p, w / p])
+}
+
+/// The inverse of [`patchify`]: `[B, C·p², F, H, W]` → `[B, C, F, H·p, W·p]`.
+pub(crate) fn unpatchify(x: &Tensor, p: i64) -> Result<Tensor, TchError> {
+    if p == 1 {
+        return Ok(x.shallow_clone());
+    }
+    let [b, cp, f, h, w] = dims5(x)?;
+    let c = cp / (p * p);
+    x.f_reshape([b, c, p, p, f, h, w])?
+        .f_permute([0, 1, 4, 5, 3, 6, 2])?
+        .f_reshape([b, c, f, h * p, w * p])
 }

@@ -1,5 +1,6 @@
-//! The building blocks of the Wan 2.1 VAE (wan-reference.md §6): causal 3-D convolutions with a temporal cache,
-//! RMS norms over channels, residual blocks, the single-head attention of the middle block and the resamplers.
+//! The building blocks of the Wan VAEs (wan-reference.md §6): causal 3-D convolutions with a temporal cache,
+//! RMS norms over channels, residual blocks, the single-head attention of the middle block, the resamplers and
+//! the Wan 2.2 VAE's parameter-free stage shortcuts.
 //!
 //! Every layer works on one *chunk* of frames `[B, C, T, H, W]`. A causal convolution sees the last frames of its
 //! input from the previous chunk (its *context*) in front of the chunk — zeros before the first chunk, which is
@@ -548,9 +549,18 @@ pub(crate) enum Upsample {
 }
 
 impl Upsample {
-    pub fn load(l: &Loader, prefix: &str, channels: i64, temporal: bool, exec: &Exec) -> Self {
+    /// `out_channels` of the spatial convolution: half of `channels` in the Wan 2.1 VAE, all of them in 2.2's.
+    pub fn load(
+        l: &Loader,
+        prefix: &str,
+        channels: i64,
+        out_channels: i64,
+        temporal: bool,
+        exec: &Exec,
+    ) -> Self {
         let c = channels;
-        let conv = CausalConv3d::load_2d(l, &format!("{prefix}.resample.1"), c, c / 2, 1, exec);
+        let conv =
+            CausalConv3d::load_2d(l, &format!("{prefix}.resample.1"), c, out_channels, 1, exec);
         if !temporal {
             return Upsample::Space { conv };
         }
@@ -582,5 +592,80 @@ impl Upsample {
                 conv.forward(&upsampled)
             }
         }
+    }
+}
+
+/// The Wan 2.2 VAE's shortcut around an encoder stage (diffusers' `AvgDown3D`): the input, folded by `time × space
+/// × space` into channels (frame pairs, then 2×2 pixel blocks), averaged over consecutive groups of channels down
+/// to the stage's output channels. A chunk with an odd frame count (the first, one frame) is padded with a zero
+/// frame in front, as the reference does.
+pub(crate) struct ShortcutDown {
+    out_channels: i64,
+    time: i64,
+    space: i64,
+}
+
+impl ShortcutDown {
+    pub fn new(out_channels: i64, time: i64, space: i64) -> Self {
+        ShortcutDown {
+            out_channels,
+            time,
+            space,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        let (ft, fs) = (self.time, self.space);
+        let [_, _, t, _, _] = dims5(x)?;
+        let pad = (ft - t % ft) % ft;
+        let x = if pad > 0 {
+            x.f_constant_pad_nd([0, 0, 0, 0, pad, 0])?
+        } else {
+            x.shallow_clone()
+        };
+        let [b, c, t, h, w] = dims5(&x)?;
+        let (t, h, w) = (t / ft, h / fs, w / fs);
+        // [B, C, t, ft, h, fs, w, fs] → [B, C, ft, fs, fs, t, h, w]: channel c·F + offset, offset = (it, ih, iw).
+        let group = c * ft * fs * fs / self.out_channels;
+        x.f_reshape([b, c, t, ft, h, fs, w, fs])?
+            .f_permute([0, 1, 3, 5, 7, 2, 4, 6])?
+            .f_reshape([b, self.out_channels, group, t, h, w])?
+            .f_mean_dim(2, false, None)
+    }
+}
+
+/// The Wan 2.2 VAE's shortcut around a decoder stage (diffusers' `DupUp3D`): each input channel repeated, the
+/// copies unfolded into `time × space × space` neighbours of the output; on the first chunk only the last of the
+/// `time` frames is kept (latent frame 0 becomes one frame).
+pub(crate) struct ShortcutUp {
+    out_channels: i64,
+    time: i64,
+    space: i64,
+}
+
+impl ShortcutUp {
+    pub fn new(out_channels: i64, time: i64, space: i64) -> Self {
+        ShortcutUp {
+            out_channels,
+            time,
+            space,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, first_chunk: bool) -> Result<Tensor, TchError> {
+        let (ft, fs) = (self.time, self.space);
+        let [b, c, t, h, w] = dims5(x)?;
+        let repeats = self.out_channels * ft * fs * fs / c;
+        // repeat_interleave over channels, then [B, O, ft, fs, fs, t, h, w] → [B, O, t, ft, h, fs, w, fs].
+        let up = x
+            .f_unsqueeze(2)?
+            .f_expand([b, c, repeats, t, h, w], false)?
+            .f_reshape([b, self.out_channels, ft, fs, fs, t, h, w])?
+            .f_permute([0, 1, 5, 2, 6, 3, 7, 4])?
+            .f_reshape([b, self.out_channels, t * ft, h * fs, w * fs])?;
+        if first_chunk && ft > 1 {
+            return up.f_narrow(2, ft - 1, t * ft - (ft - 1));
+        }
+        Ok(up)
     }
 }

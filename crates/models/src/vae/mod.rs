@@ -1,9 +1,15 @@
-//! The Wan 2.1 VAE (diffusers `AutoencoderKLWan`; wan-reference.md §6), used by both Wan 2.2 A14B experts:
-//! causal 3-D convolutions with RMS norms, 4× in time and 8× in space, 16 latent channels normalised per
-//! channel.
+//! The Wan VAEs (diffusers `AutoencoderKLWan`; wan-reference.md §6): causal 3-D convolutions with RMS norms,
+//! 4× in time, latents normalised per channel.
 //!
-//! * [`Vae::encode`] — video `[B, 3, F, H, W]` in [−1, 1] (F = 4n + 1) → normalised μ `[B, 16, (F−1)/4 + 1, H/8, W/8]`
-//!   (what the transformer consumes); [`Vae::encode_raw`] returns μ before normalisation.
+//! * The Wan 2.1 VAE (both Wan 2.2 A14B experts): 8× in space, 16 latent channels.
+//! * The Wan 2.2 VAE (TI2V-5B): frames folded into 2×2 pixel patches (12 channels) around the network, stages
+//!   with parameter-free shortcuts (`is_residual`), 16× in space, 48 latent channels.
+//!
+//! One type runs both; the configuration (read or inferred from the weights' shapes) says which.
+//!
+//! * [`Vae::encode`] — video `[B, 3, F, H, W]` in [−1, 1] (F = 4n + 1) → normalised μ `[B, z, (F−1)/4 + 1, H/s, W/s]`
+//!   (what the transformer consumes; s = [`VaeConfig::spatial_compression`]); [`Vae::encode_raw`] returns μ
+//!   before normalisation.
 //! * [`Vae::decode`] — normalised latents → video in [−1, 1].
 //! * [`crate::conditioning::first_frame_condition`] builds the I2V condition with a cheaper encoder pass.
 //!
@@ -18,16 +24,18 @@ mod layout;
 mod names;
 mod tiling;
 
-pub use config::{VaeConfig, WAN21_LATENTS_MEAN, WAN21_LATENTS_STD};
+pub use config::{
+    VaeConfig, WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WAN22_LATENTS_MEAN, WAN22_LATENTS_STD,
+};
 pub use layout::VaeLayout;
-pub use names::{original_name, VaeNaming};
+pub use names::{original_name, original_name_wan22, VaeNaming};
 pub use tiling::{Tiling, TilingMode};
 
 pub(crate) use encoder::VideoSource;
 
 use crate::ModelError;
 use decoder::Decoder;
-use encoder::{Encoder, Region};
+use encoder::{unpatchify, Encoder, Region};
 use layout::Exec;
 use names::{vae_hint, VaeWeights};
 use std::path::{Path, PathBuf};
@@ -35,7 +43,7 @@ use tch::{Device, Kind, Tensor};
 use tiling::TileGrid;
 use wanlora_torch::weights::{Loader, WeightSet, WeightSource};
 
-/// The Wan 2.1 VAE on one device in one compute kind (float32, bfloat16 or float16).
+/// A Wan VAE (2.1 or 2.2) on one device in one compute kind (float32, bfloat16 or float16).
 pub struct Vae {
     config: VaeConfig,
     encoder: Encoder,
@@ -83,13 +91,13 @@ impl Vae {
             None => VaeConfig::infer(&named).ok_or_else(|| {
                 let hint = vae_hint(source).map(|h| format!(" ({h})")).unwrap_or_default();
                 not_a_vae(format!(
-                    "cannot infer the VAE configuration from these tensors{hint}; with a Wan 2.1 VAE of another \
+                    "cannot infer the VAE configuration from these tensors{hint}; with a Wan VAE of another \
                      configuration, pass its diffusers config.json"
                 ))
             })?,
         };
         config.validate().map_err(not_a_vae)?;
-        let named = named.with_num_res_blocks(config.num_res_blocks);
+        let named = named.for_config(&config);
         let exec = Exec {
             kind,
             device,
@@ -182,12 +190,13 @@ impl Vae {
 
     pub fn set_tiling(&mut self, tiling: Tiling) -> Result<(), ModelError> {
         tiling.validate()?;
+        tiling.in_patches(self.config.patch())?;
         self.tiling = tiling;
         Ok(())
     }
 
     /// Normalised posterior mean of `video` `[B, 3, F, H, W]` in [−1, 1] (any device and float kind), as float32
-    /// `[B, z, (F−1)/4 + 1, H/8, W/8]` on the VAE's device.
+    /// `[B, z, (F−1)/4 + 1, H/s, W/s]` on the VAE's device (s = 8, 16 for the Wan 2.2 VAE).
     pub fn encode(&self, video: &Tensor) -> Result<Tensor, ModelError> {
         let mu = self.encode_raw(video)?;
         self.normalize(&mu)
@@ -196,10 +205,10 @@ impl Vae {
     /// The posterior mean μ before normalisation (float32).
     pub fn encode_raw(&self, video: &Tensor) -> Result<Tensor, ModelError> {
         let size = video.size();
-        if size.len() != 5 || size[1] != self.config.in_channels {
+        if size.len() != 5 || size[1] != self.config.video_channels() {
             return Err(ModelError::Input(format!(
                 "the VAE encodes video shaped [B, {}, F, H, W]; got {size:?}",
-                self.config.in_channels
+                self.config.video_channels()
             )));
         }
         self.encode_source(&VideoSource::Clip(video))
@@ -209,15 +218,22 @@ impl Vae {
     pub(crate) fn encode_source(&self, source: &VideoSource) -> Result<Tensor, ModelError> {
         let (batch, frames, height, width) = source.dims()?;
         check_frames(frames)?;
-        check_spatial(height, width)?;
+        check_spatial(height, width, self.config.spatial_compression())?;
         let _no_grad = tch::no_grad_guard();
+        // The network sees patches: regions and tiles are counted in them.
+        let patch = self.config.patch();
+        let (height, width, tiled) = (
+            height / patch,
+            width / patch,
+            self.tiling.applies(height, width),
+        );
         let whole = Region {
             top: 0,
             left: 0,
             height,
             width,
         };
-        if !self.tiling.applies(height, width) {
+        if !tiled {
             return self.encoder.encode(source, whole, &self.exec);
         }
         let shape = [
@@ -228,13 +244,14 @@ impl Vae {
             width / 8,
         ];
         let mut mu = Tensor::f_empty(shape, (Kind::Float, self.exec.device))?;
-        TileGrid::for_encode(&self.tiling).run(height, width, &mut mu, |region| {
+        let grid = TileGrid::for_encode(&self.tiling.in_patches(patch)?);
+        grid.run(height, width, &mut mu, |region| {
             self.encoder.encode(source, region, &self.exec)
         })?;
         Ok(mu)
     }
 
-    /// Video `[B, 3, 1 + 4(T−1), 8h, 8w]` in [−1, 1] (float32, on the VAE's device) from normalised latents
+    /// Video `[B, 3, 1 + 4(T−1), s·h, s·w]` in [−1, 1] (float32, on the VAE's device) from normalised latents
     /// `[B, z, T, h, w]` (any device and float kind).
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor, ModelError> {
         let size = latent.size();
@@ -246,12 +263,18 @@ impl Vae {
         }
         let _no_grad = tch::no_grad_guard();
         let z = self.denormalize(latent)?;
-        let (height, width) = (8 * size[3], 8 * size[4]);
-        let mut video = if self.tiling.applies(height, width) {
+        let patch = self.config.patch();
+        let compression = self.config.spatial_compression();
+        let video = if self
+            .tiling
+            .applies(compression * size[3], compression * size[4])
+        {
             let frames = 1 + 4 * (size[2] - 1);
+            let (height, width) = (8 * size[3], 8 * size[4]);
             let shape = [size[0], self.config.out_channels, frames, height, width];
             let mut video = Tensor::f_empty(shape, (Kind::Float, self.exec.device))?;
-            TileGrid::for_decode(&self.tiling).run(size[3], size[4], &mut video, |r| {
+            let grid = TileGrid::for_decode(&self.tiling.in_patches(patch)?);
+            grid.run(size[3], size[4], &mut video, |r| {
                 let tile = z
                     .f_narrow(3, r.top, r.height)?
                     .f_narrow(4, r.left, r.width)?;
@@ -260,6 +283,11 @@ impl Vae {
             video
         } else {
             self.decoder.decode(&z, &self.exec)?
+        };
+        let mut video = if patch > 1 {
+            unpatchify(&video, patch)?.f_contiguous()?
+        } else {
+            video
         };
         Ok(video.f_clamp_(-1.0, 1.0)?)
     }
@@ -289,10 +317,11 @@ pub(crate) fn check_frames(frames: i64) -> Result<(), ModelError> {
     Ok(())
 }
 
-fn check_spatial(height: i64, width: i64) -> Result<(), ModelError> {
-    if height <= 0 || width <= 0 || height % 8 != 0 || width % 8 != 0 {
+fn check_spatial(height: i64, width: i64, compression: i64) -> Result<(), ModelError> {
+    if height <= 0 || width <= 0 || height % compression != 0 || width % compression != 0 {
         return Err(ModelError::Input(format!(
-            "the Wan VAE needs a height and width that are multiples of 8 pixels (16 for Wan); got {height}×{width}"
+            "this Wan VAE needs a height and width that are multiples of {compression} pixels (16 for Wan); \
+             got {height}×{width}"
         )));
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! Weight names of the Wan 2.1 VAE. The model asks for diffusers names (`AutoencoderKLWan`); files with the
-//! original names (`Wan2.1_VAE.pth`, ComfyUI's `wan_2.1_vae.safetensors`) are read through a renaming view.
+//! Weight names of the Wan VAEs. The model asks for diffusers names (`AutoencoderKLWan`); files with the
+//! original names (`Wan2.1_VAE.pth`, ComfyUI's `wan_2.1_vae.safetensors`; `Wan2.2_VAE.pth`, ComfyUI's
+//! `wan2.2_vae.safetensors`) are read through a renaming view.
 //!
 //! | diffusers | original |
 //! |---|---|
@@ -15,6 +16,11 @@
 //! where a residual block's `<rb>` → `<rb'>` is `norm1.gamma` → `residual.0.gamma`, `conv1` → `residual.2`,
 //! `norm2.gamma` → `residual.3.gamma`, `conv2` → `residual.6`, `conv_shortcut` → `shortcut`, and R is the number of
 //! residual blocks per encoder stage (the decoder's stages have R + 1, then their upsampler).
+//!
+//! The Wan 2.2 VAE nests its stages ([`original_name_wan22`]): `encoder.down_blocks.{i}.resnets.{j}.<rb>` /
+//! `.downsampler.*` are `encoder.downsamples.{i}.downsamples.{j}.<rb'>` / `.downsamples.{R}.*`, and
+//! `decoder.up_blocks.{i}.resnets.{j}.<rb>` / `.upsampler.*` are `decoder.upsamples.{i}.upsamples.{j}.<rb'>` /
+//! `.upsamples.{R+1}.*`; the rest is named as in the Wan 2.1 VAE.
 
 use crate::error::foreign_model_hint;
 use tch::{Device, Kind, Tensor};
@@ -33,6 +39,8 @@ pub(crate) struct VaeWeights<'a> {
     prefix: String,
     naming: VaeNaming,
     num_res_blocks: i64,
+    /// The Wan 2.2 layout (nested stages).
+    residual: bool,
 }
 
 impl<'a> VaeWeights<'a> {
@@ -46,6 +54,7 @@ impl<'a> VaeWeights<'a> {
                 prefix: String::new(),
                 naming: VaeNaming::Diffusers,
                 num_res_blocks,
+                residual: false,
             });
         }
         let find = |suffix: &str| {
@@ -61,11 +70,16 @@ impl<'a> VaeWeights<'a> {
         } else {
             return None;
         };
+        let residual = names.iter().any(|n| {
+            n.contains("encoder.down_blocks.0.resnets.")
+                || n.contains("encoder.downsamples.0.downsamples.")
+        });
         Some(VaeWeights {
             inner,
             prefix,
             naming,
             num_res_blocks,
+            residual,
         })
     }
 
@@ -73,9 +87,11 @@ impl<'a> VaeWeights<'a> {
         self.naming
     }
 
-    pub fn with_num_res_blocks(self, num_res_blocks: i64) -> Self {
+    /// The view for `config`'s layout (a source without names learns it here).
+    pub fn for_config(self, config: &super::VaeConfig) -> Self {
         VaeWeights {
-            num_res_blocks,
+            num_res_blocks: config.num_res_blocks,
+            residual: config.is_residual,
             ..self
         }
     }
@@ -85,7 +101,11 @@ impl<'a> VaeWeights<'a> {
         match self.naming {
             VaeNaming::Diffusers => format!("{}{name}", self.prefix),
             VaeNaming::Original => {
-                let original = original_name(name, self.num_res_blocks);
+                let original = if self.residual {
+                    original_name_wan22(name, self.num_res_blocks)
+                } else {
+                    original_name(name, self.num_res_blocks)
+                };
                 format!("{}{}", self.prefix, original.as_deref().unwrap_or(name))
             }
         }
@@ -116,18 +136,7 @@ impl WeightSource for VaeWeights<'_> {
 
 /// The original name of a diffusers VAE parameter, `None` for names outside the VAE.
 pub fn original_name(name: &str, num_res_blocks: i64) -> Option<String> {
-    let residual = |leaf: &str| -> Option<String> {
-        let renamed = [
-            ("norm1.gamma", "residual.0.gamma"),
-            ("conv1.", "residual.2."),
-            ("norm2.gamma", "residual.3.gamma"),
-            ("conv2.", "residual.6."),
-            ("conv_shortcut.", "shortcut."),
-        ];
-        renamed
-            .iter()
-            .find_map(|(from, to)| leaf.strip_prefix(from).map(|rest| format!("{to}{rest}")))
-    };
+    let residual = residual_leaf;
     if let Some(rest) = name.strip_prefix("quant_conv.") {
         return Some(format!("conv1.{rest}"));
     }
@@ -176,37 +185,67 @@ pub fn original_name(name: &str, num_res_blocks: i64) -> Option<String> {
     None
 }
 
-/// What the tensors of a source that is not a usable Wan 2.1 VAE look like, to say so in the error.
-pub(crate) fn vae_hint(source: &dyn WeightSource) -> Option<String> {
-    let names = source.names();
-    let z_of = |name: &str| {
-        names
-            .iter()
-            .find(|n| n.ends_with(name))
-            .and_then(|n| source.shape_of(n))
-            .map(|s| s[0])
+/// The original (Wan2.2 `vae2_2.py`) name of a diffusers parameter of the Wan 2.2 VAE, `None` for names outside
+/// the VAE. `num_res_blocks` is R, the residual blocks per encoder stage.
+pub fn original_name_wan22(name: &str, num_res_blocks: i64) -> Option<String> {
+    let stage_name = |rest: &str, outer: &str, blocks: &str, sampler: &str, resnets: i64| {
+        let rest = rest.strip_prefix(blocks)?;
+        let (stage, rest) = rest.split_once('.')?;
+        let stage: i64 = stage.parse().ok()?;
+        let nested = format!("{outer}.{stage}.{outer}");
+        if let Some(rest) = rest.strip_prefix("resnets.") {
+            let (index, leaf) = rest.split_once('.')?;
+            let index: i64 = index.parse().ok()?;
+            return Some(format!("{nested}.{index}.{}", residual_leaf(leaf)?));
+        }
+        let leaf = rest.strip_prefix(sampler)?;
+        Some(format!("{nested}.{resnets}.{leaf}"))
     };
-    let z = z_of("post_quant_conv.weight").or_else(|| {
-        names
-            .iter()
-            .find(|n| *n == "conv2.weight" || n.ends_with(".conv2.weight") && !n.contains("coder"))
-            .and_then(|n| source.shape_of(n))
-            .map(|s| s[0])
-    });
-    let nested = names
+    let (side, rest) = name.split_once('.')?;
+    let staged = match side {
+        "encoder" => stage_name(
+            rest,
+            "downsamples",
+            "down_blocks.",
+            "downsampler.",
+            num_res_blocks,
+        ),
+        "decoder" => stage_name(
+            rest,
+            "upsamples",
+            "up_blocks.",
+            "upsampler.",
+            num_res_blocks + 1,
+        ),
+        _ => None,
+    };
+    match staged {
+        Some(original) => Some(format!("{side}.{original}")),
+        None if rest.starts_with("down_blocks.") || rest.starts_with("up_blocks.") => None,
+        None => original_name(name, num_res_blocks),
+    }
+}
+
+/// A residual block's diffusers leaf (`norm1.gamma`, `conv1.weight`, …) under its original name.
+fn residual_leaf(leaf: &str) -> Option<String> {
+    let renamed = [
+        ("norm1.gamma", "residual.0.gamma"),
+        ("conv1.", "residual.2."),
+        ("norm2.gamma", "residual.3.gamma"),
+        ("conv2.", "residual.6."),
+        ("conv_shortcut.", "shortcut."),
+    ];
+    renamed
         .iter()
-        .any(|n| n.contains("downsamples.0.downsamples."));
-    if z == Some(48) || nested || names.iter().any(|n| n.contains("avg_shortcut")) {
-        return Some(
-            "this looks like the Wan 2.2 VAE (z_dim 48, used by TI2V-5B), not the Wan 2.1 VAE (z_dim 16) that \
-             Wan 2.2 I2V A14B uses: download wan_2.1_vae.safetensors or the A14B repository's vae/ folder"
-                .into(),
-        );
-    }
-    if let Some(hint) = foreign_model_hint(&names) {
-        return Some(format!(
-            "{hint}; the VAE is wan_2.1_vae.safetensors or a diffusers vae/ folder"
-        ));
-    }
-    None
+        .find_map(|(from, to)| leaf.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+}
+
+/// What the tensors of a source that is not a usable Wan VAE look like, to say so in the error.
+pub(crate) fn vae_hint(source: &dyn WeightSource) -> Option<String> {
+    foreign_model_hint(&source.names()).map(|hint| {
+        format!(
+            "{hint}; the VAE is wan_2.1_vae.safetensors (A14B), wan2.2_vae.safetensors (TI2V-5B) or a \
+             diffusers vae/ folder"
+        )
+    })
 }

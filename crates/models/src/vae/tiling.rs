@@ -21,7 +21,8 @@ pub enum TilingMode {
     Never,
 }
 
-/// Spatial tiling settings, in pixels (multiples of 8).
+/// Spatial tiling settings, in pixels (multiples of 8; of 16 for the Wan 2.2 VAE, whose network tiles its 2×2-patchified
+/// frames).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
     pub mode: TilingMode,
@@ -77,6 +78,24 @@ impl Tiling {
             )));
         }
         Ok(())
+    }
+
+    /// These settings counted in `patch × patch` pixel patches (the Wan 2.2 VAE's network tiles its patchified
+    /// frames); an error when they are not whole multiples of 8 patches.
+    pub fn in_patches(&self, patch: i64) -> Result<Tiling, ModelError> {
+        if self.size % (8 * patch) != 0 || self.overlap % (8 * patch) != 0 {
+            return Err(ModelError::Input(format!(
+                "VAE tile size {} and overlap {} must be multiples of {} pixels for this VAE",
+                self.size,
+                self.overlap,
+                8 * patch
+            )));
+        }
+        Ok(Tiling {
+            size: self.size / patch,
+            overlap: self.overlap / patch,
+            ..*self
+        })
     }
 
     /// Whether a frame of `height × width` pixels is tiled.

@@ -11,6 +11,10 @@
 //!     x ← sampler.step(v, x)
 //! ```
 //!
+//! TI2V-5B ([`Conditioning::Ti2v`]) is one model: it runs as the only phase (boundary 0, the high-noise slot) on the
+//! Wan 2.2 VAE's 16× grid; with a start frame, its clean latent replaces latent frame 0 of the model's input at
+//! every step, those tokens get timestep 0, and the final latents take it too (diffusers' `expand_timesteps`).
+//!
 //! Timesteps decrease, so routing is monotonic: all high-noise steps come first, then all low-noise steps. A
 //! [`SampleRun`] therefore runs in two phases, and the caller hands over each expert when its phase starts
 //! ([`SampleRun::denoise_phase`]): the trainer keeps only the expert(s) it trains and loads the other one just for
@@ -63,6 +67,8 @@ pub struct SampleRun {
     latents: Tensor,
     /// y = cat(mask, image latent), float32 `[1, 4 + z, T, h, w]` (image-to-video); none for text-to-video.
     condition: Option<Tensor>,
+    /// TI2V's clean start-frame latent, float32 `[1, z, 1, h, w]`.
+    start_latent: Option<Tensor>,
     /// `[1, L, D]` each.
     text_cond: Tensor,
     text_uncond: Tensor,
@@ -85,6 +91,12 @@ pub enum Conditioning {
     /// Image-to-video: y = cat(mask, image latent) `[1, 4 + z, T, H/8, W/8]` ([`first_frame_condition`]),
     /// concatenated to the latents at every step.
     FirstFrame(Tensor),
+    /// TI2V-5B: latents of `latent_channels` (the Wan 2.2 VAE's 48) on its `H/16 × W/16` grid, and for
+    /// image-to-video the start frame's normalised latent `[1, z, 1, H/16, W/16]`.
+    Ti2v {
+        latent_channels: i64,
+        start: Option<Tensor>,
+    },
 }
 
 impl Conditioning {
@@ -93,6 +105,18 @@ impl Conditioning {
         match self {
             Conditioning::TextOnly { latent_channels } => *latent_channels,
             Conditioning::FirstFrame(y) => y.size().get(1).copied().unwrap_or(0) - MASK_CHANNELS,
+            Conditioning::Ti2v {
+                latent_channels, ..
+            } => *latent_channels,
+        }
+    }
+
+    /// The latent grid `[T, h, w]` of `request`: 8× in space for the Wan 2.1 VAE, 16× for TI2V's.
+    fn latent_grid(&self, request: &SampleRequest) -> [i64; 3] {
+        let [t, h, w] = request.latent_grid();
+        match self {
+            Conditioning::Ti2v { .. } => [t, h / 2, w / 2],
+            _ => [t, h, w],
         }
     }
 }
@@ -116,7 +140,7 @@ impl SampleRun {
             request.steps as usize,
             request.shift,
         )?;
-        let [t, h, w] = request.latent_grid();
+        let [t, h, w] = conditioning.latent_grid(request);
         let z = conditioning.latent_channels().max(0);
         let noise = torch_randn(request.seed, &[1, z, t, h, w], device)?;
         Self::from_parts(
@@ -141,7 +165,7 @@ impl SampleRun {
     ) -> Result<SampleRun, SamplingError> {
         request.validate()?;
         let device = noise.device();
-        let [t, h, w] = request.latent_grid();
+        let [t, h, w] = conditioning.latent_grid(request);
         let size = noise.size();
         if size.len() != 5 || size[0] != 1 || size[2..] != [t, h, w] {
             return Err(SamplingError::Input(format!(
@@ -149,8 +173,25 @@ impl SampleRun {
                 request.num_frames, request.width, request.height
             )));
         }
+        let mut start_latent = None;
         let condition = match conditioning {
-            Conditioning::TextOnly { latent_channels } => {
+            Conditioning::TextOnly { latent_channels }
+            | Conditioning::Ti2v {
+                latent_channels, ..
+            } => {
+                if let Conditioning::Ti2v {
+                    start: Some(start), ..
+                } = conditioning
+                {
+                    let expected = [1, size[1], 1, h, w];
+                    if start.size() != expected {
+                        return Err(SamplingError::Input(format!(
+                            "the start frame's latent has shape {:?}; expected {expected:?}",
+                            start.size()
+                        )));
+                    }
+                    start_latent = Some(start.f_to_device(device)?.f_to_kind(Kind::Float)?);
+                }
                 if size[1] != *latent_channels {
                     return Err(SamplingError::Input(format!(
                         "initial latents have {} channels; the text-to-video latents have {latent_channels}",
@@ -198,6 +239,7 @@ impl SampleRun {
             scheduler,
             latents: noise.f_to_kind(Kind::Float)?,
             condition,
+            start_latent,
             text_cond,
             text_uncond,
             guidance_high: request.guidance_high,
@@ -309,7 +351,40 @@ impl SampleRun {
             });
             self.step += 1;
         }
+        if self.is_done() {
+            if let Some(start) = &self.start_latent {
+                self.latents.f_narrow(2, 0, 1)?.f_copy_(start)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The model's input latents: with a TI2V start frame, latent frame 0 replaced by its clean latent.
+    fn model_latents(&self) -> Result<Tensor, SamplingError> {
+        let Some(start) = &self.start_latent else {
+            return Ok(self.latents.shallow_clone());
+        };
+        let mut input = self.latents.f_empty_like()?;
+        input.f_copy_(&self.latents)?;
+        input.f_narrow(2, 0, 1)?.f_copy_(start)?;
+        Ok(input)
+    }
+
+    /// The timestep tensor for every sample of a pass: `[1]`, or with a TI2V start frame one per latent frame
+    /// `[1, T]` with frame 0 at 0 (its latent is clean).
+    fn timestep_tensor(&self, timestep: f64) -> Result<Tensor, SamplingError> {
+        let frames = self.latents.size()[2];
+        let values: Vec<f32> = match self.start_latent {
+            Some(_) => (0..frames)
+                .map(|f| if f == 0 { 0.0 } else { timestep as f32 })
+                .collect(),
+            None => vec![timestep as f32],
+        };
+        let t = Tensor::f_from_slice(&values)?.f_to_device(self.device)?;
+        Ok(match self.start_latent {
+            Some(_) => t.f_view([1, frames])?,
+            None => t,
+        })
     }
 
     /// `v_u + g·(v_c − v_u)` at the current latents, and whether the passes ran as one batch. A scale of 1 needs
@@ -323,9 +398,9 @@ impl SampleRun {
     ) -> Result<(Tensor, bool), SamplingError> {
         let input = match &self.condition {
             Some(y) => Tensor::f_cat(&[&self.latents, y], 1)?,
-            None => self.latents.shallow_clone(),
+            None => self.model_latents()?,
         };
-        let t1 = Tensor::f_from_slice(&[timestep as f32])?.f_to_device(self.device)?;
+        let t1 = self.timestep_tensor(timestep)?;
         if guidance == 1.0 {
             return Ok((model.forward(&input, &t1, &self.text_cond, lora)?, false));
         }
@@ -352,7 +427,7 @@ impl SampleRun {
         let input2 = input.f_repeat([2, 1, 1, 1, 1])?;
         // One timestep for the batch: the transformer broadcasts it, and its modulated norms then
         // take the shared modulation inside the LayerNorm kernel (one memory pass fewer each).
-        let shared_t = Tensor::f_from_slice(&[timestep as f32])?.f_to_device(self.device)?;
+        let shared_t = self.timestep_tensor(timestep)?;
         let context = Tensor::f_cat(&[&self.text_cond, &self.text_uncond], 0)?;
         // tch reports libtorch errors of its non-`f_` operations as panics; an out-of-memory one is caught here
         // (and only that one) to fall back to two passes.

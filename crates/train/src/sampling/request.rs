@@ -59,7 +59,7 @@ pub struct SampleRequest {
     pub guidance_high: f64,
     /// CFG scale of the low-noise expert (`guidance_scale_2`).
     pub guidance_low: f64,
-    /// The high-noise expert takes the steps with `t ≥ boundary_ratio·1000`.
+    /// The high-noise expert takes the steps with `t ≥ boundary_ratio·1000` (0: every step, one model).
     pub boundary_ratio: f64,
     /// Strength of the high-noise expert's LoRA (a job's `network_multiplier`).
     pub lora_multiplier_high: f64,
@@ -199,11 +199,12 @@ impl SampleRequest {
                 );
             }
         }
-        if !(self.boundary_ratio > 0.0 && self.boundary_ratio < 1.0) {
+        // 0 sends every step to the one model of TI2V-5B (the high-noise slot).
+        if !(self.boundary_ratio >= 0.0 && self.boundary_ratio < 1.0) {
             return bad(
                 "boundary_ratio",
                 format!(
-                    "{} is not between 0 and 1 (Wan 2.2 I2V: 0.9)",
+                    "{} is not in [0, 1) (Wan 2.2 I2V: 0.9; 0 for the one model of TI2V-5B)",
                     self.boundary_ratio
                 ),
             );

@@ -13,6 +13,7 @@ use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy
 use wanlora_models::transformer::{BlockOffload, LoadOptions, TransformerConfig, WanTransformer};
 use wanlora_torch::weights::RandomWeights;
 use wanlora_train::optim::{clip_grad_norm, AdamW, AdamWConfig, FlatParams};
+use wanlora_train::ti2v::{masked, training_input};
 
 #[derive(clap::Args)]
 pub struct StepArgs {
@@ -41,9 +42,17 @@ pub struct StepArgs {
     /// forward, fetched back one block ahead of the backward) instead of on the GPU.
     #[arg(long)]
     pub host_inputs: bool,
-    /// Transformer blocks (40 for A14B; fewer for quick CPU checks).
-    #[arg(long, default_value_t = 40)]
-    pub layers: i64,
+    /// Transformer blocks (the model's: 40 for A14B, 30 for TI2V-5B; fewer for quick CPU checks).
+    #[arg(long)]
+    pub layers: Option<i64>,
+    /// The TI2V-5B model instead of an A14B expert (--arch is then ignored): 48 channels, the Wan
+    /// 2.2 VAE's 16× latents, the start frame's latent at timestep 0 and left out of the loss.
+    #[arg(long)]
+    pub ti2v: bool,
+    /// Time one guided sampling step (two forwards without a graph, as CFG runs them) instead of
+    /// a training step.
+    #[arg(long)]
+    pub sample_step: bool,
     /// Also time the parts of one block (linears, attention, LoRA, the rest).
     #[arg(long)]
     pub breakdown: bool,
@@ -174,6 +183,14 @@ pub fn run(args: StepArgs) -> Result<()> {
     if !count || !side(args.height) || !side(args.width) {
         bail!("frames must be 4n+1 and height/width multiples of 16");
     }
+    // Pixels per latent, and per token side (the patch is 2×2 latents).
+    let vae_scale = if args.ti2v { 16 } else { 8 };
+    if args.height % (2 * vae_scale) != 0 || args.width % (2 * vae_scale) != 0 {
+        bail!(
+            "TI2V-5B needs height and width that are multiples of {}",
+            2 * vae_scale
+        );
+    }
     if let Some(gib) = args.max_memory_gib {
         if !device.is_cuda() {
             bail!("--max-memory-gib caps GPU memory; it needs --device cuda");
@@ -185,9 +202,14 @@ pub fn run(args: StepArgs) -> Result<()> {
     } else {
         Kind::Float
     };
+    let model_config = if args.ti2v {
+        TransformerConfig::wan22_ti2v_5b()
+    } else {
+        TransformerConfig::wan22_a14b(args.arch.facts().in_channels as i64)
+    };
     let cfg = TransformerConfig {
-        num_layers: args.layers,
-        ..TransformerConfig::wan22_a14b(args.arch.facts().in_channels as i64)
+        num_layers: args.layers.unwrap_or(model_config.num_layers),
+        ..model_config
     };
     let layers = cfg.num_layers as usize;
     let offload = match args.offload_percent {
@@ -265,7 +287,11 @@ pub fn run(args: StepArgs) -> Result<()> {
         false,
     );
 
-    let (lt, lh, lw) = ((args.frames - 1) / 4 + 1, args.height / 8, args.width / 8);
+    let (lt, lh, lw) = (
+        (args.frames - 1) / 4 + 1,
+        args.height / vae_scale,
+        args.width / vae_scale,
+    );
     let tokens = lt * (lh / 2) * (lw / 2);
     let x = Tensor::randn([1, cfg.in_channels, lt, lh, lw], (kind, device));
     let ctx = Tensor::randn([1, 512, cfg.text_dim], (kind, device));
@@ -280,11 +306,26 @@ pub fn run(args: StepArgs) -> Result<()> {
         host_inputs: args.host_inputs,
     };
 
+    // TI2V: the start frame's latent clean at timestep 0 and outside the loss (the bench's latents stand for both
+    // x_t and x0).
+    let ti2v_input = |t: Tensor| training_input(&x, &x, &t, args.ti2v);
+    if args.sample_step {
+        let t = ti2v_input(Tensor::full([1], 500.0, (Kind::Float, device)))?.timestep;
+        return sample_step(&model, &x, &t, &ctx, &args, tokens);
+    }
     let mut step = || -> Result<f64> {
-        let t = Tensor::rand([1], (Kind::Float, device)) * 1000.0;
-        let loss = forward_backward(&model, &x, &t, &ctx, &apply, policy, |pred| {
-            Ok((pred - &target).square().mean(Kind::Float))
-        })?;
+        let input = ti2v_input(Tensor::rand([1], (Kind::Float, device)) * 1000.0)?;
+        let loss = forward_backward(
+            &model,
+            &input.input,
+            &input.timestep,
+            &ctx,
+            &apply,
+            policy,
+            |pred| {
+                Ok(masked(&(pred - &target).square(), input.loss_mask.as_ref())?.mean(Kind::Float))
+            },
+        )?;
         let mut g = flat.flat_grad();
         clip_grad_norm(&mut g, 1.0);
         opt.update(&flat, &g, 1e-4);
@@ -322,10 +363,7 @@ pub fn run(args: StepArgs) -> Result<()> {
     println!(
         "wanlora step: {}frames={} {}x{} tokens={tokens} rank={} keep_blocks={}{} {mode}: {secs:.3} s/step, peak {peak:.1} GiB, MFU {:.1}% ({:.3e} FLOP/step), loss {last:.4}{streamed_per_step}",
         // I2V lines keep their earlier form (docs/BENCHMARKS.md quotes them).
-        match args.arch {
-            wanlora_config::ModelArch::Wan22_14bI2v => "",
-            wanlora_config::ModelArch::Wan22_14b => "t2v ",
-        },
+        model_label(&args),
         args.frames,
         args.height,
         args.width,
@@ -348,6 +386,59 @@ pub fn run(args: StepArgs) -> Result<()> {
         let loaded = model.load_to(device)?;
         println!("wanlora park: to host memory {parked}; back to {device:?} {loaded}");
     }
+    Ok(())
+}
+
+/// The model in report lines: "" for I2V A14B (the earlier form), "t2v " or "ti2v ".
+fn model_label(args: &StepArgs) -> &'static str {
+    match (args.ti2v, args.arch) {
+        (true, _) => "ti2v ",
+        (false, wanlora_config::ModelArch::Wan22_14bI2v) => "",
+        (false, wanlora_config::ModelArch::Wan22_14b) => "t2v ",
+    }
+}
+
+/// One guided sampling step: the conditional and unconditional forwards without a graph, as CFG
+/// runs them (the scheduler's update is negligible beside them).
+fn sample_step(
+    model: &WanTransformer,
+    x: &Tensor,
+    t: &Tensor,
+    ctx: &Tensor,
+    args: &StepArgs,
+    tokens: i64,
+) -> Result<()> {
+    let device = model.device();
+    let guided = || -> Result<()> {
+        tch::no_grad(|| -> Result<()> {
+            let cond = model.forward(x, t, ctx, None)?;
+            let uncond = model.forward(x, t, ctx, None)?;
+            let _ = cond - uncond;
+            Ok(())
+        })
+    };
+    guided()?;
+    sync(device);
+    if let Device::Cuda(i) = device {
+        wanlora_torch::cuda::reset_peak_memory(i)?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..args.steps {
+        guided()?;
+    }
+    sync(device);
+    let secs = t0.elapsed().as_secs_f64() / args.steps as f64;
+    let peak = match device {
+        Device::Cuda(i) => gib(wanlora_torch::cuda::memory_stats(i)?.peak_allocated),
+        _ => 0.0,
+    };
+    println!(
+        "wanlora sample_step_cfg {}frames={} {}x{} tokens={tokens}: {secs:.3} s, peak {peak:.1} GiB",
+        model_label(args),
+        args.frames,
+        args.height,
+        args.width
+    );
     Ok(())
 }
 

@@ -10,11 +10,11 @@ use wanlora_models::vae::{Tiling, TilingMode, Vae};
 #[derive(clap::Args)]
 pub struct VaeOptions {
     /// The VAE: a diffusers `vae/` folder (or the model folder above it) or a single file such as ComfyUI's
-    /// wan_2.1_vae.safetensors.
+    /// wan_2.1_vae.safetensors (A14B) or wan2.2_vae.safetensors (TI2V-5B); which one is read from its shapes.
     #[arg(long)]
     pub weights: PathBuf,
     /// A diffusers VAE config.json for a single file whose configuration (or latent statistics) differ from the
-    /// Wan 2.1 VAE's.
+    /// real Wan 2.1 or 2.2 VAE's.
     #[arg(long)]
     pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "f32")]
@@ -24,10 +24,10 @@ pub struct VaeOptions {
     /// Spatial tiling: auto (only above 480×832), always, never.
     #[arg(long, value_enum, default_value = "auto")]
     pub tiling: TilingArg,
-    /// Tile size in pixels (a multiple of 8).
+    /// Tile size in pixels (a multiple of 8; of 16 for the Wan 2.2 VAE).
     #[arg(long, default_value_t = Tiling::default().size)]
     pub tile_size: i64,
-    /// Pixels shared and blended by neighbouring tiles (a multiple of 8).
+    /// Pixels shared and blended by neighbouring tiles (a multiple of 8; of 16 for the Wan 2.2 VAE).
     #[arg(long, default_value_t = Tiling::default().overlap)]
     pub tile_overlap: i64,
 }
@@ -63,7 +63,8 @@ impl VaeOptions {
 pub struct EncodeArgs {
     #[command(flatten)]
     pub vae: VaeOptions,
-    /// Safetensors file holding `video` [B,3,F,H,W] in [-1,1] (F = 4n+1, H and W multiples of 8).
+    /// Safetensors file holding `video` [B,3,F,H,W] in [-1,1] (F = 4n+1, H and W multiples of 8; of 16 for the
+    /// Wan 2.2 VAE).
     #[arg(long)]
     pub inputs: PathBuf,
     /// Safetensors file to write `latent` and `latent_raw` (float32) to.
@@ -84,10 +85,12 @@ pub fn encode(args: EncodeArgs) -> Result<()> {
 pub struct DecodeArgs {
     #[command(flatten)]
     pub vae: VaeOptions,
-    /// Safetensors file holding `latent` [B,16,T,h,w] (normalised, as the transformer produces it).
+    /// Safetensors file holding `latent` [B,z,T,h,w] (normalised, as the transformer produces it; z = 16 for the
+    /// Wan 2.1 VAE, 48 for the Wan 2.2 VAE).
     #[arg(long)]
     pub inputs: PathBuf,
-    /// Safetensors file to write `video` [B,3,1+4(T-1),8h,8w] in [-1,1] (float32) to.
+    /// Safetensors file to write `video` [B,3,1+4(T-1),s·h,s·w] in [-1,1] (float32; s = 8, 16 for the Wan 2.2
+    /// VAE) to.
     #[arg(long)]
     pub out: PathBuf,
 }
