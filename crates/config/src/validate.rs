@@ -313,6 +313,7 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
         );
     }
     check_preservation(job, ctx);
+    crate::gpus::check_gpus(job, ctx);
     if train.cache_text_embeddings && train.unload_text_encoder {
         ctx.error_at(
             &format!("{t}.unload_text_encoder"),

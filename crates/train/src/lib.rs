@@ -6,6 +6,7 @@ pub mod divergence;
 pub mod ema;
 pub mod encoders;
 mod error;
+pub mod expert_parallel;
 pub mod experts;
 pub mod job;
 pub mod jobfiles;

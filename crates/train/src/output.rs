@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::experts::Expert;
 use crate::TrainError;
 use wanlora_torch::weights::write_atomic;
 
@@ -69,7 +70,9 @@ pub enum Control {
 }
 
 impl Control {
-    fn file(self) -> &'static str {
+    pub const ALL: [Control; 3] = [Control::Stop, Control::SaveNow, Control::SampleNow];
+
+    pub fn file(self) -> &'static str {
         match self {
             Control::Stop => "stop",
             Control::SaveNow => "save_now",
@@ -105,30 +108,73 @@ pub fn now_rfc3339() -> String {
 
 pub struct JobFolder {
     pub root: PathBuf,
+    /// Set in a process that trains one expert of an expert-parallel job: its status and control
+    /// requests are its own (`ranks/<expert>/`, which the supervising process reads and feeds),
+    /// so are its states (`state/<expert>/`); its log lines name the expert, and the pid file is
+    /// the supervisor's.
+    pub rank: Option<Expert>,
 }
 
 impl JobFolder {
     pub fn create(root: &Path) -> Result<JobFolder, TrainError> {
+        Self::create_for(root, None)
+    }
+
+    /// The job folder as the process training `rank`'s expert (or the whole job, `None`) sees it.
+    pub fn create_for(root: &Path, rank: Option<Expert>) -> Result<JobFolder, TrainError> {
+        let folder = JobFolder {
+            root: root.to_path_buf(),
+            rank,
+        };
         for d in [
             root.to_path_buf(),
             root.join("control"),
             root.join("samples"),
             root.join("state"),
+            folder.control_dir(),
+            folder.states(),
         ] {
             std::fs::create_dir_all(&d).map_err(|e| TrainError::io(&d, e))?;
         }
-        Ok(JobFolder {
-            root: root.to_path_buf(),
-        })
+        Ok(folder)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 
+    /// `ranks/<expert>/`: what the process training `expert` in an expert-parallel job shares
+    /// with its supervisor.
+    pub fn rank_dir(root: &Path, expert: Expert) -> PathBuf {
+        root.join("ranks").join(expert.name())
+    }
+
+    fn status_path(&self) -> PathBuf {
+        match self.rank {
+            Some(e) => Self::rank_dir(&self.root, e).join("status.json"),
+            None => self.path("status.json"),
+        }
+    }
+
+    /// Where control requests are taken from.
+    pub fn control_dir(&self) -> PathBuf {
+        match self.rank {
+            Some(e) => Self::rank_dir(&self.root, e).join("control"),
+            None => self.path("control"),
+        }
+    }
+
+    /// The folder of saved states (`state/`, or `state/<expert>/` in an expert-parallel rank).
+    pub fn states(&self) -> PathBuf {
+        match self.rank {
+            Some(e) => self.root.join("state").join(e.name()),
+            None => self.path("state"),
+        }
+    }
+
     pub fn write_status(&self, status: &Status) -> Result<(), TrainError> {
         write_atomic(
-            &self.path("status.json"),
+            &self.status_path(),
             serde_json::to_string_pretty(status)?.as_bytes(),
         )?;
         Ok(())
@@ -139,7 +185,7 @@ impl JobFolder {
     pub fn write_final_status(&self, status: &Status) {
         if self.write_status(status).is_err() {
             if let Ok(text) = serde_json::to_string_pretty(status) {
-                let _ = std::fs::write(self.path("status.json"), text);
+                let _ = std::fs::write(self.status_path(), text);
             }
         }
     }
@@ -184,17 +230,24 @@ impl JobFolder {
     pub fn log(&self, line: &str) {
         let p = self.path("log.txt");
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&p) {
-            let _ = writeln!(f, "{} {line}", now_rfc3339());
+            let _ = match self.rank {
+                Some(e) => writeln!(f, "{} [{}] {line}", now_rfc3339(), e.name()),
+                None => writeln!(f, "{} {line}", now_rfc3339()),
+            };
         }
     }
 
     pub fn write_pid(&self) -> Result<(), TrainError> {
-        write_atomic(&self.path("pid"), std::process::id().to_string().as_bytes())?;
+        if self.rank.is_none() {
+            write_atomic(&self.path("pid"), std::process::id().to_string().as_bytes())?;
+        }
         Ok(())
     }
 
     pub fn remove_pid(&self) {
-        let _ = std::fs::remove_file(self.path("pid"));
+        if self.rank.is_none() {
+            let _ = std::fs::remove_file(self.path("pid"));
+        }
     }
 
     /// Whether a stop was asked for (SIGINT, or `control/stop`, which this takes).
@@ -204,7 +257,7 @@ impl JobFolder {
 
     /// Takes a pending request (deleting its file) if there is one.
     pub fn take_control(&self, c: Control) -> bool {
-        let p = self.root.join("control").join(c.file());
+        let p = self.control_dir().join(c.file());
         p.exists() && std::fs::remove_file(&p).is_ok()
     }
 }

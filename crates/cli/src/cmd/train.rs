@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use wanlora_hub::HubConfig;
-use wanlora_train::trainer::{train, RunOptions};
+use wanlora_spec::expert::Expert;
+use wanlora_train::expert_parallel::{self, JobPart, Rank};
+use wanlora_train::trainer::{train, train_part, RunOptions};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -14,6 +16,62 @@ pub struct TrainArgs {
     /// No progress bar (log lines every `logging.log_every` steps instead).
     #[arg(long)]
     pub no_progress: bool,
+    /// The GPUs to train on, instead of `train.gpus`: one (`1`), or two (`0,1`) with both experts
+    /// trained, each expert in its own process on its own GPU at the same time.
+    #[arg(long, value_name = "A,B")]
+    pub gpus: Option<String>,
+    /// Set by an expert-parallel supervisor in the processes it starts: the expert this one trains.
+    #[arg(long, hide = true, requires_all = ["rank_device", "rank_seed", "supervisor"])]
+    pub expert_rank: Option<String>,
+    #[arg(long, hide = true)]
+    pub rank_device: Option<String>,
+    #[arg(long, hide = true)]
+    pub rank_seed: Option<u64>,
+    #[arg(long, hide = true)]
+    pub supervisor: Option<u32>,
+}
+
+/// The expert an `--expert-rank` names.
+fn expert_named(name: &str) -> Result<Expert> {
+    Expert::BOTH
+        .into_iter()
+        .find(|e| e.name() == name)
+        .with_context(|| format!("--expert-rank {name:?}: expected high_noise or low_noise"))
+}
+
+/// This process trains one expert of an expert-parallel job for the supervisor `args.supervisor`.
+fn run_rank(args: &TrainArgs, job: wanlora_config::LoadedJob, name: &str) -> Result<()> {
+    let (Some(device), Some(seed), Some(supervisor)) =
+        (&args.rank_device, args.rank_seed, args.supervisor)
+    else {
+        anyhow::bail!("--expert-rank needs --rank-device, --rank-seed and --supervisor");
+    };
+    expert_parallel::stop_with_supervisor(supervisor);
+    let part = JobPart::Expert {
+        expert: expert_named(name)?,
+        device: device.clone(),
+        seed,
+    };
+    let opts = RunOptions {
+        progress: false,
+        stop_after: None,
+        hub: HubConfig::from_env(),
+    };
+    train_part(job, opts, part)?;
+    Ok(())
+}
+
+/// The command that starts `rank` of the expert-parallel job `job_file`: this executable again.
+fn rank_command(job_file: &std::path::Path, rank: &Rank) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("wanlora"));
+    let mut c = std::process::Command::new(exe);
+    c.arg("train")
+        .arg(job_file)
+        .args(["--no-progress", "--expert-rank", rank.expert.name()])
+        .args(["--rank-device", &rank.device])
+        .args(["--rank-seed", &rank.seed.to_string()])
+        .args(["--supervisor", &std::process::id().to_string()]);
+    c
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -23,12 +81,41 @@ pub fn run(args: TrainArgs) -> Result<()> {
     for w in &job.warnings {
         eprintln!("{}", w.display_in(&text));
     }
+    if let Some(name) = &args.expert_rank {
+        return run_rank(&args, job, name);
+    }
+    let mut job = job;
+    let gpus = match &args.gpus {
+        Some(list) => {
+            let gpus = wanlora_config::parse_gpu_list(list).map_err(anyhow::Error::msg)?;
+            let trained = wanlora_train::job::expert_schedule(&job.job).trained.len();
+            if let Some((message, hint)) = wanlora_config::gpu_list_problem(&gpus, trained) {
+                anyhow::bail!("--gpus {message}; {hint}");
+            }
+            gpus
+        }
+        None => job.job.process().train.gpus.clone(),
+    };
     let opts = RunOptions {
         progress: !args.no_progress && std::io::stderr().is_terminal(),
         stop_after: None,
         hub: HubConfig::from_env(),
     };
-    let summary = train(job, opts)?;
+    let summary = if expert_parallel::wants_expert_parallel(&job, &gpus)? {
+        let devices = expert_parallel::rank_devices(&job.job.process().device, &gpus);
+        let job_file = args.job.canonicalize().unwrap_or_else(|_| args.job.clone());
+        expert_parallel::train_expert_parallel(job, opts, &devices, &|rank| {
+            rank_command(&job_file, rank)
+        })?
+    } else {
+        // One GPU named: the job's device becomes that GPU.
+        if let [gpu] = gpus[..] {
+            if job.job.process().device.trim() != "cpu" {
+                job.job.process_mut().device = format!("cuda:{gpu}");
+            }
+        }
+        train(job, opts)?
+    };
     if summary.stopped {
         eprintln!(
             "stopped at step {}; run the same command again to resume ({})",

@@ -64,18 +64,22 @@ impl Trainer {
         job: LoadedJob,
         opts: RunOptions,
         folder: JobFolder,
-        lock: JobLock,
+        lock: Option<JobLock>,
+        part: JobPart,
     ) -> Result<Trainer, TrainError> {
         let process = job.job.process().clone();
         let train = &process.train;
         folder.write_pid()?;
-        if folder.repair_metrics()? > 0 {
-            folder.log("metrics.jsonl: cut its last line, torn by a killed run");
+        // The supervisor of an expert-parallel job has done these for its ranks.
+        if folder.rank.is_none() {
+            if folder.repair_metrics()? > 0 {
+                folder.log("metrics.jsonl: cut its last line, torn by a killed run");
+            }
+            wanlora_torch::weights::write_atomic(
+                &folder.path("config.yaml"),
+                wanlora_config::to_yaml(&job.job).as_bytes(),
+            )?;
         }
-        wanlora_torch::weights::write_atomic(
-            &folder.path("config.yaml"),
-            wanlora_config::to_yaml(&job.job).as_bytes(),
-        )?;
         let status = |state: &'static str, message: &str| Status {
             state,
             step: 0,
@@ -95,21 +99,19 @@ impl Trainer {
             job.path.display()
         ));
 
-        let device = parse_device(&process.device)?;
+        let device = parse_device(part.device().unwrap_or(&process.device))?;
         let kind = match train.dtype {
             TrainDtype::Bf16 => Kind::BFloat16,
             TrainDtype::Fp32 => Kind::Float,
         };
-        let previous = checkpoint::latest_state(&folder.root, &mut |warning| {
+        let previous = crate::expert_parallel::previous_state(&folder, &part, &mut |warning| {
             eprintln!("warning: {warning}");
             folder.log(warning);
         })?;
-        let seed = match (&previous, process.training_seed) {
+        let seed = match (&previous, part.seed().or(process.training_seed)) {
             (Some((run, _)), _) => run.seed,
             (None, Some(s)) => s,
-            (None, None) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(42, |d| d.as_nanos() as u64),
+            (None, None) => crate::expert_parallel::fresh_seed(),
         };
 
         // Data first: a broken dataset is reported before any model loads.
@@ -139,7 +141,8 @@ impl Trainer {
         let cache_root = folder.root.join("cache");
         let mut cache = Cache::open(&cache_root)?;
 
-        let samples: Vec<SampleRequest> = if process.train.disable_sampling {
+        let samples: Vec<SampleRequest> = if process.train.disable_sampling || part.rank().is_some()
+        {
             Vec::new()
         } else {
             (0..process.sample.samples.len())
@@ -279,7 +282,8 @@ impl Trainer {
         let alpha = process.network.alpha();
         let load = transformer_load_options(&process.model)?;
         let mut experts = Vec::new();
-        for &expert in &schedule.trained {
+        let first_here = schedule.trained.iter().copied().find(|&e| part.trains(e));
+        for &expert in schedule.trained.iter().filter(|&&e| part.trains(e)) {
             folder.write_status(&status(
                 "starting",
                 &format!("Loading the {} expert", expert.name()),
@@ -291,7 +295,7 @@ impl Trainer {
                 expert.name(),
                 t0.elapsed().as_secs_f64()
             ));
-            if process.model.low_vram && expert != schedule.expert_at(0) {
+            if process.model.low_vram && Some(expert) != first_here {
                 // Loaded one at a time: the idle expert waits in pinned host memory.
                 let report = model.offload()?;
                 folder.log(&format!(
@@ -320,6 +324,10 @@ impl Trainer {
                 lora,
                 optimizer,
                 ema,
+                sampler: sampler.clone().with_stream(expert_stream(expert)),
+                reg_sampler: reg_sampler
+                    .as_ref()
+                    .map(|s| s.clone().with_stream(expert_stream(expert))),
             });
         }
 
@@ -339,8 +347,6 @@ impl Trainer {
             seed,
             catalog,
             cache,
-            sampler,
-            reg_sampler,
             texts,
             vae,
             vae_fingerprint,
@@ -351,9 +357,12 @@ impl Trainer {
             samples,
             untrained: None,
             _lock: lock,
+            part,
             validation,
         };
-        if let Some((run, dir)) = previous {
+        if let Some((run, dir)) =
+            previous.filter(|_| !matches!(trainer.part, JobPart::Caches { .. }))
+        {
             trainer.resume(&run, &dir)?;
         }
         Ok(trainer)

@@ -25,19 +25,24 @@ impl Trainer {
         Ok(encoders::pad_context(real, self.text_len))
     }
 
-    /// Latents, condition, text and weights of one batch, with noise and timesteps drawn from the
-    /// step's own seed (so resuming reproduces them exactly).
+    /// Latents, condition, text and weights of one batch, with noise and timesteps drawn from
+    /// seeds of (job seed, expert, `expert_step`) alone: resuming reproduces them exactly, and an
+    /// expert sees the same ones whether the experts alternate or train in parallel.
     pub(super) fn micro_batch(
         &mut self,
-        step: u64,
+        expert_step: u64,
         micro: u64,
         expert: Expert,
     ) -> Result<MicroBatch, TrainError> {
-        let use_reg = self.reg_sampler.is_some() && step % 2 == 1;
-        let (batch, epoch) = match (&mut self.reg_sampler, use_reg) {
-            (Some(s), true) => (s.next_batch(), s.state().epoch),
-            _ => (self.sampler.next_batch(), self.sampler.state().epoch),
+        let er = self
+            .trained_mut(expert)
+            .expect("only trained experts draw batches");
+        let use_reg = er.reg_sampler.is_some() && expert_step % 2 == 1;
+        let (batch, epoch) = match (&mut er.reg_sampler, use_reg) {
+            (Some(s), true) => (s.next_batch(), s.epoch()),
+            _ => (er.sampler.next_batch(), er.sampler.epoch()),
         };
+        let stream = [self.seed, expert_stream(expert), expert_step, micro];
         let train = self.job.job.process().train.clone();
         let trigger = self
             .job
@@ -53,7 +58,7 @@ impl Trainer {
         let mut weights = Vec::new();
         let mut mults = Vec::new();
         let mut ts = Vec::new();
-        let mut rng = SplitMix64::for_parts(&[self.seed, step, micro, 0x7157]);
+        let mut rng = SplitMix64::for_parts(&[&stream[..], &[0x7157]].concat());
         for entry in &batch.entries {
             let item: DataItem = self.catalog.items[entry.item].clone();
             let first_frame_condition = self
@@ -121,7 +126,7 @@ impl Trainer {
         // The noise has a stream of its own (drawn on the CPU, as PyTorch would from a CPU
         // generator): previews or anything else that draws random numbers cannot shift it, so a
         // resumed run sees the noise the uninterrupted run saw.
-        let noise_seed = derive_seed(&[self.seed, step, micro, 0x4015]);
+        let noise_seed = derive_seed(&[&stream[..], &[0x4015]].concat());
         let noise = wanlora_torch::rng::torch_randn(
             noise_seed ^ (noise_seed >> 32),
             &x0.size(),
@@ -168,6 +173,7 @@ impl Trainer {
     pub(super) fn train_step(&mut self) -> Result<StepOutcome, TrainError> {
         let step = self.step;
         let expert = self.schedule.expert_at(step);
+        let expert_step = self.schedule.steps_of(expert, step);
         self.activate(expert)?;
         let train = self.job.job.process().train.clone();
         let accum = train.gradient_accumulation.max(1) as u64;
@@ -183,7 +189,7 @@ impl Trainer {
             train.blank_prompt_preservation_multiplier
         };
         for micro in 0..accum {
-            let mb = self.micro_batch(step, micro, expert)?;
+            let mb = self.micro_batch(expert_step, micro, expert)?;
             let er = self.trained(expert).expect("only trained experts step");
             // DOP / blank-prompt preservation: what the base model says for the class (or blank) prompt.
             let prior = match &mb.preservation_context {
