@@ -10,6 +10,7 @@ pub mod expert_parallel;
 pub mod experts;
 pub mod job;
 pub mod jobfiles;
+pub mod launch_env;
 pub mod lock;
 pub mod loss;
 pub mod optim;

@@ -84,6 +84,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(name) = &args.expert_rank {
         return run_rank(&args, job, name);
     }
+    // torchrun / Slurm / Kubernetes launches: checked before anything loads.
+    if let Some(launch) =
+        wanlora_train::launch_env::LaunchEnv::from_vars(|k| std::env::var(k).ok())?
+    {
+        launch.check_supported()?;
+    }
     let mut job = job;
     let gpus = match &args.gpus {
         Some(list) => {
