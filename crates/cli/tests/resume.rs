@@ -12,6 +12,7 @@ use wanlora_torch::weights::WeightSet;
 const STEPS: u32 = 240;
 const SAVE_EVERY: u32 = 40;
 
+#[allow(dead_code)] // the LoRA helpers are for the other tests
 mod common;
 use common::{demo_job, wanlora};
 

@@ -42,13 +42,22 @@ pub enum JobPart {
         device: String,
         seed: u64,
     },
+    /// One rank of a data-parallel run (crate::data_parallel), launched with MASTER_ADDR,
+    /// MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK; on CUDA it trains on `cuda:<local_rank>`.
+    Data {
+        rank: u32,
+        world: u32,
+        local_rank: u32,
+        master_addr: String,
+        master_port: u16,
+    },
 }
 
 impl JobPart {
     /// Whether this process trains `expert`'s steps.
     pub fn trains(&self, expert: Expert) -> bool {
         match self {
-            JobPart::Whole => true,
+            JobPart::Whole | JobPart::Data { .. } => true,
             JobPart::Caches { .. } => false,
             JobPart::Expert { expert: e, .. } => *e == expert,
         }
@@ -62,11 +71,14 @@ impl JobPart {
         }
     }
 
-    /// The device a rank was given, instead of the job's `device`.
-    pub fn device(&self) -> Option<&str> {
+    /// The device a rank was given, instead of the job's `device` (`job_device`).
+    pub fn device(&self, job_device: &str) -> String {
         match self {
-            JobPart::Expert { device, .. } => Some(device),
-            _ => None,
+            JobPart::Expert { device, .. } => device.clone(),
+            JobPart::Data { local_rank, .. } if job_device.trim() != "cpu" => {
+                format!("cuda:{local_rank}")
+            }
+            _ => job_device.to_string(),
         }
     }
 
@@ -74,7 +86,7 @@ impl JobPart {
     /// all its processes).
     pub fn seed(&self) -> Option<u64> {
         match self {
-            JobPart::Whole => None,
+            JobPart::Whole | JobPart::Data { .. } => None,
             JobPart::Caches { seed } | JobPart::Expert { seed, .. } => Some(*seed),
         }
     }
@@ -106,7 +118,7 @@ pub(crate) fn previous_state(
                 (None, s) => s,
             })
         }
-        JobPart::Whole => {
+        JobPart::Whole | JobPart::Data { .. } => {
             let at = shared.as_ref().map_or(0, |(run, _)| run.step);
             for expert in Expert::BOTH {
                 let states = folder.path("state").join(expert.name());

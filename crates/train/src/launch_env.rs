@@ -1,8 +1,7 @@
 //! The launcher variables of torchrun, Slurm (`srun` with a torchrun-style wrapper) and Kubernetes'
 //! PyTorchJob: MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK. Read and checked here, so
-//! that a bad value is named before anything loads. No several-process group is built on them yet
-//! (data-parallel training over c10d is not available): `wanlora train` refuses a world of more
-//! than one process with that said.
+//! that a bad value is named before anything loads. A world of more than one process trains
+//! data-parallel (crate::data_parallel) over a gloo process group at MASTER_ADDR:MASTER_PORT.
 
 /// A process's place in a launched job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +31,6 @@ pub enum LaunchEnvError {
         "RANK={rank} is not below WORLD_SIZE={world_size}: ranks count from 0 to WORLD_SIZE-1"
     )]
     RankOutOfRange { rank: u32, world_size: u32 },
-    #[error("WORLD_SIZE={0}: training across several processes (data-parallel, several machines) is not available yet; run one `wanlora train` per job (two GPUs of one machine: `--gpus 0,1`)")]
-    NotAvailable(u32),
 }
 
 const NAMES: [&str; 5] = [
@@ -110,15 +107,6 @@ impl LaunchEnv {
             local_rank,
         }))
     }
-
-    /// Checks what this version can run: a world of one process (what a launcher gives a single
-    /// run), nothing larger.
-    pub fn check_supported(&self) -> Result<(), LaunchEnvError> {
-        if self.world_size > 1 {
-            return Err(LaunchEnvError::NotAvailable(self.world_size));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -175,19 +163,6 @@ mod tests {
             ),
             (29500, 4, 3, 1)
         );
-        assert_eq!(
-            launch.check_supported(),
-            Err(LaunchEnvError::NotAvailable(4))
-        );
-        let single = env_owned(
-            &with("WORLD_SIZE", "1")
-                .into_iter()
-                .map(|(k, v)| (k, if k == "RANK" { "0".to_string() } else { v }))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(single.check_supported(), Ok(()));
     }
 
     #[test]

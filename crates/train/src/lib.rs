@@ -1,6 +1,7 @@
 //! Training and sampling for Wan 2.2 I2V A14B LoRAs.
 
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod demo;
 pub mod divergence;
 pub mod ema;

@@ -113,6 +113,9 @@ pub struct JobFolder {
     /// so are its states (`state/<expert>/`); its log lines name the expert, and the pid file is
     /// the supervisor's.
     pub rank: Option<Expert>,
+    /// A data-parallel rank other than 0: it trains like rank 0 but leaves the job folder's
+    /// status, metrics, log, pid and control requests to rank 0.
+    pub quiet: bool,
 }
 
 impl JobFolder {
@@ -125,6 +128,7 @@ impl JobFolder {
         let folder = JobFolder {
             root: root.to_path_buf(),
             rank,
+            quiet: false,
         };
         for d in [
             root.to_path_buf(),
@@ -173,6 +177,9 @@ impl JobFolder {
     }
 
     pub fn write_status(&self, status: &Status) -> Result<(), TrainError> {
+        if self.quiet {
+            return Ok(());
+        }
         write_atomic(
             &self.status_path(),
             serde_json::to_string_pretty(status)?.as_bytes(),
@@ -191,6 +198,9 @@ impl JobFolder {
     }
 
     pub fn append_metrics(&self, m: &impl Serialize) -> Result<(), TrainError> {
+        if self.quiet {
+            return Ok(());
+        }
         let p = self.path("metrics.jsonl");
         let mut f = OpenOptions::new()
             .create(true)
@@ -228,6 +238,9 @@ impl JobFolder {
 
     /// Appends a line to log.txt (the UI also redirects the process output there).
     pub fn log(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
         let p = self.path("log.txt");
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&p) {
             let _ = match self.rank {
@@ -238,14 +251,14 @@ impl JobFolder {
     }
 
     pub fn write_pid(&self) -> Result<(), TrainError> {
-        if self.rank.is_none() {
+        if self.rank.is_none() && !self.quiet {
             write_atomic(&self.path("pid"), std::process::id().to_string().as_bytes())?;
         }
         Ok(())
     }
 
     pub fn remove_pid(&self) {
-        if self.rank.is_none() {
+        if self.rank.is_none() && !self.quiet {
             let _ = std::fs::remove_file(self.path("pid"));
         }
     }
@@ -257,6 +270,9 @@ impl JobFolder {
 
     /// Takes a pending request (deleting its file) if there is one.
     pub fn take_control(&self, c: Control) -> bool {
+        if self.quiet {
+            return false;
+        }
         let p = self.control_dir().join(c.file());
         p.exists() && std::fs::remove_file(&p).is_ok()
     }

@@ -85,10 +85,35 @@ pub fn run(args: TrainArgs) -> Result<()> {
         return run_rank(&args, job, name);
     }
     // torchrun / Slurm / Kubernetes launches: checked before anything loads.
-    if let Some(launch) =
-        wanlora_train::launch_env::LaunchEnv::from_vars(|k| std::env::var(k).ok())?
-    {
-        launch.check_supported()?;
+    let launch = wanlora_train::launch_env::LaunchEnv::from_vars(|k| std::env::var(k).ok())?;
+    if let Some(launch) = launch.filter(|l| l.world_size > 1) {
+        anyhow::ensure!(
+            args.gpus.is_none() && job.job.process().train.gpus.len() < 2,
+            "a data-parallel launch (WORLD_SIZE={}) runs one GPU per process (LOCAL_RANK); drop train.gpus / --gpus",
+            launch.world_size
+        );
+        let part = JobPart::Data {
+            rank: launch.rank,
+            world: launch.world_size,
+            local_rank: launch.local_rank,
+            master_addr: launch.master_addr,
+            master_port: launch.master_port,
+        };
+        let opts = RunOptions {
+            progress: false,
+            stop_after: None,
+            hub: HubConfig::from_env(),
+        };
+        let summary = train_part(job, opts, part)?;
+        if launch.rank == 0 {
+            eprintln!(
+                "{}: {} steps, LoRA files in {}",
+                if summary.stopped { "stopped" } else { "done" },
+                summary.step,
+                summary.output.display()
+            );
+        }
+        return Ok(());
     }
     let mut job = job;
     let gpus = match &args.gpus {

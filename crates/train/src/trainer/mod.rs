@@ -129,6 +129,8 @@ pub struct Trainer {
     _lock: Option<JobLock>,
     /// What of the job this process runs.
     part: JobPart,
+    /// The process group of a data-parallel run.
+    data: Option<crate::data_parallel::DataRank>,
     /// The held-out set of `validation_config`, encoded.
     validation: Option<ValidationSet>,
 }
@@ -163,11 +165,14 @@ impl Trainer {
     ) -> Result<Trainer, TrainError> {
         // First of all: a second trainer of this job stops here, having written nothing.
         let lock = match part {
-            JobPart::Whole => Some(JobLock::acquire(&job::output_folder(&job.job))?),
+            JobPart::Whole | JobPart::Data { rank: 0, .. } => {
+                Some(JobLock::acquire(&job::output_folder(&job.job))?)
+            }
             _ => None,
         };
-        let folder = JobFolder::create_for(&job::output_folder(&job.job), part.rank())?;
-        if part.rank().is_none() {
+        let mut folder = JobFolder::create_for(&job::output_folder(&job.job), part.rank())?;
+        folder.quiet = matches!(part, JobPart::Data { rank, .. } if rank > 0);
+        if part.rank().is_none() && !folder.quiet {
             for stale in jobfiles::remove_stale_temp_files(&folder.root) {
                 folder.log(&format!(
                     "removed {} (left by a killed run)",
@@ -181,6 +186,7 @@ impl Trainer {
         let view = JobFolder {
             root: folder.root.clone(),
             rank: folder.rank,
+            quiet: folder.quiet,
         };
         crate::error::catch_libtorch(|| Self::setup(job, opts, view, lock, part)).map_err(|e| {
             // A run that cannot start still tells the UI and the user why, in the job folder.

@@ -161,6 +161,11 @@ impl Trainer {
         self.validate_if_due().map_err(|e| self.fail(e))?;
 
         let stop_requested = output::interrupted() || self.folder.take_control(Control::Stop);
+        // Data-parallel ranks stop together, at the same step.
+        let stop_requested = match &self.data {
+            Some(d) => d.any(stop_requested)?,
+            None => stop_requested,
+        };
         let save_due = p.save.save_every > 0 && self.step.is_multiple_of(p.save.save_every as u64);
         if (save_due || self.folder.take_control(Control::SaveNow) || stop_requested)
             && self.step < total

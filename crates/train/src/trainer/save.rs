@@ -89,6 +89,10 @@ impl Trainer {
     /// Writes the LoRA files of every trained expert (and EMA variants), rotates step saves, and
     /// saves the training state.
     pub(super) fn save(&mut self, final_save: bool) -> Result<Vec<PathBuf>, TrainError> {
+        if self.folder.quiet {
+            // Rank 0 of a data-parallel run saves the LoRA every rank holds.
+            return Ok(Vec::new());
+        }
         let p = self.job.job.process().clone();
         let name = &self.job.job.config.name;
         let kind = save_kind(p.save.dtype);

@@ -69,6 +69,21 @@ impl Trainer {
     ) -> Result<Trainer, TrainError> {
         let process = job.job.process().clone();
         let train = &process.train;
+        let data = match &part {
+            JobPart::Data {
+                rank,
+                world,
+                master_addr,
+                master_port,
+                ..
+            } => Some(crate::data_parallel::DataRank::join(
+                master_addr,
+                *master_port,
+                *rank,
+                *world,
+            )?),
+            _ => None,
+        };
         folder.write_pid()?;
         // The supervisor of an expert-parallel job has done these for its ranks.
         if folder.rank.is_none() {
@@ -99,7 +114,7 @@ impl Trainer {
             job.path.display()
         ));
 
-        let device = parse_device(part.device().unwrap_or(&process.device))?;
+        let device = parse_device(&part.device(&process.device))?;
         let kind = match train.dtype {
             TrainDtype::Bf16 => Kind::BFloat16,
             TrainDtype::Fp32 => Kind::Float,
@@ -111,6 +126,11 @@ impl Trainer {
         let seed = match (&previous, part.seed().or(process.training_seed)) {
             (Some((run, _)), _) => run.seed,
             (None, Some(s)) => s,
+            (None, None) if data.is_some() => {
+                return Err(TrainError::Setup(
+                    "data-parallel training needs `training_seed` in the job (every rank must draw the same data order)".into(),
+                ))
+            }
             (None, None) => crate::expert_parallel::fresh_seed(),
         };
 
@@ -141,23 +161,23 @@ impl Trainer {
         let cache_root = folder.root.join("cache");
         let mut cache = Cache::open(&cache_root)?;
 
-        let samples: Vec<SampleRequest> = if process.train.disable_sampling || part.rank().is_some()
-        {
-            Vec::new()
-        } else {
-            (0..process.sample.samples.len())
-                .filter_map(|i| {
-                    SampleRequest::from_job(
-                        &process.sample,
-                        i,
-                        process.model.arch,
-                        process.model.boundary_ratio,
-                    )
-                    .transpose()
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|e| TrainError::Setup(format!("sample: {e}")))?
-        };
+        let samples: Vec<SampleRequest> =
+            if process.train.disable_sampling || part.rank().is_some() || folder.quiet {
+                Vec::new()
+            } else {
+                (0..process.sample.samples.len())
+                    .filter_map(|i| {
+                        SampleRequest::from_job(
+                            &process.sample,
+                            i,
+                            process.model.arch,
+                            process.model.boundary_ratio,
+                        )
+                        .transpose()
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| TrainError::Setup(format!("sample: {e}")))?
+            };
         // Text: every caption (with dropout and DOP variants), the blank prompt and the sample
         // prompts are encoded once; then the encoder is freed.
         folder.write_status(&status("caching", "Encoding captions"))?;
@@ -331,6 +351,7 @@ impl Trainer {
             });
         }
 
+        let quiet = folder.quiet;
         let mut trainer = Trainer {
             schedule,
             lr: job::lr_schedule(train),
@@ -358,7 +379,8 @@ impl Trainer {
             untrained: None,
             _lock: lock,
             part,
-            validation,
+            data,
+            validation: validation.filter(|_| !quiet),
         };
         if let Some((run, dir)) =
             previous.filter(|_| !matches!(trainer.part, JobPart::Caches { .. }))

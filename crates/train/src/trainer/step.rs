@@ -59,7 +59,20 @@ impl Trainer {
         let mut mults = Vec::new();
         let mut ts = Vec::new();
         let mut rng = SplitMix64::for_parts(&[&stream[..], &[0x7157]].concat());
-        for entry in &batch.entries {
+        // Data-parallel: every rank draws the whole batch's timesteps and noise and keeps its
+        // own entries', so the ranks together train exactly the one-process batch.
+        let mut own = Vec::new();
+        for (index, entry) in batch.entries.iter().enumerate() {
+            let t = timesteps::draw(
+                self.timestep_type,
+                self.bias,
+                expert.window(self.boundary),
+                &mut rng,
+            );
+            if self.data.as_ref().is_some_and(|d| !d.owns(index)) {
+                continue;
+            }
+            own.push(index as i64);
             let item: DataItem = self.catalog.items[entry.item].clone();
             let first_frame_condition = self
                 .job
@@ -112,12 +125,6 @@ impl Trainer {
             } else if train.blank_prompt_preservation {
                 pres.push(self.context("")?);
             }
-            let t = timesteps::draw(
-                self.timestep_type,
-                self.bias,
-                expert.window(self.boundary),
-                &mut rng,
-            );
             ts.push(t);
             weights.push(item.loss_multiplier * timesteps::loss_weight(self.timestep_type, t));
             mults.push(item.network_weight);
@@ -127,11 +134,14 @@ impl Trainer {
         // generator): previews or anything else that draws random numbers cannot shift it, so a
         // resumed run sees the noise the uninterrupted run saw.
         let noise_seed = derive_seed(&[&stream[..], &[0x4015]].concat());
+        let mut whole_batch = x0.size();
+        whole_batch[0] = batch.entries.len() as i64;
         let noise = wanlora_torch::rng::torch_randn(
             noise_seed ^ (noise_seed >> 32),
-            &x0.size(),
+            &whole_batch,
             self.device,
-        )?;
+        )?
+        .index_select(0, &Tensor::from_slice(&own).to_device(self.device));
         let sigma = Tensor::from_slice(&ts)
             .to_kind(Kind::Float)
             .to_device(self.device)
@@ -241,10 +251,23 @@ impl Trainer {
             }
             t_sum += mb.mean_timestep;
         }
+        if let Some(d) = &self.data {
+            main_sum = d.mean(main_sum)?;
+            pres_sum = d.mean(pres_sum)?;
+            t_sum = d.mean(t_sum)?;
+        }
         let loss = main_sum + pres_sum;
         let scheduled = self.lr.at(step);
+        let mut grad = self
+            .trained(expert)
+            .expect("only trained experts step")
+            .flat
+            .flat_grad();
+        if let Some(d) = &self.data {
+            // Every rank steps with the mean gradient, so every rank holds the same LoRA.
+            d.average(&grad)?;
+        }
         let er = self.trained_mut(expert).expect("only trained experts step");
-        let mut grad = er.flat.flat_grad();
         let norm = clip_grad_norm(&mut grad, train.max_grad_norm);
         er.flat.zero_grad();
         let pres = has_pres.then_some(pres_sum);
