@@ -39,18 +39,14 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-#[test]
-fn two_ranks_with_one_sample_each_equal_one_process_with_batches_of_two() {
-    let dir = tempfile::tempdir().unwrap();
-    let (one, dp) = (prepare(dir.path(), "one"), prepare(dir.path(), "dp"));
-    run_ok(wanlora().args(["train", "--no-progress"]).arg(&one));
-
+/// Runs `job` as two data-parallel ranks on this machine; their outputs, rank 0 first.
+fn launch(job: &Path) -> Vec<std::process::Output> {
     let port = free_port().to_string();
     let ranks: Vec<_> = (0..2)
         .map(|rank: u32| {
             wanlora()
                 .args(["train", "--no-progress"])
-                .arg(&dp)
+                .arg(job)
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", &port)
                 .env("WORLD_SIZE", "2")
@@ -62,8 +58,37 @@ fn two_ranks_with_one_sample_each_equal_one_process_with_batches_of_two() {
                 .unwrap()
         })
         .collect();
-    for (rank, child) in ranks.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
+    ranks
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_batch_that_does_not_split_over_the_ranks_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = prepare(dir.path(), "odd");
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("        batch_size: 2\n", "        batch_size: 1\n");
+    std::fs::write(&job, text).unwrap();
+    for out in launch(&job) {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("batch size 1 does not split over 2 data-parallel ranks"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn two_ranks_with_one_sample_each_equal_one_process_with_batches_of_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, dp) = (prepare(dir.path(), "one"), prepare(dir.path(), "dp"));
+    run_ok(wanlora().args(["train", "--no-progress"]).arg(&one));
+
+    for (rank, out) in launch(&dp).into_iter().enumerate() {
         assert!(
             out.status.success(),
             "rank {rank}: {}",

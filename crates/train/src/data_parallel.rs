@@ -10,6 +10,23 @@ use tch::{Device, Tensor};
 use wanlora_torch::dist::GlooGroup;
 
 use crate::TrainError;
+use wanlora_data::Catalog;
+
+/// Every batch must split evenly over the ranks (each trains the same number of samples, so the
+/// mean of their gradients is the whole batch's).
+pub fn check_batches(catalog: &Catalog, world: u32) -> Result<(), TrainError> {
+    for d in &catalog.datasets {
+        if d.batch_size.max(1) % world as usize != 0 {
+            return Err(TrainError::Setup(format!(
+                "dataset {}: batch size {} does not split over {world} data-parallel ranks; set train.batch_size \
+                 (the batch of all ranks together) to a multiple of {world}",
+                d.folder.display(),
+                d.batch_size
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// How long ranks wait for each other to join.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(300);

@@ -143,6 +143,9 @@ impl Trainer {
             folder.log(&summary);
         }
         catalog.check_usable()?;
+        if let Some(d) = &data {
+            crate::data_parallel::check_batches(&catalog, d.world())?;
+        }
         let mut validation = ValidationSet::load(&job.job, &specs, &context)?;
 
         let mut sources = ModelSource::for_training(
