@@ -14,7 +14,12 @@ const STEPS: u32 = 5;
 /// normalises each step, so the rounding differences between batch-1 and batch-2 arithmetic show
 /// at the scale of the learning rate: 2.5e-6 at the demo's 3e-3).
 fn prepare(dir: &Path, name: &str) -> PathBuf {
-    let text = std::fs::read_to_string(demo_job(dir, STEPS))
+    prepare_with(dir, name, STEPS)
+}
+
+/// [`prepare`] with `steps` steps.
+fn prepare_with(dir: &Path, name: &str, steps: u32) -> PathBuf {
+    let text = std::fs::read_to_string(demo_job(dir, steps))
         .unwrap()
         .replace("  name: demo\n", &format!("  name: {name}\n"))
         .replace("        batch_size: 1\n", "        batch_size: 2\n")
@@ -130,4 +135,88 @@ fn two_ranks_with_one_sample_each_equal_one_process_with_batches_of_two() {
         serde_json::from_str(&std::fs::read_to_string(dp_out.join("status.json")).unwrap())
             .unwrap();
     assert_eq!(status["state"], "completed");
+}
+
+/// The pids of `pid`'s children (Linux).
+fn children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn gpus_for_one_expert_launch_ranks_here_and_a_killed_rank_fails_the_job_which_resumes() {
+    const LONG: u32 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    // One expert (low noise), 8 steps, a save every 2.
+    let one_expert = |name: &str| {
+        let job = prepare_with(dir.path(), name, LONG);
+        let text = std::fs::read_to_string(&job)
+            .unwrap()
+            .replace(
+                "          train_high_noise: true\n",
+                "          train_high_noise: false\n",
+            )
+            .replace("save_every: 4", "save_every: 2");
+        assert!(text.contains("train_high_noise: false") && text.contains("save_every: 2"));
+        std::fs::write(&job, text).unwrap();
+        job
+    };
+    let (one, dp) = (one_expert("one"), one_expert("dp"));
+    run_ok(wanlora().args(["train", "--no-progress"]).arg(&one));
+    let dp_out = dir.path().join("dp");
+    let mut starter = wanlora()
+        .args(["train", "--no-progress", "--gpus", "0,1"])
+        .arg(&dp)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let rank1 = loop {
+        assert!(
+            starter.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "no step 3 after 5 minutes"
+        );
+        let step = std::fs::read_to_string(dp_out.join("status.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["step"].as_u64())
+            .unwrap_or(0);
+        if step >= 3 {
+            let children = children_of(starter.id());
+            assert_eq!(children.len(), 1, "rank 1 is the starter's one child");
+            break children[0];
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    // SAFETY: kill(2) on the rank this test's job started.
+    assert_eq!(unsafe { libc::kill(rank1, libc::SIGKILL) }, 0);
+    assert!(
+        !starter.wait().unwrap().success(),
+        "a job with a killed rank must fail"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dp_out.join("status.json")).unwrap())
+            .unwrap();
+    assert_eq!(status["state"], "failed");
+    // Run again: it resumes from rank 0's last save and ends as one process with batches of 2.
+    run_ok(
+        wanlora()
+            .args(["train", "--no-progress", "--gpus", "0,1"])
+            .arg(&dp),
+    );
+    let (a, b) = (
+        lora(&dir.path().join("one/one_low_noise.safetensors")),
+        lora(&dp_out.join("dp_low_noise.safetensors")),
+    );
+    for (n, t) in &a {
+        let diff = (t - &b[n]).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "{n}: max |difference| {diff:e}");
+    }
 }

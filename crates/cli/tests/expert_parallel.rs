@@ -195,7 +195,7 @@ fn bad_gpu_lists_and_launcher_variables_are_refused_with_what_to_do() {
     let job = prepare(dir.path(), "bad");
     for (gpus, says) in [
         ("0,x", "\"x\" is not a GPU index"),
-        ("0,1,2", "3 GPUs; expert-parallel training uses two"),
+        ("0,1,2", "3 GPUs for two experts"),
     ] {
         let out = wanlora()
             .args(["train", "--no-progress"])

@@ -1,6 +1,6 @@
 //! `train.gpus` (wanlora) and `wanlora train --gpus`: which GPUs a job runs on. Two GPUs with both
-//! experts trained run the experts side by side (expert-parallel); more, or two for one expert,
-//! would need data-parallel training, which is not available yet.
+//! experts trained run the experts side by side (expert-parallel); several GPUs for one expert
+//! train it data-parallel; more than two with both experts (groups per expert) is not available.
 
 use crate::reader::Ctx;
 use crate::Job;
@@ -25,18 +25,12 @@ pub fn parse_gpu_list(text: &str) -> Result<Vec<u32>, String> {
 /// when it can.
 pub fn gpu_list_problem(gpus: &[u32], trained: usize) -> Option<(String, String)> {
     match (gpus.len(), trained) {
-        (0..=1, _) | (2, 2) => None,
-        (2, _) => Some((
-            format!(
-                "{gpus:?}: two GPUs train the two experts side by side, but this job trains one expert"
-            ),
-            "train both experts (model.model_kwargs), or list one GPU: data-parallel training of one expert \
-             is not available yet"
-                .into(),
-        )),
+        (0..=2, _) | (_, 1) => None,
         (n, _) => Some((
-            format!("{gpus:?}: {n} GPUs; expert-parallel training uses two, one per expert"),
-            "list two GPUs (data-parallel training on more is not available yet)".into(),
+            format!("{gpus:?}: {n} GPUs for two experts; expert-parallel training uses two, one per expert"),
+            "list two GPUs, or train one expert on several (data-parallel); groups of GPUs per expert are \
+             not available yet"
+                .into(),
         )),
     }
 }
@@ -69,16 +63,13 @@ mod tests {
     }
 
     #[test]
-    fn two_gpus_need_both_experts_and_more_are_refused() {
+    fn more_than_two_gpus_for_two_experts_are_refused() {
         assert_eq!(gpu_list_problem(&[0, 1], 2), None);
         assert_eq!(gpu_list_problem(&[1], 1), None);
-        assert!(gpu_list_problem(&[0, 1], 1)
-            .unwrap()
-            .0
-            .contains("trains one expert"));
+        assert_eq!(gpu_list_problem(&[0, 1, 2], 1), None);
         assert!(gpu_list_problem(&[0, 1, 2], 2)
             .unwrap()
             .0
-            .contains("3 GPUs"));
+            .contains("3 GPUs for two experts"));
     }
 }

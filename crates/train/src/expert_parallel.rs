@@ -171,16 +171,12 @@ pub fn wants_expert_parallel(job: &LoadedJob, gpus: &[u32]) -> Result<bool, Trai
     let schedule = job::expert_schedule(&job.job);
     match gpus.len() {
         0 | 1 => Ok(false),
-        2 if schedule.trained.len() == 2 => Ok(true),
-        2 => Err(TrainError::Setup(format!(
-            "train.gpus {gpus:?}: two GPUs train the two experts side by side, but this job trains only the {} \
-             expert; train both (model.model_kwargs) or give one GPU (data-parallel training of one expert on \
-             several GPUs is not available yet)",
-            schedule.trained[0].name()
-        ))),
+        // One expert on several GPUs trains data-parallel (the CLI launches those ranks).
+        _ if schedule.trained.len() == 1 => Ok(false),
+        2 => Ok(true),
         n => Err(TrainError::Setup(format!(
-            "train.gpus {gpus:?}: {n} GPUs; expert-parallel training uses exactly two (one per expert), and \
-             data-parallel training on more is not available yet"
+            "train.gpus {gpus:?}: {n} GPUs for two experts; expert-parallel training uses exactly two (one per \
+             expert), and groups of GPUs per expert are not available yet"
         ))),
     }
 }

@@ -87,6 +87,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     // torchrun / Slurm / Kubernetes launches: checked before anything loads.
     let launch = wanlora_train::launch_env::LaunchEnv::from_vars(|k| std::env::var(k).ok())?;
     if let Some(launch) = launch.filter(|l| l.world_size > 1) {
+        // A rank started by `run_data_parallel_here` stops (saving nothing: rank 0 saves) when its
+        // starter dies.
+        if let Some(starter) = std::env::var("WANLORA_SUPERVISOR")
+            .ok()
+            .and_then(|p| p.parse().ok())
+        {
+            expert_parallel::stop_with_supervisor(starter);
+        }
         anyhow::ensure!(
             args.gpus.is_none() && job.job.process().train.gpus.len() < 2,
             "a data-parallel launch (WORLD_SIZE={}) runs one GPU per process (LOCAL_RANK); drop train.gpus / --gpus",
@@ -132,6 +140,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         stop_after: None,
         hub: HubConfig::from_env(),
     };
+    if gpus.len() > 1 && wanlora_train::job::expert_schedule(&job.job).trained.len() == 1 {
+        return run_data_parallel_here(&args, job, &gpus);
+    }
     let summary = if expert_parallel::wants_expert_parallel(&job, &gpus)? {
         let devices = expert_parallel::rank_devices(&job.job.process().device, &gpus);
         let job_file = args.job.canonicalize().unwrap_or_else(|_| args.job.clone());
@@ -163,5 +174,66 @@ pub fn run(args: TrainArgs) -> Result<()> {
             eprintln!("  {}", f.display());
         }
     }
+    Ok(())
+}
+
+/// One expert on several GPUs of this machine: this process is rank 0 of a data-parallel run (on
+/// the first GPU) and starts ranks 1.. as `wanlora train` children with the launcher variables
+/// (their process group at 127.0.0.1 on a free port). A rank that dies makes rank 0's next
+/// all-reduce fail: the job is marked failed and resumes from its last save when run again.
+fn run_data_parallel_here(
+    args: &TrainArgs,
+    job: wanlora_config::LoadedJob,
+    gpus: &[u32],
+) -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("no free local port for the data-parallel ranks' process group")?
+        .port();
+    let world = gpus.len() as u32;
+    let exe = std::env::current_exe().context("cannot find this executable to start the ranks")?;
+    let mut children = Vec::new();
+    for (rank, gpu) in gpus.iter().enumerate().skip(1) {
+        let child = std::process::Command::new(&exe)
+            .arg("train")
+            .arg(&args.job)
+            .arg("--no-progress")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("WORLD_SIZE", world.to_string())
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", gpu.to_string())
+            .env("WANLORA_SUPERVISOR", std::process::id().to_string())
+            .spawn()
+            .with_context(|| format!("cannot start data-parallel rank {rank}"))?;
+        children.push(child);
+    }
+    let part = JobPart::Data {
+        rank: 0,
+        world,
+        local_rank: gpus[0],
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+    };
+    let opts = RunOptions {
+        progress: !args.no_progress && std::io::stderr().is_terminal(),
+        stop_after: None,
+        hub: HubConfig::from_env(),
+    };
+    let result = train_part(job, opts, part);
+    for mut child in children {
+        if result.is_err() {
+            // The other ranks write nothing; rank 0's state is what the job resumes from.
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+    let summary = result?;
+    eprintln!(
+        "{}: {} steps, LoRA files in {}",
+        if summary.stopped { "stopped" } else { "done" },
+        summary.step,
+        summary.output.display()
+    );
     Ok(())
 }
