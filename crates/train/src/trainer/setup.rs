@@ -85,8 +85,8 @@ impl Trainer {
             _ => None,
         };
         folder.write_pid()?;
-        // The supervisor of an expert-parallel job has done these for its ranks.
-        if folder.rank.is_none() {
+        // The supervisor of an expert-parallel job, or rank 0 of a data-parallel one, does these.
+        if folder.rank.is_none() && !folder.quiet {
             if folder.repair_metrics()? > 0 {
                 folder.log("metrics.jsonl: cut its last line, torn by a killed run");
             }
