@@ -227,8 +227,6 @@ pub fn train_expert_parallel(
         }
         Err(e) => return Err(e),
     }
-    // `new_part` took the folder's pid file off on its way out only on failure; keep ours.
-    folder.write_pid()?;
     let total = job.job.process().train.steps as u64;
     let ranks: Vec<Rank> = schedule
         .trained
