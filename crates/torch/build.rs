@@ -22,7 +22,9 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/helper.cpp")
+        .file("csrc/dist.cpp")
         .include(&out)
+        .include("csrc/gloo_decl")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
@@ -35,6 +37,8 @@ fn main() {
     println!("cargo:rustc-link-lib=dl");
     println!("cargo:rerun-if-changed=csrc/helper.cpp");
     println!("cargo:rerun-if-changed=csrc/kernels.cu");
+    println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    println!("cargo:rerun-if-changed=csrc/gloo_decl");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!(
         "cargo:rustc-link-arg=-Wl,-rpath,{}",

@@ -12,11 +12,9 @@ use wanlora_torch::weights::WeightSet;
 const STEPS: u32 = 240;
 const SAVE_EVERY: u32 = 40;
 
-fn wanlora() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wanlora"));
-    c.env("HF_HUB_OFFLINE", "1").env("OMP_NUM_THREADS", "1");
-    c
-}
+#[allow(dead_code)] // the LoRA helpers are for the other tests
+mod common;
+use common::{demo_job, wanlora};
 
 /// The demo job with more steps and a closer save interval.
 fn prepare(dir: &Path) -> PathBuf {
@@ -25,17 +23,7 @@ fn prepare(dir: &Path) -> PathBuf {
 
 /// The demo job with `steps` steps, saving every `save_every`.
 fn prepare_with(dir: &Path, steps: u32, save_every: u32) -> PathBuf {
-    let out = wanlora()
-        .args(["demo", "--steps", &steps.to_string(), "--prepare"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let job = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let job = demo_job(dir, steps);
     let text = std::fs::read_to_string(&job).unwrap();
     let text = text.replace(
         &format!("save_every: {}", steps / 2),

@@ -14,6 +14,7 @@ mod dataset;
 mod env;
 mod error;
 mod finding;
+mod gpus;
 mod job;
 mod limits;
 mod load;
@@ -38,6 +39,7 @@ pub use arch::{ArchFacts, ModelArch};
 pub use dataset::DatasetConfig;
 pub use error::ConfigError;
 pub use finding::{Finding, Severity};
+pub use gpus::{gpu_list_problem, parse_gpu_list};
 pub use job::{Job, JobConfig, Process, ProcessType};
 pub use limits::{device_count_finding, visible_gpu_count};
 pub use load::{

@@ -611,7 +611,15 @@ impl<'n, 'c> Section<'n, 'c> {
 
     /// A whole number or a list of them (AI Toolkit's `resolution: 512` or `[512, 768]`).
     pub fn uint_or_list(&mut self, keys: impl Into<Keys>, default: &[u32], doc: Doc) -> Vec<u32> {
-        let keys = keys.into();
+        self.whole_or_list(keys.into(), default, 1, doc)
+    }
+
+    /// Indices from 0 (`gpus: [0, 1]`, or one: `gpus: 1`); none when the key is absent.
+    pub fn index_list(&mut self, keys: impl Into<Keys>, doc: Doc) -> Vec<u32> {
+        self.whole_or_list(keys.into(), &[], 0, doc)
+    }
+
+    fn whole_or_list(&mut self, keys: Keys, default: &[u32], min: u32, doc: Doc) -> Vec<u32> {
         self.describe(
             keys,
             KeyKind::IntOrList,
@@ -631,7 +639,12 @@ impl<'n, 'c> Section<'n, 'c> {
         let mut values = Vec::new();
         for item in items {
             match as_i64(item) {
-                Some(v) if (1..=i64::from(u32::MAX)).contains(&v) => values.push(v as u32),
+                Some(v) if (i64::from(min)..=i64::from(u32::MAX)).contains(&v) => {
+                    values.push(v as u32)
+                }
+                _ if min == 0 => {
+                    self.wrong_type(keys, item, "a whole number from 0, or a list of them")
+                }
                 _ => self.wrong_type(keys, item, "a whole number above 0, or a list of them"),
             }
         }
@@ -642,7 +655,10 @@ impl<'n, 'c> Section<'n, 'c> {
                 "no value given".to_string(),
                 format!(
                     "write a number such as {}",
-                    default.first().copied().unwrap_or(512)
+                    default
+                        .first()
+                        .copied()
+                        .unwrap_or(if min == 0 { 0 } else { 512 })
                 ),
             );
             return default.to_vec();

@@ -389,6 +389,11 @@ pub struct TrainConfig {
     /// 512², ≈ 12 % at 81 frames 480×832) for one activation-sized tensor per block (0.11 GiB at
     /// 41 frames 512², 0.31 GiB at 81 frames 480×832). Default `auto`, as `keep_blocks`.
     pub keep_attention: BlockCount,
+    /// `gpus` (wanlora): the GPUs of the job. Two, with both experts trained: each expert trains
+    /// in a process of its own on its own GPU at the same time (expert-parallel). Default: none
+    /// (the job's `device`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<u32>,
 }
 
 impl Default for TrainConfig {
@@ -425,6 +430,7 @@ impl Default for TrainConfig {
             validation_config: crate::validation::ValidationConfig::default(),
             keep_blocks: BlockCount::Auto,
             keep_attention: BlockCount::Auto,
+            gpus: Vec::new(),
         }
     }
 }
@@ -653,6 +659,10 @@ pub(crate) fn read_train(s: &mut Section) -> TrainConfig {
             s,
             "keep_attention",
             "Recomputed blocks (of 40) that keep their self-attention output (faster, more memory); auto: chosen per bucket",
+        ),
+        gpus: s.index_list(
+            "gpus",
+            ours("GPU indices; two with both experts trained: each expert on its own GPU at the same time"),
         ),
     };
 

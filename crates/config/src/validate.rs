@@ -85,6 +85,7 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
         );
     }
     check_preservation(job, ctx);
+    crate::gpus::check_gpus(job, ctx);
 
     // model
     crate::model::check_model(model, &format!("{p}.model"), ctx);

@@ -126,6 +126,17 @@ impl BatchSampler {
         Ok(sampler)
     }
 
+    /// The same sampler drawing from a data order of its own: `stream` (a trained expert, say)
+    /// is mixed into the seed, so two streams over one item set are independent and each is a
+    /// pure function of (seed, stream, batches drawn).
+    pub fn with_stream(mut self, stream: u64) -> Self {
+        self.seed = crate::rng::derive_seed(&[self.seed, 0x57EA, stream]);
+        self.epoch = 0;
+        self.position = 0;
+        self.order = self.epoch_batches(0);
+        self
+    }
+
     /// All batches of `epoch`, in order.
     pub fn epoch_batches(&self, epoch: u64) -> Vec<Batch> {
         let mut batches = Vec::new();

@@ -38,6 +38,13 @@ pub struct Launch<'a> {
     pub env: Vec<(String, String)>,
 }
 
+/// `--gpus` for a launch on several GPUs: CUDA_VISIBLE_DEVICES=`gpu` renumbers them from 0, so
+/// the trainer is given 0..n-1 (expert-parallel for both experts, data-parallel for one).
+pub fn gpus_arg(gpu: &str) -> Option<String> {
+    let n = gpu.split(',').filter(|g| !g.trim().is_empty()).count();
+    (n > 1).then(|| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(","))
+}
+
 /// Starts the trainer for `launch`; the child is in a new session (its pid is its process group).
 pub fn spawn(command: &TrainerCommand, launch: &Launch) -> io::Result<tokio::process::Child> {
     let log_path = launch.job_dir.join(crate::job_folder::LOG);
@@ -61,9 +68,11 @@ pub fn spawn(command: &TrainerCommand, launch: &Launch) -> io::Result<tokio::pro
     )?;
     let stderr = log.try_clone()?;
     let mut cmd = tokio::process::Command::new(&command.program);
-    cmd.args(&command.args)
-        .arg(launch.yaml_path)
-        .current_dir(launch.job_dir)
+    cmd.args(&command.args).arg(launch.yaml_path);
+    if let Some(gpus) = gpus_arg(launch.gpu) {
+        cmd.args(["--gpus", &gpus]);
+    }
+    cmd.current_dir(launch.job_dir)
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(stderr)
@@ -159,6 +168,14 @@ pub fn kill_group(pid: i64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_visible_gpus_become_the_trainer_gpu_list() {
+        assert_eq!(gpus_arg("0"), None);
+        assert_eq!(gpus_arg(""), None);
+        assert_eq!(gpus_arg("2,3").as_deref(), Some("0,1"));
+        assert_eq!(gpus_arg("1,4,5").as_deref(), Some("0,1,2"));
+    }
 
     #[test]
     fn this_process_is_alive_and_pid_zero_is_not() {

@@ -204,9 +204,10 @@ pub fn parse_sample_name(file: &str) -> Option<(u64, usize, &str)> {
     Some((step.parse().ok()?, index.parse().ok()?, ext))
 }
 
-/// The folder of the state saved at `step`, relative to the job folder.
-pub fn state_dir_name(step: u64) -> String {
-    format!("{STATE}/step_{step:09}")
+/// The folder of the state saved at `step`, inside `state/` (or `state/<expert>/` for one rank of
+/// an expert-parallel job).
+pub fn state_step_name(step: u64) -> String {
+    format!("step_{step:09}")
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod cuda;
+pub mod dist;
 pub mod rng;
 pub mod weights;
 

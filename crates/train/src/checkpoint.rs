@@ -24,6 +24,17 @@ pub fn lora_file_name(job: &str, step: Option<u64>, expert: Expert, ema: bool) -
 /// Keeps the newest `keep` step saves (all files of a step together); the final files are never
 /// rotated. Returns the files removed.
 pub fn rotate_saves(dir: &Path, job: &str, keep: u32) -> Result<Vec<PathBuf>, TrainError> {
+    rotate_saves_of(dir, job, keep, None)
+}
+
+/// [`rotate_saves`] of one expert's files only (`Some`): an expert-parallel rank rotates its own
+/// files and never removes the other rank's.
+pub fn rotate_saves_of(
+    dir: &Path,
+    job: &str,
+    keep: u32,
+    only: Option<Expert>,
+) -> Result<Vec<PathBuf>, TrainError> {
     let mut steps: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
     let prefix = format!("{job}_");
     for entry in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
@@ -35,6 +46,9 @@ pub fn rotate_saves(dir: &Path, job: &str, keep: u32) -> Result<Vec<PathBuf>, Tr
             continue;
         };
         if !name.ends_with(".safetensors") || rest.len() < 10 || rest.as_bytes()[9] != b'_' {
+            continue;
+        }
+        if only.is_some_and(|e| !rest[10..].starts_with(e.name())) {
             continue;
         }
         if let Ok(step) = rest[..9].parse::<u64>() {
@@ -70,22 +84,42 @@ pub struct RunState {
     pub rank: i64,
     pub alpha: f64,
     pub experts: Vec<Expert>,
+    /// Each trained expert's data order (format 2: every expert draws its own batches).
+    #[serde(default)]
+    pub samplers: Vec<ExpertSamplers>,
+}
+
+/// Where one expert's data order stands.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ExpertSamplers {
+    pub expert: Expert,
     pub sampler: wanlora_data::SamplerState,
     #[serde(default)]
     pub reg_sampler: Option<wanlora_data::SamplerState>,
 }
 
-pub const STATE_FORMAT: u32 = 1;
+/// 2: per-expert data order, timesteps and noise (format 1 shared one stream between the experts).
+pub const STATE_FORMAT: u32 = 2;
 
-fn state_dir(root: &Path, step: u64) -> PathBuf {
-    root.join(job_folder::state_dir_name(step))
+fn state_dir(states: &Path, step: u64) -> PathBuf {
+    states.join(job_folder::state_step_name(step))
 }
 
 /// Writes `state/step_<N>/`, marks it complete with the checksums of its files, reads it back to
 /// verify them, and only then removes older states — all but the newest earlier complete one,
 /// which stays as the fallback for a newest state damaged later.
 pub fn save_state(root: &Path, run: &RunState, experts: &[ExpertState]) -> Result<(), TrainError> {
-    let dir = state_dir(root, run.step);
+    save_state_in(&root.join("state"), run, experts)
+}
+
+/// [`save_state`] into the folder of states `states` (an expert-parallel rank keeps its own,
+/// `state/<expert>/`).
+pub fn save_state_in(
+    states: &Path,
+    run: &RunState,
+    experts: &[ExpertState],
+) -> Result<(), TrainError> {
+    let dir = state_dir(states, run.step);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
     }
@@ -122,10 +156,9 @@ pub fn save_state(root: &Path, run: &RunState, experts: &[ExpertState]) -> Resul
         )));
     }
     // Older states go only now that this one is verified; the newest earlier one stays.
-    let previous = complete_states(root).into_iter().rfind(|p| *p < dir);
-    let parent = root.join(job_folder::STATE);
-    for entry in std::fs::read_dir(&parent)
-        .map_err(|e| TrainError::io(&parent, e))?
+    let previous = complete_states(states).into_iter().rfind(|p| *p < dir);
+    for entry in std::fs::read_dir(states)
+        .map_err(|e| TrainError::io(states, e))?
         .flatten()
     {
         let p = entry.path();
@@ -203,8 +236,8 @@ pub fn verify_state(dir: &Path) -> Result<(), String> {
 }
 
 /// The complete state folders, oldest first.
-fn complete_states(root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(root.join(job_folder::STATE)) else {
+fn complete_states(states: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(states) else {
         return Vec::new();
     };
     let mut dirs: Vec<PathBuf> = entries
@@ -233,8 +266,16 @@ pub fn latest_state(
     root: &Path,
     warn: &mut dyn FnMut(&str),
 ) -> Result<Option<(RunState, PathBuf)>, TrainError> {
+    latest_state_in(&root.join("state"), warn)
+}
+
+/// [`latest_state`] in the folder of states `states`.
+pub fn latest_state_in(
+    states: &Path,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Option<(RunState, PathBuf)>, TrainError> {
     let mut damaged = Vec::new();
-    for dir in complete_states(root).into_iter().rev() {
+    for dir in complete_states(states).into_iter().rev() {
         match verify_state(&dir).and_then(|()| read_run_state(&dir)) {
             Ok(run) => {
                 if !damaged.is_empty() {
@@ -255,7 +296,7 @@ pub fn latest_state(
     Err(TrainError::Setup(format!(
         "every saved training state is damaged ({}); delete the folder {} to start this job over",
         damaged.join("; "),
-        root.join(job_folder::STATE).display()
+        states.display()
     )))
 }
 
@@ -418,18 +459,21 @@ mod tests {
             rank: 4,
             alpha: 4.0,
             experts: vec![Expert::High, Expert::Low],
-            sampler: wanlora_data::SamplerState {
-                epoch: 0,
-                position: step as usize,
-                fingerprint: "test".into(),
-            },
-            reg_sampler: None,
+            samplers: vec![ExpertSamplers {
+                expert: Expert::High,
+                sampler: wanlora_data::SamplerState {
+                    epoch: 0,
+                    position: step as usize,
+                    fingerprint: "test".into(),
+                },
+                reg_sampler: None,
+            }],
         };
         save_state(root, &run, &experts).unwrap();
     }
 
     fn state_steps(root: &Path) -> Vec<String> {
-        complete_states(root)
+        complete_states(&root.join("state"))
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect()

@@ -53,6 +53,13 @@ pub enum TrainError {
     /// A save found NaN or infinite values in what it would write; nothing was written.
     #[error("step {step}: {parts} hold non-finite (NaN or infinite) values; nothing was saved, the last good checkpoint is kept. Lower the learning rate or check the data.")]
     NonFiniteValues { step: u64, parts: String },
+    /// A rank of an expert-parallel job died; the other one was stopped and saved.
+    #[error("the {expert} rank {how} ({reason}); the other rank was stopped and saved its state: fix the cause, then run the job again to resume")]
+    RankFailed {
+        expert: &'static str,
+        how: String,
+        reason: String,
+    },
     /// Another trainer holds the job folder's lock.
     #[error("{}: this job is already being trained by {}; stop that run first (Ctrl+C, or an empty file control/stop in the job folder), or give this job another `config.name`", folder.display(), pid.map_or("another process".to_string(), |p| format!("process {p}")))]
     JobInUse { folder: PathBuf, pid: Option<u32> },

@@ -33,9 +33,19 @@ impl ExpertSchedule {
         self.trained[(phase % self.trained.len() as u64) as usize]
     }
 
-    /// Steps before `step` that trained `expert` (each expert's own step count, for its optimizer).
+    /// Steps before `step` that trained `expert`: that expert's own step count, which alone
+    /// decides its data order, timesteps and noise (so the alternation, or an expert-parallel run,
+    /// does not change what an expert sees).
     pub fn steps_of(&self, expert: Expert, step: u64) -> u64 {
-        (0..step).filter(|&s| self.expert_at(s) == expert).count() as u64
+        let Some(index) = self.trained.iter().position(|&e| e == expert) else {
+            return 0;
+        };
+        let every = self.switch_every as u64;
+        let cycle = every * self.trained.len() as u64;
+        let into_cycle = (step % cycle)
+            .saturating_sub(index as u64 * every)
+            .min(every);
+        step / cycle * every + into_cycle
     }
 }
 
@@ -51,6 +61,31 @@ mod tests {
         use Expert::*;
         assert_eq!(seq, vec![High, High, High, Low, Low, Low, High, High]);
         assert_eq!(s.steps_of(Low, 8), 3);
+    }
+
+    #[test]
+    fn steps_of_counts_the_expert_own_steps() {
+        use Expert::*;
+        for (high, low, every) in [
+            (true, true, 1),
+            (true, true, 3),
+            (false, true, 2),
+            (true, false, 5),
+        ] {
+            let s = ExpertSchedule::new(high, low, every);
+            for e in [High, Low] {
+                for step in 0..40 {
+                    let counted = (0..step)
+                        .filter(|&i| s.trained.contains(&e) && s.expert_at(i) == e)
+                        .count();
+                    assert_eq!(
+                        s.steps_of(e, step),
+                        counted as u64,
+                        "{e:?} at {step}, every {every}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Training and sampling for Wan 2.2 I2V A14B LoRAs.
 
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod demo;
 pub mod divergence;
 pub mod ema;
 pub mod encoders;
 mod error;
+pub mod expert_parallel;
 pub mod experts;
 pub mod job;
 pub mod jobfiles;
+pub mod launch_env;
 pub mod lock;
 pub mod loss;
 pub mod memory_plan;

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::experts::Expert;
 use crate::TrainError;
 use wanlora_torch::weights::write_atomic;
 
@@ -37,30 +38,80 @@ pub use wanlora_spec::job_folder::now_rfc3339;
 
 pub struct JobFolder {
     pub root: PathBuf,
+    /// Set in a process that trains one expert of an expert-parallel job: its status and control
+    /// requests are its own (`ranks/<expert>/`, which the supervising process reads and feeds),
+    /// so are its states (`state/<expert>/`); its log lines name the expert, and the pid file is
+    /// the supervisor's.
+    pub rank: Option<Expert>,
+    /// A data-parallel rank other than 0: it trains like rank 0 but leaves the job folder's
+    /// status, metrics, log, pid and control requests to rank 0.
+    pub quiet: bool,
 }
 
 impl JobFolder {
     pub fn create(root: &Path) -> Result<JobFolder, TrainError> {
+        Self::create_for(root, None)
+    }
+
+    /// The job folder as the process training `rank`'s expert (or the whole job, `None`) sees it.
+    pub fn create_for(root: &Path, rank: Option<Expert>) -> Result<JobFolder, TrainError> {
+        let folder = JobFolder {
+            root: root.to_path_buf(),
+            rank,
+            quiet: false,
+        };
         for d in [
             root.to_path_buf(),
             root.join(CONTROL),
             root.join(SAMPLES),
             root.join(STATE),
+            folder.control_dir(),
+            folder.states(),
         ] {
             std::fs::create_dir_all(&d).map_err(|e| TrainError::io(&d, e))?;
         }
-        Ok(JobFolder {
-            root: root.to_path_buf(),
-        })
+        Ok(folder)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 
+    /// `ranks/<expert>/`: what the process training `expert` in an expert-parallel job shares
+    /// with its supervisor.
+    pub fn rank_dir(root: &Path, expert: Expert) -> PathBuf {
+        root.join("ranks").join(expert.name())
+    }
+
+    fn status_path(&self) -> PathBuf {
+        match self.rank {
+            Some(e) => Self::rank_dir(&self.root, e).join(STATUS),
+            None => self.path(STATUS),
+        }
+    }
+
+    /// Where control requests are taken from.
+    pub fn control_dir(&self) -> PathBuf {
+        match self.rank {
+            Some(e) => Self::rank_dir(&self.root, e).join(CONTROL),
+            None => self.path(CONTROL),
+        }
+    }
+
+    /// The folder of saved states (`state/`, or `state/<expert>/` in an expert-parallel rank).
+    pub fn states(&self) -> PathBuf {
+        match self.rank {
+            Some(e) => self.root.join(STATE).join(e.name()),
+            None => self.path(STATE),
+        }
+    }
+
     pub fn write_status(&self, status: &Status) -> Result<(), TrainError> {
+        if self.quiet {
+            return Ok(());
+        }
         write_atomic(
-            &self.path(STATUS),
+            &self.status_path(),
             serde_json::to_string_pretty(status)?.as_bytes(),
         )?;
         Ok(())
@@ -71,12 +122,15 @@ impl JobFolder {
     pub fn write_final_status(&self, status: &Status) {
         if self.write_status(status).is_err() {
             if let Ok(text) = serde_json::to_string_pretty(status) {
-                let _ = std::fs::write(self.path(STATUS), text);
+                let _ = std::fs::write(self.status_path(), text);
             }
         }
     }
 
     pub fn append_metrics(&self, m: &impl Serialize) -> Result<(), TrainError> {
+        if self.quiet {
+            return Ok(());
+        }
         let p = self.path(METRICS);
         let mut f = OpenOptions::new()
             .create(true)
@@ -114,19 +168,29 @@ impl JobFolder {
 
     /// Appends a line to log.txt (the UI also redirects the process output there).
     pub fn log(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
         let p = self.path(LOG);
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&p) {
-            let _ = writeln!(f, "{} {line}", now_rfc3339());
+            let _ = match self.rank {
+                Some(e) => writeln!(f, "{} [{}] {line}", now_rfc3339(), e.name()),
+                None => writeln!(f, "{} {line}", now_rfc3339()),
+            };
         }
     }
 
     pub fn write_pid(&self) -> Result<(), TrainError> {
-        write_atomic(&self.path(PID), std::process::id().to_string().as_bytes())?;
+        if self.rank.is_none() && !self.quiet {
+            write_atomic(&self.path(PID), std::process::id().to_string().as_bytes())?;
+        }
         Ok(())
     }
 
     pub fn remove_pid(&self) {
-        let _ = std::fs::remove_file(self.path(PID));
+        if self.rank.is_none() && !self.quiet {
+            let _ = std::fs::remove_file(self.path(PID));
+        }
     }
 
     /// Whether a stop was asked for (SIGINT, or `control/stop`, which this takes).
@@ -136,7 +200,10 @@ impl JobFolder {
 
     /// Takes a pending request (deleting its file) if there is one.
     pub fn take_control(&self, c: Control) -> bool {
-        let p = self.root.join(CONTROL).join(c.file_name());
+        if self.quiet {
+            return false;
+        }
+        let p = self.control_dir().join(c.file_name());
         p.exists() && std::fs::remove_file(&p).is_ok()
     }
 }

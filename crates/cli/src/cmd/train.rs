@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use wanlora_hub::HubConfig;
-use wanlora_train::trainer::{train, RunOptions};
+use wanlora_spec::expert::Expert;
+use wanlora_train::expert_parallel::{self, JobPart, Rank};
+use wanlora_train::trainer::{train, train_part, RunOptions};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -18,6 +20,62 @@ pub struct TrainArgs {
     /// 24 GB card; `keep_blocks`/`keep_attention: auto` plan within the cap.
     #[arg(long, env = "WANLORA_MEMORY_CAP_GIB")]
     pub memory_cap_gib: Option<f64>,
+    /// The GPUs to train on, instead of `train.gpus`: one (`1`), or two (`0,1`) with both experts
+    /// trained, each expert in its own process on its own GPU at the same time.
+    #[arg(long, value_name = "A,B")]
+    pub gpus: Option<String>,
+    /// Set by an expert-parallel supervisor in the processes it starts: the expert this one trains.
+    #[arg(long, hide = true, requires_all = ["rank_device", "rank_seed", "supervisor"])]
+    pub expert_rank: Option<String>,
+    #[arg(long, hide = true)]
+    pub rank_device: Option<String>,
+    #[arg(long, hide = true)]
+    pub rank_seed: Option<u64>,
+    #[arg(long, hide = true)]
+    pub supervisor: Option<u32>,
+}
+
+/// The expert an `--expert-rank` names.
+fn expert_named(name: &str) -> Result<Expert> {
+    Expert::BOTH
+        .into_iter()
+        .find(|e| e.name() == name)
+        .with_context(|| format!("--expert-rank {name:?}: expected high_noise or low_noise"))
+}
+
+/// This process trains one expert of an expert-parallel job for the supervisor `args.supervisor`.
+fn run_rank(args: &TrainArgs, job: wanlora_config::LoadedJob, name: &str) -> Result<()> {
+    let (Some(device), Some(seed), Some(supervisor)) =
+        (&args.rank_device, args.rank_seed, args.supervisor)
+    else {
+        anyhow::bail!("--expert-rank needs --rank-device, --rank-seed and --supervisor");
+    };
+    expert_parallel::stop_with_supervisor(supervisor);
+    let part = JobPart::Expert {
+        expert: expert_named(name)?,
+        device: device.clone(),
+        seed,
+    };
+    let opts = RunOptions {
+        progress: false,
+        stop_after: None,
+        hub: HubConfig::from_env(),
+    };
+    train_part(job, opts, part)?;
+    Ok(())
+}
+
+/// The command that starts `rank` of the expert-parallel job `job_file`: this executable again.
+fn rank_command(job_file: &std::path::Path, rank: &Rank) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("wanlora"));
+    let mut c = std::process::Command::new(exe);
+    c.arg("train")
+        .arg(job_file)
+        .args(["--no-progress", "--expert-rank", rank.expert.name()])
+        .args(["--rank-device", &rank.device])
+        .args(["--rank-seed", &rank.seed.to_string()])
+        .args(["--supervisor", &std::process::id().to_string()]);
+    c
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -35,12 +93,83 @@ pub fn run(args: TrainArgs) -> Result<()> {
     for w in &job.warnings {
         eprintln!("{}", w.display_in(&text));
     }
+    if let Some(name) = &args.expert_rank {
+        return run_rank(&args, job, name);
+    }
+    // torchrun / Slurm / Kubernetes launches: checked before anything loads.
+    let launch = wanlora_train::launch_env::LaunchEnv::from_vars(|k| std::env::var(k).ok())?;
+    if let Some(launch) = launch.filter(|l| l.world_size > 1) {
+        // A rank started by `run_data_parallel_here` stops (saving nothing: rank 0 saves) when its
+        // starter dies.
+        if let Some(starter) = std::env::var("WANLORA_SUPERVISOR")
+            .ok()
+            .and_then(|p| p.parse().ok())
+        {
+            expert_parallel::stop_with_supervisor(starter);
+        }
+        anyhow::ensure!(
+            args.gpus.is_none() && job.job.process().train.gpus.len() < 2,
+            "a data-parallel launch (WORLD_SIZE={}) runs one GPU per process (LOCAL_RANK); drop train.gpus / --gpus",
+            launch.world_size
+        );
+        let part = JobPart::Data {
+            rank: launch.rank,
+            world: launch.world_size,
+            local_rank: launch.local_rank,
+            master_addr: launch.master_addr,
+            master_port: launch.master_port,
+        };
+        let opts = RunOptions {
+            progress: false,
+            stop_after: None,
+            hub: HubConfig::from_env(),
+        };
+        let summary = train_part(job, opts, part)?;
+        if launch.rank == 0 {
+            eprintln!(
+                "{}: {} steps, LoRA files in {}",
+                if summary.stopped { "stopped" } else { "done" },
+                summary.step,
+                summary.output.display()
+            );
+        }
+        return Ok(());
+    }
+    let mut job = job;
+    let gpus = match &args.gpus {
+        Some(list) => {
+            let gpus = wanlora_config::parse_gpu_list(list).map_err(anyhow::Error::msg)?;
+            let trained = wanlora_train::job::expert_schedule(&job.job).trained.len();
+            if let Some((message, hint)) = wanlora_config::gpu_list_problem(&gpus, trained) {
+                anyhow::bail!("--gpus {message}; {hint}");
+            }
+            gpus
+        }
+        None => job.job.process().train.gpus.clone(),
+    };
     let opts = RunOptions {
         progress: !args.no_progress && std::io::stderr().is_terminal(),
         stop_after: None,
         hub: HubConfig::from_env(),
     };
-    let summary = train(job, opts)?;
+    if gpus.len() > 1 && wanlora_train::job::expert_schedule(&job.job).trained.len() == 1 {
+        return run_data_parallel_here(&args, job, &gpus);
+    }
+    let summary = if expert_parallel::wants_expert_parallel(&job, &gpus)? {
+        let devices = expert_parallel::rank_devices(&job.job.process().device, &gpus);
+        let job_file = args.job.canonicalize().unwrap_or_else(|_| args.job.clone());
+        expert_parallel::train_expert_parallel(job, opts, &devices, &|rank| {
+            rank_command(&job_file, rank)
+        })?
+    } else {
+        // One GPU named: the job's device becomes that GPU.
+        if let [gpu] = gpus[..] {
+            if job.job.process().device.trim() != "cpu" {
+                job.job.process_mut().device = format!("cuda:{gpu}");
+            }
+        }
+        train(job, opts)?
+    };
     if summary.stopped {
         eprintln!(
             "stopped at step {}; run the same command again to resume ({})",
@@ -57,5 +186,66 @@ pub fn run(args: TrainArgs) -> Result<()> {
             eprintln!("  {}", f.display());
         }
     }
+    Ok(())
+}
+
+/// One expert on several GPUs of this machine: this process is rank 0 of a data-parallel run (on
+/// the first GPU) and starts ranks 1.. as `wanlora train` children with the launcher variables
+/// (their process group at 127.0.0.1 on a free port). A rank that dies makes rank 0's next
+/// all-reduce fail: the job is marked failed and resumes from its last save when run again.
+fn run_data_parallel_here(
+    args: &TrainArgs,
+    job: wanlora_config::LoadedJob,
+    gpus: &[u32],
+) -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("no free local port for the data-parallel ranks' process group")?
+        .port();
+    let world = gpus.len() as u32;
+    let exe = std::env::current_exe().context("cannot find this executable to start the ranks")?;
+    let mut children = Vec::new();
+    for (rank, gpu) in gpus.iter().enumerate().skip(1) {
+        let child = std::process::Command::new(&exe)
+            .arg("train")
+            .arg(&args.job)
+            .arg("--no-progress")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("WORLD_SIZE", world.to_string())
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", gpu.to_string())
+            .env("WANLORA_SUPERVISOR", std::process::id().to_string())
+            .spawn()
+            .with_context(|| format!("cannot start data-parallel rank {rank}"))?;
+        children.push(child);
+    }
+    let part = JobPart::Data {
+        rank: 0,
+        world,
+        local_rank: gpus[0],
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+    };
+    let opts = RunOptions {
+        progress: !args.no_progress && std::io::stderr().is_terminal(),
+        stop_after: None,
+        hub: HubConfig::from_env(),
+    };
+    let result = train_part(job, opts, part);
+    for mut child in children {
+        if result.is_err() {
+            // The other ranks write nothing; rank 0's state is what the job resumes from.
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+    let summary = result?;
+    eprintln!(
+        "{}: {} steps, LoRA files in {}",
+        if summary.stopped { "stopped" } else { "done" },
+        summary.step,
+        summary.output.display()
+    );
     Ok(())
 }

@@ -7,7 +7,7 @@
 mod memory;
 mod previews;
 mod run;
-mod save;
+pub(crate) mod save;
 mod setup;
 mod step;
 
@@ -16,10 +16,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{self, ExpertState, RunState, STATE_FORMAT};
+use crate::checkpoint::{self, ExpertSamplers, ExpertState, RunState, STATE_FORMAT};
 use crate::divergence::{self, NonFiniteCounter};
 use crate::ema::Ema;
 use crate::encoders::{self, Umt5TextEncoder, VaeLatentEncoder};
+pub use crate::expert_parallel::JobPart;
 use crate::experts::{Expert, ExpertSchedule};
 use crate::job;
 use crate::jobfiles;
@@ -75,7 +76,7 @@ pub struct RunSummary {
 }
 
 /// One trained expert: the frozen model, its adapters (views of the optimizer's flat buffer), the
-/// optimizer and the EMA.
+/// optimizer, the EMA, and its own data order (regularisation batches on its odd steps).
 struct ExpertRun {
     expert: Expert,
     model: WanTransformer,
@@ -83,6 +84,8 @@ struct ExpertRun {
     lora: LoraSet,
     optimizer: TrainOptimizer,
     ema: Option<Ema>,
+    sampler: BatchSampler,
+    reg_sampler: Option<BatchSampler>,
 }
 
 /// What one optimizer step did; `loss` is `None` when it was skipped as non-finite.
@@ -109,8 +112,6 @@ pub struct Trainer {
     boundary: f64,
     catalog: Catalog,
     cache: Cache,
-    sampler: BatchSampler,
-    reg_sampler: Option<BatchSampler>,
     texts: HashMap<String, Tensor>,
     text_len: i64,
     vae: Vae,
@@ -124,12 +125,22 @@ pub struct Trainer {
     samples: Vec<SampleRequest>,
     /// The expert that is not trained, loaded only when previews first need it.
     untrained: Option<(Expert, WanTransformer)>,
-    /// The job folder's lock, held while this trainer lives.
-    _lock: JobLock,
+    /// The job folder's lock, held while this trainer lives (by the supervisor instead, for the
+    /// parts of an expert-parallel job).
+    _lock: Option<JobLock>,
+    /// What of the job this process runs.
+    part: JobPart,
+    /// The process group of a data-parallel run.
+    data: Option<crate::data_parallel::DataRank>,
     /// The held-out set of `validation_config`, encoded.
     validation: Option<ValidationSet>,
     /// `keep_blocks` / `keep_attention: auto`: the budget and each bucket's plan.
     memory: memory::MemoryPlans,
+}
+
+/// The number that sets an expert's own random streams (data order, timesteps, noise) apart.
+fn expert_stream(expert: Expert) -> u64 {
+    0xE0 + expert as u64
 }
 
 impl Trainer {
@@ -145,41 +156,61 @@ impl Trainer {
     /// Sets up a run: output folder, dataset scan, text and latent caching, the trained experts, and
     /// the state of an earlier run in the same folder if there is one.
     pub fn new(job: LoadedJob, opts: RunOptions) -> Result<Trainer, TrainError> {
+        Self::new_part(job, opts, JobPart::Whole)
+    }
+
+    /// [`Trainer::new`] for one part of a job: the whole job, or (under an expert-parallel
+    /// supervisor that holds the job's lock) its caches or one expert.
+    pub fn new_part(
+        job: LoadedJob,
+        opts: RunOptions,
+        part: JobPart,
+    ) -> Result<Trainer, TrainError> {
         // First of all: a second trainer of this job stops here, having written nothing.
-        let lock = JobLock::acquire(&job::output_folder(&job.job))?;
-        let folder = JobFolder::create(&job::output_folder(&job.job))?;
-        for stale in jobfiles::remove_stale_temp_files(&folder.root) {
-            folder.log(&format!(
-                "removed {} (left by a killed run)",
-                stale.display()
-            ));
+        let lock = match part {
+            JobPart::Whole | JobPart::Data { rank: 0, .. } => {
+                Some(JobLock::acquire(&job::output_folder(&job.job))?)
+            }
+            _ => None,
+        };
+        let mut folder = JobFolder::create_for(&job::output_folder(&job.job), part.rank())?;
+        folder.quiet = matches!(part, JobPart::Data { rank, .. } if rank > 0);
+        if part.rank().is_none() && !folder.quiet {
+            for stale in jobfiles::remove_stale_temp_files(&folder.root) {
+                folder.log(&format!(
+                    "removed {} (left by a killed run)",
+                    stale.display()
+                ));
+            }
         }
         // Ctrl+C stops cleanly from here on, also during caption encoding and the cache pass.
         output::install_sigint_handler();
         let total = job.job.process().train.steps as u64;
-        let root = folder.root.clone();
-        crate::error::catch_libtorch(|| Self::setup(job, opts, JobFolder { root }, lock)).map_err(
-            |e| {
-                // A run that cannot start still tells the UI and the user why, in the job folder.
-                let stopped = matches!(e, TrainError::StoppedDuringSetup { .. });
-                let status = if stopped {
-                    Status::at(JobPhase::Stopped, 0, total, &e.to_string())
-                } else {
-                    Status {
-                        error: Some(e.to_string()),
-                        ..Status::at(JobPhase::Failed, 0, total, "Failed before training started")
-                    }
-                };
-                folder.write_final_status(&status);
-                folder.log(&if stopped {
-                    e.to_string()
-                } else {
-                    format!("failed: {e}")
-                });
-                folder.remove_pid();
-                e
-            },
-        )
+        let view = JobFolder {
+            root: folder.root.clone(),
+            rank: folder.rank,
+            quiet: folder.quiet,
+        };
+        crate::error::catch_libtorch(|| Self::setup(job, opts, view, lock, part)).map_err(|e| {
+            // A run that cannot start still tells the UI and the user why, in the job folder.
+            let stopped = matches!(e, TrainError::StoppedDuringSetup { .. });
+            let status = if stopped {
+                Status::at(JobPhase::Stopped, 0, total, &e.to_string())
+            } else {
+                Status {
+                    error: Some(e.to_string()),
+                    ..Status::at(JobPhase::Failed, 0, total, "Failed before training started")
+                }
+            };
+            folder.write_final_status(&status);
+            folder.log(&if stopped {
+                e.to_string()
+            } else {
+                format!("failed: {e}")
+            });
+            folder.remove_pid();
+            e
+        })
     }
 
     pub fn step(&self) -> u64 {
@@ -217,8 +248,17 @@ impl Trainer {
 
 /// Runs a whole job: `wanlora train JOB.yaml`.
 pub fn train(job: LoadedJob, opts: RunOptions) -> Result<RunSummary, TrainError> {
+    train_part(job, opts, JobPart::Whole)
+}
+
+/// Runs one part of a job ([`JobPart`]): the whole job, or one expert of an expert-parallel job.
+pub fn train_part(
+    job: LoadedJob,
+    opts: RunOptions,
+    part: JobPart,
+) -> Result<RunSummary, TrainError> {
     let output = job::output_folder(&job.job);
-    match Trainer::new(job, opts) {
+    match Trainer::new_part(job, opts, part) {
         Ok(trainer) => trainer.run(),
         Err(TrainError::StoppedDuringSetup { .. }) => Ok(RunSummary {
             step: checkpoint::latest_state(&output, &mut |_| {})

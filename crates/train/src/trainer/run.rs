@@ -39,6 +39,17 @@ impl Trainer {
             self.validate_if_due().map_err(|e| self.fail(e))?;
         }
         while self.step < total {
+            let expert = self.schedule.expert_at(self.step);
+            if !self.part.trains(expert) {
+                // Another process of this expert-parallel job trains this step; saves and
+                // validation still come at the job's steps.
+                self.step += 1;
+                if self.after_step(&p, &mut perf, expert, sps, &mut files)? {
+                    stopped = true;
+                    break;
+                }
+                continue;
+            }
             let t0 = Instant::now();
             let outcome = self.advance()?;
             done_this_run += 1;
@@ -98,40 +109,8 @@ impl Trainer {
                 Some(expert),
                 sps,
             ))?;
-            self.validate_if_due().map_err(|e| self.fail(e))?;
+            let stop_requested = self.after_step(&p, &mut perf, expert, sps, &mut files)?;
 
-            let stop_requested = output::interrupted() || self.folder.take_control(Control::Stop);
-            let save_due =
-                p.save.save_every > 0 && self.step.is_multiple_of(p.save.save_every as u64);
-            if (save_due || self.folder.take_control(Control::SaveNow) || stop_requested)
-                && self.step < total
-            {
-                self.folder.write_status(&self.status(
-                    JobPhase::Saving,
-                    "Saving",
-                    Some(expert),
-                    sps,
-                ))?;
-                let t = Instant::now();
-                files = self.save(false)?;
-                perf.phase(Phase::Saving, t.elapsed());
-            }
-            let sample_due = p.sample.sample_every > 0
-                && self.step >= p.sample.sample_start_step as u64
-                && self.step.is_multiple_of(p.sample.sample_every as u64)
-                && self.step < total;
-            if !self.samples.is_empty()
-                && (sample_due || self.folder.take_control(Control::SampleNow))
-                && !stop_requested
-            {
-                let t = Instant::now();
-                self.sample_all(self.step)?;
-                perf.phase(Phase::Sampling, t.elapsed());
-            }
-            if let Some(line) = perf.report(self.step) {
-                eprintln!("{line}");
-                self.folder.log(&line);
-            }
             if stop_requested {
                 stopped = true;
                 break;
@@ -150,7 +129,10 @@ impl Trainer {
         if let Some(b) = &bar {
             b.finish();
         }
-        self.write_loss_plot();
+        if self.part == JobPart::Whole {
+            // An expert-parallel job's supervisor plots both ranks' losses at its end.
+            self.write_loss_plot();
+        }
         let state = if stopped {
             JobPhase::Stopped
         } else {
@@ -171,5 +153,58 @@ impl Trainer {
             stopped,
             files,
         })
+    }
+
+    /// What follows a step (trained here or, in an expert-parallel rank, by the other process):
+    /// validation, a save and previews when due or asked for, the performance line. Returns whether
+    /// a stop was asked for.
+    fn after_step(
+        &mut self,
+        p: &wanlora_config::Process,
+        perf: &mut PerfLog,
+        expert: Expert,
+        sps: Option<f64>,
+        files: &mut Vec<PathBuf>,
+    ) -> Result<bool, TrainError> {
+        let total = p.train.steps as u64;
+        self.validate_if_due().map_err(|e| self.fail(e))?;
+
+        let stop_requested = output::interrupted() || self.folder.take_control(Control::Stop);
+        // Data-parallel ranks stop together, at the same step.
+        let stop_requested = match &self.data {
+            Some(d) => d.any(stop_requested)?,
+            None => stop_requested,
+        };
+        let save_due = p.save.save_every > 0 && self.step.is_multiple_of(p.save.save_every as u64);
+        if (save_due || self.folder.take_control(Control::SaveNow) || stop_requested)
+            && self.step < total
+        {
+            self.folder.write_status(&self.status(
+                JobPhase::Saving,
+                "Saving",
+                Some(expert),
+                sps,
+            ))?;
+            let t = Instant::now();
+            *files = self.save(false)?;
+            perf.phase(Phase::Saving, t.elapsed());
+        }
+        let sample_due = p.sample.sample_every > 0
+            && self.step >= p.sample.sample_start_step as u64
+            && self.step.is_multiple_of(p.sample.sample_every as u64)
+            && self.step < total;
+        if !self.samples.is_empty()
+            && (sample_due || self.folder.take_control(Control::SampleNow))
+            && !stop_requested
+        {
+            let t = Instant::now();
+            self.sample_all(self.step)?;
+            perf.phase(Phase::Sampling, t.elapsed());
+        }
+        if let Some(line) = perf.report(self.step) {
+            eprintln!("{line}");
+            self.folder.log(&line);
+        }
+        Ok(stop_requested)
     }
 }

@@ -18,10 +18,21 @@ impl Trainer {
     ) -> Result<(), TrainError> {
         let p = self.job.job.process();
         let experts: Vec<Expert> = self.experts.iter().map(|e| e.expert).collect();
-        if run.format != STATE_FORMAT
-            || run.experts != experts
-            || run.rank != p.network.linear as i64
-        {
+        if run.format == 1 {
+            return Err(TrainError::Setup(format!(
+                "{}: this state was saved by an earlier wanlora whose experts shared one data order and \
+                 noise stream; this version gives each expert its own, so the run cannot continue exactly. \
+                 Finish it with the earlier version, or delete the state/ folder to start over",
+                dir.display()
+            )));
+        }
+        // An expert-parallel rank continues its expert from its own state or from one of the
+        // whole job's.
+        let same_experts = match self.part {
+            JobPart::Expert { .. } => experts.iter().all(|e| run.experts.contains(e)),
+            _ => run.experts == experts,
+        };
+        if run.format != STATE_FORMAT || !same_experts || run.rank != p.network.linear as i64 {
             return Err(TrainError::Setup(format!(
                 "{}: the saved state is for experts {:?} at rank {}, this job trains {:?} at rank {}; use a new \
                  `config.name` or delete the state/ folder to start over",
@@ -41,9 +52,22 @@ impl Trainer {
                 e.ema.as_mut().map(|m| &mut m.shadow),
             )?;
         }
-        self.sampler.restore(&run.sampler)?;
-        if let (Some(s), Some(state)) = (&mut self.reg_sampler, &run.reg_sampler) {
-            s.restore(state)?;
+        for e in &mut self.experts {
+            let saved = run
+                .samplers
+                .iter()
+                .find(|s| s.expert == e.expert)
+                .ok_or_else(|| {
+                    TrainError::Setup(format!(
+                        "{}: run.json has no data order for the {} expert; delete the state/ folder to start over",
+                        dir.display(),
+                        e.expert.name()
+                    ))
+                })?;
+            e.sampler.restore(&saved.sampler)?;
+            if let (Some(s), Some(state)) = (&mut e.reg_sampler, &saved.reg_sampler) {
+                s.restore(state)?;
+            }
         }
         self.step = run.step;
         let msg = format!("resuming at step {} from {}", run.step, dir.display());
@@ -65,6 +89,10 @@ impl Trainer {
     /// Writes the LoRA files of every trained expert (and EMA variants), rotates step saves, and
     /// saves the training state.
     pub(super) fn save(&mut self, final_save: bool) -> Result<Vec<PathBuf>, TrainError> {
+        if self.folder.quiet {
+            // Rank 0 of a data-parallel run saves the LoRA every rank holds.
+            return Ok(Vec::new());
+        }
         let p = self.job.job.process().clone();
         let name = &self.job.job.config.name;
         let kind = save_kind(p.save.dtype);
@@ -96,7 +124,12 @@ impl Trainer {
             }
         }
         if !final_save {
-            checkpoint::rotate_saves(&self.folder.root, name, p.save.max_step_saves_to_keep)?;
+            checkpoint::rotate_saves_of(
+                &self.folder.root,
+                name,
+                p.save.max_step_saves_to_keep,
+                self.folder.rank,
+            )?;
         }
         let run = RunState {
             format: STATE_FORMAT,
@@ -105,11 +138,18 @@ impl Trainer {
             rank: p.network.linear as i64,
             alpha: p.network.alpha(),
             experts: self.experts.iter().map(|e| e.expert).collect(),
-            sampler: self.sampler.state(),
-            reg_sampler: self.reg_sampler.as_ref().map(|s| s.state()),
+            samplers: self
+                .experts
+                .iter()
+                .map(|e| ExpertSamplers {
+                    expert: e.expert,
+                    sampler: e.sampler.state(),
+                    reg_sampler: e.reg_sampler.as_ref().map(BatchSampler::state),
+                })
+                .collect(),
         };
         let states = self.expert_states();
-        checkpoint::save_state(&self.folder.root, &run, &states)?;
+        checkpoint::save_state_in(&self.folder.states(), &run, &states)?;
         self.folder
             .log(&format!("saved step {}: {}", self.step, files.len()));
         Ok(files)
@@ -205,44 +245,46 @@ impl Trainer {
         m
     }
 
-    /// loss.png from metrics.jsonl: one series per expert.
     pub(super) fn write_loss_plot(&self) {
-        let Ok(text) = std::fs::read_to_string(self.folder.path(job_folder::METRICS)) else {
-            return;
-        };
-        let mut by_step: BTreeMap<u64, (String, f64)> = BTreeMap::new();
-        for line in text.lines() {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                if let (Some(s), Some(e), Some(l)) =
-                    (v["step"].as_u64(), v["expert"].as_str(), v["loss"].as_f64())
-                {
-                    by_step.insert(s, (e.to_string(), l));
-                }
+        write_loss_plot(&self.folder);
+    }
+}
+
+/// loss.png from metrics.jsonl: one series per expert.
+pub(crate) fn write_loss_plot(folder: &JobFolder) {
+    let Ok(text) = std::fs::read_to_string(folder.path(job_folder::METRICS)) else {
+        return;
+    };
+    let mut by_step: BTreeMap<u64, (String, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if let (Some(s), Some(e), Some(l)) =
+                (v["step"].as_u64(), v["expert"].as_str(), v["loss"].as_f64())
+            {
+                by_step.insert(s, (e.to_string(), l));
             }
         }
-        let mut series: Vec<(String, Vec<(f64, f64)>)> = ["high_noise", "low_noise"]
-            .iter()
-            .map(|e| {
-                (
-                    e.to_string(),
-                    by_step
-                        .iter()
-                        .filter(|(_, (x, _))| x == e)
-                        .map(|(s, (_, l))| (*s as f64, *l))
-                        .collect(),
-                )
-            })
-            .filter(|(_, v): &(String, Vec<(f64, f64)>)| !v.is_empty())
-            .collect();
-        series.extend(crate::validation::plot_series(&text));
-        let refs: Vec<(&str, &[(f64, f64)])> = series
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .collect();
-        if let Err(e) =
-            wanlora_data::write_loss_plot_png(&refs, &self.folder.path(job_folder::LOSS_PLOT))
-        {
-            self.folder.log(&format!("loss plot: {e}"));
-        }
+    }
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = ["high_noise", "low_noise"]
+        .iter()
+        .map(|e| {
+            (
+                e.to_string(),
+                by_step
+                    .iter()
+                    .filter(|(_, (x, _))| x == e)
+                    .map(|(s, (_, l))| (*s as f64, *l))
+                    .collect(),
+            )
+        })
+        .filter(|(_, v): &(String, Vec<(f64, f64)>)| !v.is_empty())
+        .collect();
+    series.extend(crate::validation::plot_series(&text));
+    let refs: Vec<(&str, &[(f64, f64)])> = series
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    if let Err(e) = wanlora_data::write_loss_plot_png(&refs, &folder.path(job_folder::LOSS_PLOT)) {
+        folder.log(&format!("loss plot: {e}"));
     }
 }

@@ -64,18 +64,37 @@ impl Trainer {
         job: LoadedJob,
         opts: RunOptions,
         folder: JobFolder,
-        lock: JobLock,
+        lock: Option<JobLock>,
+        part: JobPart,
     ) -> Result<Trainer, TrainError> {
         let process = job.job.process().clone();
         let train = &process.train;
+        let data = match &part {
+            JobPart::Data {
+                rank,
+                world,
+                master_addr,
+                master_port,
+                ..
+            } => Some(crate::data_parallel::DataRank::join(
+                master_addr,
+                *master_port,
+                *rank,
+                *world,
+            )?),
+            _ => None,
+        };
         folder.write_pid()?;
-        if folder.repair_metrics()? > 0 {
-            folder.log("metrics.jsonl: cut its last line, torn by a killed run");
+        // The supervisor of an expert-parallel job, or rank 0 of a data-parallel one, does these.
+        if folder.rank.is_none() && !folder.quiet {
+            if folder.repair_metrics()? > 0 {
+                folder.log("metrics.jsonl: cut its last line, torn by a killed run");
+            }
+            wanlora_torch::weights::write_atomic(
+                &folder.path(job_folder::CONFIG_YAML),
+                wanlora_config::to_yaml(&job.job).as_bytes(),
+            )?;
         }
-        wanlora_torch::weights::write_atomic(
-            &folder.path(job_folder::CONFIG_YAML),
-            wanlora_config::to_yaml(&job.job).as_bytes(),
-        )?;
         let status = |phase, message: &str| Status::at(phase, 0, train.steps as u64, message);
         folder.write_status(&status(JobPhase::Starting, "Loading"))?;
         folder.log(&format!(
@@ -84,21 +103,24 @@ impl Trainer {
             job.path.display()
         ));
 
-        let device = parse_device(&process.device)?;
+        let device = parse_device(&part.device(&process.device))?;
         let kind = match train.dtype {
             TrainDtype::Bf16 => Kind::BFloat16,
             TrainDtype::Fp32 => Kind::Float,
         };
-        let previous = checkpoint::latest_state(&folder.root, &mut |warning| {
+        let previous = crate::expert_parallel::previous_state(&folder, &part, &mut |warning| {
             eprintln!("warning: {warning}");
             folder.log(warning);
         })?;
-        let seed = match (&previous, process.training_seed) {
+        let seed = match (&previous, part.seed().or(process.training_seed)) {
             (Some((run, _)), _) => run.seed,
             (None, Some(s)) => s,
-            (None, None) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(42, |d| d.as_nanos() as u64),
+            (None, None) if data.is_some() => {
+                return Err(TrainError::Setup(
+                    "data-parallel training needs `training_seed` in the job (every rank must draw the same data order)".into(),
+                ))
+            }
+            (None, None) => crate::expert_parallel::fresh_seed(),
         };
 
         // Data first: a broken dataset is reported before any model loads.
@@ -110,6 +132,9 @@ impl Trainer {
             folder.log(&summary);
         }
         catalog.check_usable()?;
+        if let Some(d) = &data {
+            crate::data_parallel::check_batches(&catalog, d.world())?;
+        }
         let mut validation = ValidationSet::load(&job.job, &specs, &context)?;
 
         let mut sources = ModelSource::for_training(
@@ -128,22 +153,23 @@ impl Trainer {
         let cache_root = folder.root.join("cache");
         let mut cache = Cache::open(&cache_root)?;
 
-        let samples: Vec<SampleRequest> = if process.train.disable_sampling {
-            Vec::new()
-        } else {
-            (0..process.sample.samples.len())
-                .filter_map(|i| {
-                    SampleRequest::from_job(
-                        &process.sample,
-                        i,
-                        process.model.arch,
-                        process.model.boundary_ratio,
-                    )
-                    .transpose()
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|e| TrainError::Setup(format!("sample: {e}")))?
-        };
+        let samples: Vec<SampleRequest> =
+            if process.train.disable_sampling || part.rank().is_some() || folder.quiet {
+                Vec::new()
+            } else {
+                (0..process.sample.samples.len())
+                    .filter_map(|i| {
+                        SampleRequest::from_job(
+                            &process.sample,
+                            i,
+                            process.model.arch,
+                            process.model.boundary_ratio,
+                        )
+                        .transpose()
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| TrainError::Setup(format!("sample: {e}")))?
+            };
         // Text: every caption (with dropout and DOP variants), the blank prompt and the sample
         // prompts are encoded once; then the encoder is freed.
         folder.write_status(&status(JobPhase::Caching, "Encoding captions"))?;
@@ -268,7 +294,8 @@ impl Trainer {
         let alpha = process.network.alpha();
         let load = transformer_load_options(&process.model)?;
         let mut experts = Vec::new();
-        for &expert in &schedule.trained {
+        let first_here = schedule.trained.iter().copied().find(|&e| part.trains(e));
+        for &expert in schedule.trained.iter().filter(|&&e| part.trains(e)) {
             folder.write_status(&status(
                 JobPhase::Starting,
                 &format!("Loading the {} expert", expert.name()),
@@ -280,7 +307,7 @@ impl Trainer {
                 expert.name(),
                 t0.elapsed().as_secs_f64()
             ));
-            if process.model.low_vram && expert != schedule.expert_at(0) {
+            if process.model.low_vram && Some(expert) != first_here {
                 // Loaded one at a time: the idle expert waits in pinned host memory.
                 let report = model.offload()?;
                 folder.log(&format!(
@@ -309,9 +336,14 @@ impl Trainer {
                 lora,
                 optimizer,
                 ema,
+                sampler: sampler.clone().with_stream(expert_stream(expert)),
+                reg_sampler: reg_sampler
+                    .as_ref()
+                    .map(|s| s.clone().with_stream(expert_stream(expert))),
             });
         }
 
+        let quiet = folder.quiet;
         let mut trainer = Trainer {
             schedule,
             lr: job::lr_schedule(train),
@@ -325,8 +357,6 @@ impl Trainer {
             seed,
             catalog,
             cache,
-            sampler,
-            reg_sampler,
             texts,
             vae,
             vae_fingerprint,
@@ -337,10 +367,14 @@ impl Trainer {
             samples,
             untrained: None,
             _lock: lock,
-            validation,
+            part,
+            data,
+            validation: validation.filter(|_| !quiet),
             memory: Default::default(),
         };
-        if let Some((run, dir)) = previous {
+        if let Some((run, dir)) =
+            previous.filter(|_| !matches!(trainer.part, JobPart::Caches { .. }))
+        {
             trainer.resume(&run, &dir)?;
         }
         Ok(trainer)

@@ -25,19 +25,24 @@ impl Trainer {
         Ok(encoders::pad_context(real, self.text_len))
     }
 
-    /// Latents, condition, text and weights of one batch, with noise and timesteps drawn from the
-    /// step's own seed (so resuming reproduces them exactly).
+    /// Latents, condition, text and weights of one batch, with noise and timesteps drawn from
+    /// seeds of (job seed, expert, `expert_step`) alone: resuming reproduces them exactly, and an
+    /// expert sees the same ones whether the experts alternate or train in parallel.
     pub(super) fn micro_batch(
         &mut self,
-        step: u64,
+        expert_step: u64,
         micro: u64,
         expert: Expert,
     ) -> Result<MicroBatch, TrainError> {
-        let use_reg = self.reg_sampler.is_some() && step % 2 == 1;
-        let (batch, epoch) = match (&mut self.reg_sampler, use_reg) {
-            (Some(s), true) => (s.next_batch(), s.state().epoch),
-            _ => (self.sampler.next_batch(), self.sampler.state().epoch),
+        let er = self
+            .trained_mut(expert)
+            .expect("only trained experts draw batches");
+        let use_reg = er.reg_sampler.is_some() && expert_step % 2 == 1;
+        let (batch, epoch) = match (&mut er.reg_sampler, use_reg) {
+            (Some(s), true) => (s.next_batch(), s.epoch()),
+            _ => (er.sampler.next_batch(), er.sampler.epoch()),
         };
+        let stream = [self.seed, expert_stream(expert), expert_step, micro];
         let train = self.job.job.process().train.clone();
         let trigger = self
             .job
@@ -53,8 +58,21 @@ impl Trainer {
         let mut weights = Vec::new();
         let mut mults = Vec::new();
         let mut ts = Vec::new();
-        let mut rng = SplitMix64::for_parts(&[self.seed, step, micro, 0x7157]);
-        for entry in &batch.entries {
+        let mut rng = SplitMix64::for_parts(&[&stream[..], &[0x7157]].concat());
+        // Data-parallel: every rank draws the whole batch's timesteps and noise and keeps its
+        // own entries', so the ranks together train exactly the one-process batch.
+        let mut own = Vec::new();
+        for (index, entry) in batch.entries.iter().enumerate() {
+            let t = timesteps::draw(
+                train.timestep_type,
+                train.content_or_style,
+                expert.window(self.boundary),
+                &mut rng,
+            );
+            if self.data.as_ref().is_some_and(|d| !d.owns(index)) {
+                continue;
+            }
+            own.push(index as i64);
             let item: DataItem = self.catalog.items[entry.item].clone();
             let first_frame_condition = self
                 .job
@@ -107,12 +125,6 @@ impl Trainer {
             } else if train.blank_prompt_preservation {
                 pres.push(self.context("")?);
             }
-            let t = timesteps::draw(
-                train.timestep_type,
-                train.content_or_style,
-                expert.window(self.boundary),
-                &mut rng,
-            );
             ts.push(t);
             weights.push(item.loss_multiplier * timesteps::loss_weight(train.timestep_type, t));
             mults.push(item.network_weight);
@@ -121,12 +133,15 @@ impl Trainer {
         // The noise has a stream of its own (drawn on the CPU, as PyTorch would from a CPU
         // generator): previews or anything else that draws random numbers cannot shift it, so a
         // resumed run sees the noise the uninterrupted run saw.
-        let noise_seed = derive_seed(&[self.seed, step, micro, 0x4015]);
+        let noise_seed = derive_seed(&[&stream[..], &[0x4015]].concat());
+        let mut whole_batch = x0.size();
+        whole_batch[0] = batch.entries.len() as i64;
         let noise = wanlora_torch::rng::torch_randn(
             noise_seed ^ (noise_seed >> 32),
-            &x0.size(),
+            &whole_batch,
             self.device,
-        )?;
+        )?
+        .index_select(0, &Tensor::from_slice(&own).to_device(self.device));
         let sigma = Tensor::from_slice(&ts)
             .to_kind(Kind::Float)
             .to_device(self.device)
@@ -168,6 +183,7 @@ impl Trainer {
     pub(super) fn train_step(&mut self) -> Result<StepOutcome, TrainError> {
         let step = self.step;
         let expert = self.schedule.expert_at(step);
+        let expert_step = self.schedule.steps_of(expert, step);
         self.activate(expert)?;
         let train = self.job.job.process().train.clone();
         let accum = train.gradient_accumulation.max(1) as u64;
@@ -179,7 +195,7 @@ impl Trainer {
             let (mut main_sum, mut pres_sum, mut t_sum) = (0.0, 0.0, 0.0);
             for micro in 0..accum {
                 if batches.len() as u64 == micro {
-                    batches.push(self.micro_batch(step, micro, expert)?);
+                    batches.push(self.micro_batch(expert_step, micro, expert)?);
                 }
                 let mb = &batches[micro as usize];
                 let policy = self.checkpoint_policy(expert, &mb.input)?;
@@ -205,10 +221,24 @@ impl Trainer {
             }
             break (main_sum, pres_sum, t_sum);
         };
+        let (mut main_sum, mut pres_sum, mut t_sum) = (main_sum, pres_sum, t_sum);
+        if let Some(d) = &self.data {
+            main_sum = d.mean(main_sum)?;
+            pres_sum = d.mean(pres_sum)?;
+            t_sum = d.mean(t_sum)?;
+        }
         let loss = main_sum + pres_sum;
         let scheduled = self.lr.at(step);
+        let mut grad = self
+            .trained(expert)
+            .expect("only trained experts step")
+            .flat
+            .flat_grad();
+        if let Some(d) = &self.data {
+            // Every rank steps with the mean gradient, so every rank holds the same LoRA.
+            d.average(&grad)?;
+        }
         let er = self.trained_mut(expert).expect("only trained experts step");
-        let mut grad = er.flat.flat_grad();
         let norm = clip_grad_norm(&mut grad, train.max_grad_norm);
         er.flat.zero_grad();
         let pres = has_pres.then_some(pres_sum);

@@ -1,0 +1,247 @@
+//! Expert-parallel training on the CPU: `wanlora train JOB --gpus 0,1` with the tiny model trains
+//! each expert in a process of its own, and gives the same LoRA files (every save), the same loss
+//! at every step and one job's status as the alternating run of the same job in one process; a
+//! rank killed mid-run fails the job (the other rank saves), and running it again resumes both to
+//! the alternating run's files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const STEPS: u32 = 6;
+
+mod common;
+use common::{demo_job, lora_tensors as tensors, run_ok, wanlora};
+
+/// The demo job named `name`: 6 steps, experts switching every 2, a save every 2, no previews.
+fn prepare(dir: &Path, name: &str) -> PathBuf {
+    prepare_with(dir, name, STEPS)
+}
+
+/// [`prepare`] with `steps` steps.
+fn prepare_with(dir: &Path, name: &str, steps: u32) -> PathBuf {
+    let demo = demo_job(dir, steps);
+    let text = std::fs::read_to_string(&demo)
+        .unwrap()
+        .replace("  name: demo\n", &format!("  name: {name}\n"))
+        .replace(&format!("save_every: {}", steps / 2), "save_every: 2")
+        .replace("switch_boundary_every: 5", "switch_boundary_every: 2")
+        .replace(
+            "        skip_first_sample: true\n",
+            "        disable_sampling: true\n",
+        );
+    assert!(text.contains("save_every: 2") && text.contains("switch_boundary_every: 2"));
+    let job = dir.join(format!("{name}.yaml"));
+    std::fs::write(&job, text).unwrap();
+    job
+}
+
+fn train(job: &Path, extra: &[&str]) {
+    run_ok(
+        wanlora()
+            .args(["train", "--no-progress"])
+            .arg(job)
+            .args(extra),
+    );
+}
+
+/// (step, expert) → loss of the training records of metrics.jsonl.
+fn losses(folder: &Path) -> BTreeMap<u64, (String, f64)> {
+    std::fs::read_to_string(folder.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap(),
+                (
+                    v["expert"].as_str().unwrap().to_string(),
+                    v["loss"].as_f64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Every LoRA file of `a` (job `na`) equals the one of `b` (job `nb`) at the same save.
+fn assert_same_saves(a: &Path, na: &str, b: &Path, nb: &str, saves: &[&str]) {
+    for e in ["high_noise", "low_noise"] {
+        for step in saves {
+            let (x, y) = (
+                tensors(&a.join(format!("{na}{step}_{e}.safetensors"))),
+                tensors(&b.join(format!("{nb}{step}_{e}.safetensors"))),
+            );
+            assert_eq!(x.len(), y.len());
+            for (n, t) in &x {
+                assert!(t.equal(&y[n]), "{e}{step}: {n} differs");
+            }
+        }
+    }
+}
+
+fn status(folder: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(folder.join("status.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_killed_rank_stops_the_job_which_then_resumes_to_the_same_files() {
+    const LONG: u32 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let (alt, par) = (
+        prepare_with(dir.path(), "alt", LONG),
+        prepare_with(dir.path(), "par", LONG),
+    );
+    train(&alt, &[]);
+    let par_out = dir.path().join("par");
+    let mut supervisor = wanlora()
+        .args(["train", "--no-progress"])
+        .arg(&par)
+        .args(["--gpus", "0,1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The low-noise rank (steps 2, 3, 6, 7, 10, 11) is killed once it has passed its save at 4.
+    let low = par_out.join("ranks/low_noise");
+    let started = std::time::Instant::now();
+    let pid = loop {
+        assert!(
+            supervisor.try_wait().unwrap().is_none(),
+            "the job ended before the kill"
+        );
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "no low-noise step 5 after 5 minutes"
+        );
+        if let Ok(s) = std::fs::read_to_string(low.join("status.json")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&s) {
+                if v["step"].as_u64().unwrap_or(0) >= 5 && v["state"] == "training" {
+                    break v["pid"].as_u64().unwrap() as i32;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    // SAFETY: kill(2) on the rank this test's job started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let code = supervisor.wait().unwrap();
+    assert!(!code.success(), "a job with a killed rank must fail");
+    let failed = status(&par_out);
+    assert_eq!(failed["state"], "failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("low_noise rank was killed by signal 9"),
+        "{error}"
+    );
+    assert!(!par_out.join("pid").exists());
+    // Run again: both ranks resume from their states and end as the alternating run did.
+    train(&par, &["--gpus", "0,1"]);
+    assert_eq!(status(&par_out)["state"], "completed");
+    assert_same_saves(
+        &dir.path().join("alt"),
+        "alt",
+        &par_out,
+        "par",
+        &["_000000010", ""],
+    );
+    assert_eq!(losses(&dir.path().join("alt")), losses(&par_out));
+}
+
+#[test]
+fn expert_parallel_equals_the_alternating_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alt, par) = (prepare(dir.path(), "alt"), prepare(dir.path(), "par"));
+    train(&alt, &[]);
+    train(&par, &["--gpus", "0,1"]);
+    let (alt_out, par_out) = (dir.path().join("alt"), dir.path().join("par"));
+
+    assert_same_saves(
+        &alt_out,
+        "alt",
+        &par_out,
+        "par",
+        &["_000000002", "_000000004", ""],
+    );
+    for e in ["high_noise", "low_noise"] {
+        // Each rank kept its own states.
+        assert!(par_out.join("state").join(e).is_dir());
+    }
+    // One metrics stream, every step once, the expert named, the losses of the alternating run.
+    let (a, p) = (losses(&alt_out), losses(&par_out));
+    assert_eq!(a.len(), STEPS as usize);
+    assert_eq!(a, p);
+    let experts: Vec<&str> = p.values().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        experts,
+        [
+            "high_noise",
+            "high_noise",
+            "low_noise",
+            "low_noise",
+            "high_noise",
+            "high_noise"
+        ]
+    );
+    // One job: one status, at the job's step.
+    let status = status(&par_out);
+    assert_eq!(status["state"], "completed");
+    assert_eq!(status["step"], STEPS);
+    assert!(!par_out.join("pid").exists());
+    assert!(par_out.join("loss.png").exists());
+}
+
+#[test]
+fn bad_gpu_lists_and_launcher_variables_are_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = prepare(dir.path(), "bad");
+    for (gpus, says) in [
+        ("0,x", "\"x\" is not a GPU index"),
+        ("0,1,2", "3 GPUs for two experts"),
+    ] {
+        let out = wanlora()
+            .args(["train", "--no-progress"])
+            .arg(&job)
+            .args(["--gpus", gpus])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "--gpus {gpus}: {err}");
+    }
+    // Launcher variables: a bad one is named, a world of several processes is refused.
+    for (vars, says) in [
+        (
+            [("MASTER_PORT", "http"), ("WORLD_SIZE", "1"), ("RANK", "0")],
+            "MASTER_PORT=\"http\" is not a port from 1 to 65535",
+        ),
+        (
+            [("MASTER_PORT", "29500"), ("WORLD_SIZE", "2"), ("RANK", "2")],
+            "RANK=2 is not below WORLD_SIZE=2",
+        ),
+    ] {
+        let out = wanlora()
+            .args(["train", "--no-progress"])
+            .arg(&job)
+            .env("MASTER_ADDR", "localhost")
+            .env("LOCAL_RANK", "0")
+            .envs(vars)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{vars:?}: {err}");
+    }
+    // The same in the job file, with the key named.
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "        batch_size: 1\n",
+        "        batch_size: 1\n        gpus: [0, 1, 2]\n",
+    );
+    std::fs::write(&job, text).unwrap();
+    let out = wanlora()
+        .args(["train", "--no-progress"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("train.gpus"), "{err}");
+}

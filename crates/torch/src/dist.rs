@@ -1,0 +1,158 @@
+//! libtorch's distributed engine (c10d) from Rust: a process group of `world` ranks formed through
+//! a TCPStore (rank 0 serves it on `host:port`) with gloo as the transport — the group PyTorch
+//! itself uses for CPU tensors. What training needs of it: the mean of one flat tensor over all
+//! ranks (in place) and a barrier. NCCL (CUDA tensors) is not reached yet: libtorch_cuda.so is
+//! dlopen'ed at start-up, so ProcessGroupNCCL would have to be resolved at run time.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::time::Duration;
+use tch::{Device, Tensor};
+
+mod ffi {
+    use std::ffi::{c_char, c_int, c_void};
+    extern "C" {
+        pub fn wl_dist_last_error() -> *const c_char;
+        pub fn wl_dist_gloo_new(
+            host: *const c_char,
+            port: c_int,
+            rank: c_int,
+            world: c_int,
+            timeout_ms: i64,
+            out: *mut *mut c_void,
+        ) -> c_int;
+        pub fn wl_dist_allreduce_mean(group: *mut c_void, tensor: *mut c_void) -> c_int;
+        pub fn wl_dist_barrier(group: *mut c_void) -> c_int;
+        pub fn wl_dist_free(group: *mut c_void);
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DistError {
+    #[error("rank {rank} of a world of {world}: ranks count from 0 to world-1")]
+    BadRank { rank: u32, world: u32 },
+    #[error("{host:?} is not a host name (it holds a NUL byte)")]
+    BadHost { host: String },
+    #[error("rank {rank} could not join the process group at {host}:{port} within {seconds} s ({reason}); check MASTER_ADDR/MASTER_PORT, that rank 0 runs and that the port is free and reachable")]
+    Join {
+        rank: u32,
+        host: String,
+        port: u16,
+        seconds: u64,
+        reason: String,
+    },
+    #[error("{what} failed on rank {rank} ({reason}); a rank probably stopped — the job stops, run it again to resume")]
+    Collective {
+        what: &'static str,
+        rank: u32,
+        reason: String,
+    },
+    #[error("the gloo process group reduces CPU tensors; this one is on {0:?}")]
+    NotOnCpu(Device),
+}
+
+fn last_error() -> String {
+    // SAFETY: the helper returns a pointer to its thread-local, NUL-terminated message.
+    unsafe { CStr::from_ptr(ffi::wl_dist_last_error() as *const c_char) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A gloo process group: this process is `rank` of `world`.
+pub struct GlooGroup {
+    handle: *mut c_void,
+    rank: u32,
+    world: u32,
+}
+
+// SAFETY: the group is used from one thread at a time (&mut-free methods only call into c10d,
+// whose process group is thread-safe for the collectives used here); it owns its handle.
+unsafe impl Send for GlooGroup {}
+
+impl GlooGroup {
+    /// Joins the group: rank 0 serves the TCPStore on `host:port`, every rank (0 included) connects
+    /// and waits for all `world` ranks, up to `timeout`.
+    pub fn join(
+        host: &str,
+        port: u16,
+        rank: u32,
+        world: u32,
+        timeout: Duration,
+    ) -> Result<GlooGroup, DistError> {
+        if rank >= world {
+            return Err(DistError::BadRank { rank, world });
+        }
+        let c_host = CString::new(host).map_err(|_| DistError::BadHost {
+            host: host.to_string(),
+        })?;
+        let mut handle = std::ptr::null_mut();
+        // SAFETY: valid C string and out pointer; the helper catches every C++ exception.
+        let rc = unsafe {
+            ffi::wl_dist_gloo_new(
+                c_host.as_ptr(),
+                i32::from(port),
+                rank as i32,
+                world as i32,
+                timeout.as_millis() as i64,
+                &mut handle,
+            )
+        };
+        if rc != 0 {
+            return Err(DistError::Join {
+                rank,
+                host: host.to_string(),
+                port,
+                seconds: timeout.as_secs(),
+                reason: last_error(),
+            });
+        }
+        Ok(GlooGroup {
+            handle,
+            rank,
+            world,
+        })
+    }
+
+    pub fn rank(&self) -> u32 {
+        self.rank
+    }
+
+    pub fn world(&self) -> u32 {
+        self.world
+    }
+
+    /// In place: `tensor` becomes the mean of its values over every rank (all-reduce sum / world).
+    pub fn all_reduce_mean(&self, tensor: &Tensor) -> Result<(), DistError> {
+        if tensor.device() != Device::Cpu {
+            return Err(DistError::NotOnCpu(tensor.device()));
+        }
+        // SAFETY: the handle is live; the tensor pointer is tch's at::Tensor*, valid for the call.
+        let rc =
+            unsafe { ffi::wl_dist_allreduce_mean(self.handle, tensor.as_ptr() as *mut c_void) };
+        self.check(rc, "all-reduce")
+    }
+
+    /// Returns when every rank has reached it.
+    pub fn barrier(&self) -> Result<(), DistError> {
+        // SAFETY: the handle is live.
+        let rc = unsafe { ffi::wl_dist_barrier(self.handle) };
+        self.check(rc, "barrier")
+    }
+
+    fn check(&self, rc: i32, what: &'static str) -> Result<(), DistError> {
+        if rc == 0 {
+            return Ok(());
+        }
+        Err(DistError::Collective {
+            what,
+            rank: self.rank,
+            reason: last_error(),
+        })
+    }
+}
+
+impl Drop for GlooGroup {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from wl_dist_gloo_new and is freed once.
+        unsafe { ffi::wl_dist_free(self.handle) }
+    }
+}

@@ -1,0 +1,550 @@
+//! Expert-parallel training: the two experts of a job train at the same time, each in a process of
+//! its own on a device of its own (`train.gpus: [0, 1]`, `wanlora train JOB --gpus 0,1`). No
+//! collectives: an expert's LoRA depends only on (seed, expert, that expert's steps), so each
+//! process walks the job's steps, trains those of its expert and passes over the others', and
+//! saves, validates and stops at the job's steps; the two LoRA files equal those of the
+//! alternating run in one process.
+//!
+//! The supervisor (this module, in the `wanlora train` process the user started) holds the job's
+//! lock and pid file, runs the cache pass once, starts one rank per expert and then, until both
+//! end: hands `control/` requests and Ctrl+C on to both ranks (`ranks/<expert>/control/`), writes
+//! the job's one status.json from theirs (`ranks/<expert>/status.json`), and stops the other rank
+//! cleanly (it saves) when one dies. Both ranks append to the one metrics.jsonl and log.txt, the
+//! expert named in each line; each keeps its states in `state/<expert>/`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use crate::checkpoint::{self, RunState};
+use crate::experts::Expert;
+use crate::job;
+use crate::jobfiles;
+use crate::lock::JobLock;
+use crate::output::{self, Control, JobFolder, JobPhase, Status};
+use crate::trainer::{RunOptions, RunSummary, Trainer};
+use crate::TrainError;
+use wanlora_config::LoadedJob;
+
+/// What of a job one process runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobPart {
+    /// The whole job in one process; the experts alternate.
+    Whole,
+    /// The set-up that fills the text and latent caches, which an expert-parallel supervisor runs
+    /// once before its ranks start; trains nothing.
+    Caches { seed: u64 },
+    /// One expert of an expert-parallel job, on `device` (`cpu`, `cuda:N`), with the job's seed
+    /// as the supervisor resolved it.
+    Expert {
+        expert: Expert,
+        device: String,
+        seed: u64,
+    },
+    /// One rank of a data-parallel run (crate::data_parallel), launched with MASTER_ADDR,
+    /// MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK; on CUDA it trains on `cuda:<local_rank>`.
+    Data {
+        rank: u32,
+        world: u32,
+        local_rank: u32,
+        master_addr: String,
+        master_port: u16,
+    },
+}
+
+impl JobPart {
+    /// Whether this process trains `expert`'s steps.
+    pub fn trains(&self, expert: Expert) -> bool {
+        match self {
+            JobPart::Whole | JobPart::Data { .. } => true,
+            JobPart::Caches { .. } => false,
+            JobPart::Expert { expert: e, .. } => *e == expert,
+        }
+    }
+
+    /// The expert of an expert-parallel rank.
+    pub fn rank(&self) -> Option<Expert> {
+        match self {
+            JobPart::Expert { expert, .. } => Some(*expert),
+            _ => None,
+        }
+    }
+
+    /// The device a rank was given, instead of the job's `device` (`job_device`).
+    pub fn device(&self, job_device: &str) -> String {
+        match self {
+            JobPart::Expert { device, .. } => device.clone(),
+            JobPart::Data { local_rank, .. } if job_device.trim() != "cpu" => {
+                format!("cuda:{local_rank}")
+            }
+            _ => job_device.to_string(),
+        }
+    }
+
+    /// The seed the supervisor resolved (so that a job without `training_seed` has one seed in
+    /// all its processes).
+    pub fn seed(&self) -> Option<u64> {
+        match self {
+            JobPart::Whole | JobPart::Data { .. } => None,
+            JobPart::Caches { seed } | JobPart::Expert { seed, .. } => Some(*seed),
+        }
+    }
+}
+
+/// A seed for a job that names none.
+pub fn fresh_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(42, |d| d.as_nanos() as u64)
+}
+
+/// The state a part continues from. The whole job: its newest state in `state/` — and an error
+/// when a rank saved a newer one of its own (the job was last run expert-parallel), rather than
+/// silently going back. A rank: the newer of its own newest state and the whole job's.
+pub(crate) fn previous_state(
+    folder: &JobFolder,
+    part: &JobPart,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Option<(RunState, PathBuf)>, TrainError> {
+    let shared = checkpoint::latest_state_in(&folder.path("state"), warn)?;
+    match part {
+        JobPart::Caches { .. } => Ok(None),
+        JobPart::Expert { .. } => {
+            let own = checkpoint::latest_state_in(&folder.states(), warn)?;
+            Ok(match (own, shared) {
+                (Some(o), Some(s)) if s.0.step > o.0.step => Some(s),
+                (Some(o), _) => Some(o),
+                (None, s) => s,
+            })
+        }
+        JobPart::Whole | JobPart::Data { .. } => {
+            let at = shared.as_ref().map_or(0, |(run, _)| run.step);
+            for expert in Expert::BOTH {
+                let states = folder.path("state").join(expert.name());
+                if let Some((run, _)) = checkpoint::latest_state_in(&states, warn)? {
+                    if run.step > at {
+                        return Err(TrainError::Setup(format!(
+                            "{}: this job was last trained expert-parallel (its {} expert is saved at step {}, \
+                             the one-process state at step {at}); resume it the same way (`train.gpus` or \
+                             `wanlora train JOB --gpus A,B`), or delete {} to go back to step {at}",
+                            folder.root.display(),
+                            expert.name(),
+                            run.step,
+                            states.display()
+                        )));
+                    }
+                }
+            }
+            Ok(shared)
+        }
+    }
+}
+
+/// One process of an expert-parallel job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rank {
+    pub expert: Expert,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// The job's seed, the same in every rank.
+    pub seed: u64,
+}
+
+/// The devices of an expert-parallel job from `train.gpus` (or `--gpus`) and the job's `device`:
+/// one rank per expert, on `cuda:<gpu>`, or on the CPU when the job's device is `cpu` (tests).
+pub fn rank_devices(job_device: &str, gpus: &[u32]) -> Vec<String> {
+    gpus.iter()
+        .map(|g| {
+            if job_device.trim() == "cpu" {
+                "cpu".to_string()
+            } else {
+                format!("cuda:{g}")
+            }
+        })
+        .collect()
+}
+
+/// Whether `gpus` asks for an expert-parallel run of `job` (two GPUs, both experts trained); an
+/// error for a list this version cannot run.
+pub fn wants_expert_parallel(job: &LoadedJob, gpus: &[u32]) -> Result<bool, TrainError> {
+    let schedule = job::expert_schedule(&job.job);
+    match gpus.len() {
+        0 | 1 => Ok(false),
+        // One expert on several GPUs trains data-parallel (the CLI launches those ranks).
+        _ if schedule.trained.len() == 1 => Ok(false),
+        2 => Ok(true),
+        n => Err(TrainError::Setup(format!(
+            "train.gpus {gpus:?}: {n} GPUs for two experts; expert-parallel training uses exactly two (one per \
+             expert), and groups of GPUs per expert are not available yet"
+        ))),
+    }
+}
+
+/// Runs `job` expert-parallel: the cache pass here, then one rank per expert started by
+/// `command(rank)` (the CLI gives this executable's `train JOB --expert-rank …`), supervised until
+/// both end. `devices` holds one device per rank, high-noise expert first.
+pub fn train_expert_parallel(
+    job: LoadedJob,
+    opts: RunOptions,
+    devices: &[String],
+    command: &dyn Fn(&Rank) -> Command,
+) -> Result<RunSummary, TrainError> {
+    let schedule = job::expert_schedule(&job.job);
+    if schedule.trained.len() != 2 || devices.len() != 2 {
+        return Err(TrainError::Setup(format!(
+            "expert-parallel training needs both experts trained and two devices; this job trains {} on {:?}",
+            schedule.trained.len(),
+            devices
+        )));
+    }
+    let root = job::output_folder(&job.job);
+    let lock = JobLock::acquire(&root)?;
+    let folder = JobFolder::create(&root)?;
+    output::install_sigint_handler();
+    let seed = match saved_seed(&folder) {
+        Some(s) => s,
+        None => job.job.process().training_seed.unwrap_or_else(fresh_seed),
+    };
+    folder.log(&format!(
+        "expert-parallel: {} on {}, {} on {}",
+        schedule.trained[0].name(),
+        devices[0],
+        schedule.trained[1].name(),
+        devices[1]
+    ));
+    // The cache pass once, before the ranks start; its models are freed before they load theirs.
+    match Trainer::new_part(job.clone(), opts.clone(), JobPart::Caches { seed }) {
+        Ok(caches) => drop(caches),
+        Err(TrainError::StoppedDuringSetup { .. }) => {
+            return Ok(RunSummary {
+                output: root,
+                step: 0,
+                losses: Vec::new(),
+                stopped: true,
+                files: Vec::new(),
+            })
+        }
+        Err(e) => return Err(e),
+    }
+    let total = job.job.process().train.steps as u64;
+    let ranks: Vec<Rank> = schedule
+        .trained
+        .iter()
+        .zip(devices)
+        .map(|(&expert, device)| Rank {
+            expert,
+            device: device.clone(),
+            seed,
+        })
+        .collect();
+    let mut running = Vec::new();
+    for rank in &ranks {
+        let dir = JobFolder::rank_dir(&root, rank.expert);
+        let _ = std::fs::remove_file(dir.join("status.json"));
+        let control = dir.join("control");
+        std::fs::create_dir_all(&control).map_err(|e| TrainError::io(&control, e))?;
+        for c in Control::ALL {
+            let _ = std::fs::remove_file(control.join(c.file_name()));
+        }
+        let child = command(rank).spawn().map_err(|e| {
+            TrainError::Setup(format!("cannot start the {} rank: {e}", rank.expert.name()))
+        })?;
+        folder.log(&format!(
+            "started the {} rank on {} (pid {})",
+            rank.expert.name(),
+            rank.device,
+            child.id()
+        ));
+        running.push((rank.clone(), Some(child)));
+    }
+    let outcome = supervise(&folder, &schedule, total, &mut running);
+    drop(lock);
+    outcome
+}
+
+/// The seed of any state saved by this job (one-process or either rank).
+fn saved_seed(folder: &JobFolder) -> Option<u64> {
+    let mut quiet = |_: &str| {};
+    std::iter::once(folder.path("state"))
+        .chain(Expert::BOTH.map(|e| folder.path("state").join(e.name())))
+        .find_map(|dir| {
+            checkpoint::latest_state_in(&dir, &mut quiet)
+                .ok()
+                .flatten()
+                .map(|(run, _)| run.seed)
+        })
+}
+
+/// How a rank ended.
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "ended".to_string(),
+    }
+}
+
+/// Leaves a control request for every rank still running.
+fn tell_ranks(root: &Path, running: &[(Rank, Option<Child>)], c: Control) {
+    for (rank, child) in running {
+        if child.is_some() {
+            let path = JobFolder::rank_dir(root, rank.expert)
+                .join("control")
+                .join(c.file_name());
+            let _ = std::fs::write(path, b"");
+        }
+    }
+}
+
+/// A rank's last status, if it wrote one.
+fn rank_status(root: &Path, expert: Expert) -> Option<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(JobFolder::rank_dir(root, expert).join("status.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The supervision loop: requests handed on, the job's status written from the ranks', a dead
+/// rank stopping the other. Returns when both ranks have ended.
+fn supervise(
+    folder: &JobFolder,
+    schedule: &crate::experts::ExpertSchedule,
+    total: u64,
+    running: &mut [(Rank, Option<Child>)],
+) -> Result<RunSummary, TrainError> {
+    let root = folder.root.clone();
+    let mut failure: Option<(Expert, String)> = None;
+    let mut stop_sent = false;
+    let mut ended: BTreeMap<Expert, ExitStatus> = BTreeMap::new();
+    loop {
+        for c in Control::ALL {
+            if folder.take_control(c) {
+                tell_ranks(&root, running, c);
+                stop_sent |= c == Control::Stop;
+            }
+        }
+        if output::interrupted() && !stop_sent {
+            tell_ranks(&root, running, Control::Stop);
+            stop_sent = true;
+        }
+        for (rank, slot) in running.iter_mut() {
+            let Some(child) = slot.as_mut() else { continue };
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            *slot = None;
+            ended.insert(rank.expert, status);
+            let how = describe_exit(status);
+            folder.log(&format!("the {} rank {how}", rank.expert.name()));
+            if !status.success() && failure.is_none() {
+                failure = Some((rank.expert, how));
+            }
+        }
+        if failure.is_some() && !stop_sent {
+            // The other rank saves where it is and exits: the job resumes from both states.
+            tell_ranks(&root, running, Control::Stop);
+            stop_sent = true;
+        }
+        let statuses: Vec<(Expert, Option<serde_json::Value>)> = running
+            .iter()
+            .map(|(r, _)| (r.expert, rank_status(&root, r.expert)))
+            .collect();
+        let step = job_step(schedule, &statuses);
+        if running.iter().all(|(_, c)| c.is_none()) {
+            return finish(folder, schedule, total, step, &statuses, failure);
+        }
+        let _ = folder.write_status(&combined_status(schedule, total, step, &statuses));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The job's step: the optimizer steps both ranks have done together (as the alternating run
+/// counts them).
+fn job_step(
+    schedule: &crate::experts::ExpertSchedule,
+    statuses: &[(Expert, Option<serde_json::Value>)],
+) -> u64 {
+    statuses
+        .iter()
+        .map(|(e, s)| {
+            let at = s.as_ref().and_then(|s| s["step"].as_u64()).unwrap_or(0);
+            schedule.steps_of(*e, at)
+        })
+        .sum()
+}
+
+fn combined_status(
+    schedule: &crate::experts::ExpertSchedule,
+    total: u64,
+    step: u64,
+    statuses: &[(Expert, Option<serde_json::Value>)],
+) -> Status {
+    let message = statuses
+        .iter()
+        .map(|(e, s)| {
+            let m = s
+                .as_ref()
+                .and_then(|s| s["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "starting".into());
+            format!("{}: {m}", e.name())
+        })
+        .collect::<Vec<_>>()
+        .join(" · ");
+    // Steps per second add up; the job ends when its slower rank does.
+    let rates: Vec<(Expert, f64, u64)> = statuses
+        .iter()
+        .filter_map(|(e, s)| {
+            let s = s.as_ref()?;
+            Some((*e, s["seconds_per_step"].as_f64()?, s["step"].as_u64()?))
+        })
+        .collect();
+    let seconds_per_step = (!rates.is_empty()).then(|| {
+        1.0 / rates
+            .iter()
+            .map(|(_, sps, _)| 1.0 / sps.max(1e-9))
+            .sum::<f64>()
+    });
+    let eta_seconds = (!rates.is_empty()).then(|| {
+        rates
+            .iter()
+            .map(|&(e, sps, at)| {
+                sps * schedule
+                    .steps_of(e, total)
+                    .saturating_sub(schedule.steps_of(e, at)) as f64
+            })
+            .fold(0.0, f64::max)
+    });
+    let training = statuses.iter().any(|(_, s)| {
+        s.as_ref()
+            .is_some_and(|s| matches!(s["state"].as_str(), Some("training" | "saving")))
+    });
+    let phase = if training {
+        JobPhase::Training
+    } else {
+        JobPhase::Starting
+    };
+    Status {
+        seconds_per_step,
+        eta_seconds,
+        ..Status::at(phase, step, total, &message)
+    }
+}
+
+/// The job's end: completed when both ranks completed, failed when one died (the other was
+/// stopped and saved), stopped otherwise.
+fn finish(
+    folder: &JobFolder,
+    schedule: &crate::experts::ExpertSchedule,
+    total: u64,
+    step: u64,
+    statuses: &[(Expert, Option<serde_json::Value>)],
+    failure: Option<(Expert, String)>,
+) -> Result<RunSummary, TrainError> {
+    crate::trainer::save::write_loss_plot(folder);
+    let completed = statuses.iter().all(|(_, s)| {
+        s.as_ref()
+            .is_some_and(|s| s["state"].as_str() == Some("completed"))
+    });
+    let mut status = Status::at(
+        JobPhase::Stopped,
+        step,
+        total,
+        "Stopped; resume by running the job again",
+    );
+    let result = if let Some((expert, how)) = failure {
+        let reason = statuses
+            .iter()
+            .find(|(e, _)| *e == expert)
+            .and_then(|(_, s)| s.as_ref()?["error"].as_str().map(str::to_string));
+        let e = TrainError::RankFailed {
+            expert: expert.name(),
+            how,
+            reason: reason.unwrap_or_else(|| "see log.txt".into()),
+        };
+        status.state = JobPhase::Failed;
+        status.message = "Failed".into();
+        status.error = Some(e.to_string());
+        folder.log(&format!("failed: {e}"));
+        Err(e)
+    } else {
+        if completed {
+            status.state = JobPhase::Completed;
+            status.message = "Done".into();
+        }
+        let name = &folder
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let files = if completed {
+            schedule
+                .trained
+                .iter()
+                .flat_map(|&e| {
+                    [false, true].map(|ema| checkpoint::lora_file_name(name, None, e, ema))
+                })
+                .map(|f| folder.path(&f))
+                .filter(|p| p.exists())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(RunSummary {
+            output: folder.root.clone(),
+            step,
+            losses: Vec::new(),
+            stopped: !completed,
+            files,
+        })
+    };
+    folder.write_final_status(&status);
+    folder.remove_pid();
+    for stale in jobfiles::remove_stale_temp_files(&folder.root) {
+        folder.log(&format!(
+            "removed {} (left by a killed rank)",
+            stale.display()
+        ));
+    }
+    result
+}
+
+/// In a rank: asks the kernel for SIGINT when the supervisor dies, so that a rank never trains on
+/// unsupervised (it saves and stops as on Ctrl+C). Exits at once if the supervisor is already gone.
+pub fn stop_with_supervisor(supervisor: u32) {
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag of this process; getppid cannot fail.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+        if libc::getppid() as u32 != supervisor {
+            libc::raise(libc::SIGINT);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experts::ExpertSchedule;
+
+    #[test]
+    fn the_job_step_counts_both_ranks_steps() {
+        let schedule = ExpertSchedule::new(true, true, 2);
+        let at = |s: u64| Some(serde_json::json!({ "step": s }));
+        // High at job step 6 has done steps 0, 1, 4, 5; low at 3 has done step 2.
+        assert_eq!(
+            job_step(&schedule, &[(Expert::High, at(6)), (Expert::Low, at(3))]),
+            5
+        );
+        assert_eq!(
+            job_step(&schedule, &[(Expert::High, None), (Expert::Low, None)]),
+            0
+        );
+    }
+
+    #[test]
+    fn ranks_run_on_the_listed_gpus_or_the_cpu() {
+        assert_eq!(rank_devices("cuda", &[0, 1]), ["cuda:0", "cuda:1"]);
+        assert_eq!(rank_devices("cuda:0", &[3, 3]), ["cuda:3", "cuda:3"]);
+        assert_eq!(rank_devices("cpu", &[0, 1]), ["cpu", "cpu"]);
+    }
+}
