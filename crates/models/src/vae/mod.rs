@@ -37,7 +37,7 @@ use crate::ModelError;
 use decoder::Decoder;
 use encoder::{unpatchify, Encoder, Region};
 use layout::Exec;
-use names::{vae_hint, VaeWeights};
+use names::{vae_hint, VaeNames};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use tiling::TileGrid;
@@ -80,7 +80,7 @@ impl Vae {
             path: PathBuf::from(source.describe()),
             reason,
         };
-        let named = VaeWeights::detect(source, VaeConfig::default().num_res_blocks).ok_or_else(|| {
+        let names = VaeNames::detect(source, VaeConfig::default().num_res_blocks).ok_or_else(|| {
             let hint = vae_hint(source).map(|h| format!(": {h}")).unwrap_or_default();
             not_a_vae(format!(
                 "no Wan VAE tensors here (neither encoder.conv_in.weight nor encoder.conv1.weight){hint}"
@@ -88,7 +88,7 @@ impl Vae {
         })?;
         let config = match cfg {
             Some(c) => c,
-            None => VaeConfig::infer(&named).ok_or_else(|| {
+            None => VaeConfig::infer(&names.view(source)).ok_or_else(|| {
                 let hint = vae_hint(source).map(|h| format!(" ({h})")).unwrap_or_default();
                 not_a_vae(format!(
                     "cannot infer the VAE configuration from these tensors{hint}; with a Wan VAE of another \
@@ -97,7 +97,8 @@ impl Vae {
             })?,
         };
         config.validate().map_err(not_a_vae)?;
-        let named = named.for_config(&config);
+        let names = names.for_config(&config);
+        let named = names.view(source);
         let exec = Exec {
             kind,
             device,
@@ -120,7 +121,7 @@ impl Vae {
             decoder,
             exec,
             tiling: Tiling::default(),
-            naming: named.naming(),
+            naming: names.naming(),
             config,
         })
     }

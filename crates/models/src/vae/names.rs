@@ -23,8 +23,7 @@
 //! `.upsamples.{R+1}.*`; the rest is named as in the Wan 2.1 VAE.
 
 use crate::error::foreign_model_hint;
-use tch::{Device, Kind, Tensor};
-use wanlora_torch::weights::{WeightError, WeightSource};
+use wanlora_torch::weights::{Renamed, WeightSource};
 
 /// Which names a file uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +32,10 @@ pub enum VaeNaming {
     Original,
 }
 
-/// A weight source seen through diffusers names: strips a key prefix and renames original keys.
-pub(crate) struct VaeWeights<'a> {
-    inner: &'a dyn WeightSource,
+/// How a VAE file names its tensors: a key prefix and a naming. The model asks for diffusers names
+/// (`AutoencoderKLWan`); [`VaeNames::view`] reads a file through them.
+#[derive(Debug, Clone)]
+pub(crate) struct VaeNames {
     prefix: String,
     naming: VaeNaming,
     num_res_blocks: i64,
@@ -43,14 +43,13 @@ pub(crate) struct VaeWeights<'a> {
     residual: bool,
 }
 
-impl<'a> VaeWeights<'a> {
+impl VaeNames {
     /// Recognises the naming and key prefix of `inner`; sources that list no names (random weights) are taken
     /// as diffusers-named. `None` when no VAE tensor is there.
-    pub fn detect(inner: &'a dyn WeightSource, num_res_blocks: i64) -> Option<Self> {
+    pub fn detect(inner: &dyn WeightSource, num_res_blocks: i64) -> Option<Self> {
         let names = inner.names();
         if names.is_empty() {
-            return Some(VaeWeights {
-                inner,
+            return Some(VaeNames {
                 prefix: String::new(),
                 naming: VaeNaming::Diffusers,
                 num_res_blocks,
@@ -74,8 +73,7 @@ impl<'a> VaeWeights<'a> {
             n.contains("encoder.down_blocks.0.resnets.")
                 || n.contains("encoder.downsamples.0.downsamples.")
         });
-        Some(VaeWeights {
-            inner,
+        Some(VaeNames {
             prefix,
             naming,
             num_res_blocks,
@@ -87,9 +85,9 @@ impl<'a> VaeWeights<'a> {
         self.naming
     }
 
-    /// The view for `config`'s layout (a source without names learns it here).
+    /// The names for `config`'s layout (a source without names learns it here).
     pub fn for_config(self, config: &super::VaeConfig) -> Self {
-        VaeWeights {
+        VaeNames {
             num_res_blocks: config.num_res_blocks,
             residual: config.is_residual,
             ..self
@@ -110,27 +108,11 @@ impl<'a> VaeWeights<'a> {
             }
         }
     }
-}
 
-impl WeightSource for VaeWeights<'_> {
-    fn load(
-        &self,
-        name: &str,
-        shape: &[i64],
-        kind: Kind,
-        device: Device,
-    ) -> Result<Tensor, WeightError> {
-        self.inner
-            .load(&self.stored_name(name), shape, kind, device)
-    }
-    fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
-        self.inner.shape_of(&self.stored_name(name))
-    }
-    fn names(&self) -> Vec<String> {
-        self.inner.names()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
+    /// `inner` read in diffusers names (the one renaming view, [`Renamed`]).
+    pub fn view<'a>(&self, inner: &'a dyn WeightSource) -> Renamed<&'a dyn WeightSource> {
+        let names = self.clone();
+        Renamed::new(inner, move |name| names.stored_name(name))
     }
 }
 
