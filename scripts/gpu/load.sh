@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Loading a 28.6 GB bf16 A14B expert (one ComfyUI-style file with original names) from disk, cold.
+# Loading a 28.6 GB bf16 A14B expert (one ComfyUI-style file with original names) from disk, cold and
+# warm; then as 4-bit weights, quantised on a first start and from the quantised-weights cache later.
 set -uo pipefail
 source scripts/gpu/env.sh
 F=/tmp/expert_bf16.safetensors
@@ -31,4 +32,7 @@ ls -la $F
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && echo "page cache dropped" || echo "could not drop the page cache"
 $WANLORA bench load --weights $F 2>&1 | grep '^wanlora' | sed 's/^/cold: /' | tee -a "$OUT/summary.txt"
 $WANLORA bench load --weights $F 2>&1 | grep '^wanlora' | sed 's/^/warm: /' | tee -a "$OUT/summary.txt"
+# 4-bit (issue 17): the first start reads and quantises, then writes the cache; a later start reads the cache.
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+$WANLORA bench load --weights $F --uint4 2>&1 | grep -E '^wanlora|rror' | tee -a "$OUT/summary.txt"
 rm -f $F
