@@ -9,7 +9,7 @@
 # 3000-step job with previews every 250 (24 previews) extrapolated.
 #
 # Usage: bash scripts/gpu/job.sh [N] [caps...]     (default: N=3, caps "none 80 48 24")
-#        PEER=0 skips the peer.
+#        PEER=0 skips the peer; PREVIEW=0 skips the uncapped run's preview.
 # Expected time on an H200 (estimates, not measured): per cap ≈ 60 s set-up (random experts, text
 # encoder, cache pass) + N·(2 + 6 + 15) s of steps; the uncapped run's 2 previews ≈ 160 s more; the
 # peer ≈ 3 × 60 s. N=3, all four caps and the peer ≈ 13 min: two calls of ≤ 8 min each,
@@ -87,7 +87,7 @@ YAML
 STEPS=$((3 * N + 1))
 for cap in $CAPS; do
   J=/tmp/guidejob_$cap; rm -rf "$J"; mkdir -p "$J"
-  samples=false; [ "$cap" = none ] && samples=true
+  samples=false; [ "$cap" = none ] && [ "${PREVIEW:-1}" = 1 ] && samples=true
   low_vram=false; [ "$cap" != none ] && [ "$cap" -lt 80 ] && low_vram=true
   job_yaml "$J" "$STEPS" "$low_vram" "$samples" > "$J/job.yaml"
   if [ "$cap" = none ]; then unset WANLORA_MEMORY_CAP_GIB; else export WANLORA_MEMORY_CAP_GIB=$cap; fi
