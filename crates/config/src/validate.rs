@@ -98,6 +98,8 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
         crate::sample::check_item(item, i, &at, ctx);
         // Whether a start frame is needed is the model's; whether it matters, the train section's.
         match &item.ctrl_img {
+            // TI2V-5B: text-to-video without a start frame, image-to-video with one.
+            _ if arch.first_frame_replacement => {}
             // Text-to-video samples start from the prompt alone.
             Some(_) if !arch.first_frame_condition => ctx.warning_at(
                 &format!("{at}.ctrl_img"),

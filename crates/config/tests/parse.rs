@@ -315,7 +315,7 @@ fn unknown_keys_warn_with_the_nearest_known_key() {
 fn every_problem_is_reported_at_once() {
     let yaml = MINIMAL
         .replace("        - folder_path: data/motion\n", "        - folder_path: data/motion\n          num_frames: 40\n          resolution: 500\n")
-        .replace("        arch: wan22_14b_i2v\n", "        arch: wan22_5b\n        boundary_ratio: 0\n");
+        .replace("        arch: wan22_14b_i2v\n", "        arch: wan21\n        boundary_ratio: 0\n");
     let validated = parse(&yaml);
     let keys: Vec<&str> = validated.errors().map(|f| f.key.as_str()).collect();
     assert_eq!(

@@ -114,7 +114,10 @@ impl SampleRequest {
         let Some(resolved) = sample.resolve(index) else {
             return Ok(None);
         };
-        let start_image = if arch.facts().first_frame_condition {
+        let start_image = if arch.facts().first_frame_replacement {
+            // TI2V-5B: image-to-video with a start frame, text-to-video without.
+            resolved.ctrl_img.clone()
+        } else if arch.facts().first_frame_condition {
             Some(resolved.ctrl_img.clone().ok_or_else(|| {
                 SamplingError::setting(
                     format!("sample.samples[{index}].ctrl_img"),
