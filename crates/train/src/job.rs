@@ -26,6 +26,7 @@ pub fn dataset_specs(job: &Job, seed: u64) -> (Vec<DatasetSpec>, JobContext) {
             .then(|| train.diff_output_preservation_class.clone()),
         cache_text_embeddings: train.cache_text_embeddings
             || process.datasets.iter().any(|d| d.cache_text_embeddings),
+        bucket_step: Some(process.model.arch.facts().bucket_step),
     };
     (specs, context)
 }
