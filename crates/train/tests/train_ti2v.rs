@@ -32,6 +32,20 @@ fn ti2v_demo_trains_one_48_channel_transformer_and_previews_from_the_start_frame
         text.contains("ctrl_img"),
         "the preview animates a start frame"
     );
+    // A held-out clip, evaluated as the training steps see clips (clean first frame, out of the loss).
+    let held_out = dir.path().join("held_out.mp4");
+    std::fs::copy(dir.path().join("dataset/clip_07.mp4"), &held_out).unwrap();
+    let validation = format!(
+        "        validation_config:\n          validation_items:\n            - image_path: {}\n              \
+         prompt: a yellow circle moves down\n          resolution: 256\n          validate_every_n_steps: {}\n",
+        held_out.display(),
+        steps / 2
+    );
+    let text = text.replace(
+        "        skip_first_sample: true\n",
+        &format!("        skip_first_sample: true\n{validation}"),
+    );
+    std::fs::write(&job_path, &text).unwrap();
     let job = wanlora_config::load_job(&job_path).unwrap();
     let process = job.job.process();
     assert_eq!(process.model.arch, ModelArch::Wan22_5b);
@@ -45,15 +59,29 @@ fn ti2v_demo_trains_one_48_channel_transformer_and_previews_from_the_start_frame
         stop_after: None,
         hub: support::offline_hub(dir.path()),
     };
-    let mut trainer = Trainer::new(job, opts).unwrap();
-    let mut losses = Vec::new();
-    let mut timesteps = Vec::new();
-    for _ in 0..steps {
-        let out = trainer.advance().unwrap();
-        assert_eq!(out.expert, Expert::High, "the one transformer's slot");
-        losses.push(out.loss.expect("finite loss"));
-        timesteps.push(out.timestep);
+    let summary = Trainer::new(job, opts).unwrap().run().unwrap();
+    let out = summary.output;
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (mut losses, mut timesteps, mut validation) = (Vec::new(), Vec::new(), Vec::new());
+    for r in &records {
+        assert_eq!(
+            r["expert"],
+            Expert::High.name(),
+            "the one transformer's slot"
+        );
+        match r["validation_loss"].as_f64() {
+            Some(v) => validation.push(v),
+            None => {
+                losses.push(r["loss"].as_f64().expect("finite loss"));
+                timesteps.push(r["timestep"].as_f64().unwrap());
+            }
+        }
     }
+    assert_eq!(losses.len(), steps as usize);
     // One window for the whole schedule: both ends of it are drawn.
     assert!(
         timesteps.iter().any(|&t| t < 500.0) && timesteps.iter().any(|&t| t >= 900.0),
@@ -64,9 +92,12 @@ fn ti2v_demo_trains_one_48_channel_transformer_and_previews_from_the_start_frame
         last < 0.85 * first,
         "loss {first:.4} → {last:.4} did not fall"
     );
-
-    let summary = trainer.run().unwrap();
-    let out = summary.output;
+    // The held-out clip before training, halfway and at the end.
+    assert_eq!(validation.len(), 3, "{validation:?}");
+    assert!(
+        validation[2] < validation[0],
+        "the held-out loss did not fall: {validation:?}"
+    );
     // The cache holds the Wan 2.2 VAE's latents: 48 channels, 9 frames → 3 latent frames, 64 px → 4.
     let entries = support::files_ending(&out.join("cache").join("latents"), ".safetensors");
     assert!(!entries.is_empty(), "no latent cache entries");
