@@ -1,7 +1,9 @@
-//! The Wan 2.2 A14B variants wanlora trains, and every fact that differs between them, in one place
-//! (the official values of Wan-Video/Wan2.2 `wan/configs/wan_{i2v,t2v}_A14B.py`, shared_config.py, and
-//! diffusers' model_index.json; wan-reference.md §3 and §11). Both variants are the same 40-block DiT with
-//! two experts; they differ in what enters the patch embedding and in their sampling recipe.
+//! The Wan 2.2 variants wanlora trains, and every fact that differs between them, in one place
+//! (the official values of Wan-Video/Wan2.2 `wan/configs/wan_{i2v,t2v}_A14B.py`, `wan_ti2v_5B.py`,
+//! shared_config.py, and diffusers' model_index.json; wan-reference.md §3 and §11). The A14B variants are
+//! the same 40-block DiT with two experts; they differ in what enters the patch embedding and in their
+//! sampling recipe. TI2V-5B is one 30-block transformer on the Wan 2.2 VAE's 48-channel latents: it is the
+//! trainer's one "high-noise" expert with boundary 0 (its window is every timestep).
 //!
 //! Code asks `arch.facts()` instead of testing for a variant, so a third variant is one more table row.
 
@@ -15,6 +17,9 @@ pub enum ModelArch {
     Wan22_14bI2v,
     /// Wan 2.2 text-to-video A14B (`wan22_14b`): the prompt alone.
     Wan22_14b,
+    /// Wan 2.2 TI2V-5B (`wan22_5b`): one transformer; text-to-video, or image-to-video with the start
+    /// frame's clean latent in latent frame 0.
+    Wan22_5b,
 }
 
 /// What one variant is made of and how it samples.
@@ -32,6 +37,12 @@ pub struct ArchFacts {
     /// Whether `[mask | VAE(first frame, zeros…)]` is concatenated to the noisy latent (and samples need
     /// a start frame, `ctrl_img`).
     pub first_frame_condition: bool,
+    /// Whether the start frame's clean latent replaces latent frame 0 (at timestep 0, out of the loss):
+    /// TI2V-5B's image-to-video, without extra channels.
+    pub first_frame_replacement: bool,
+    /// Whether the model is one transformer (TI2V-5B) instead of two experts: the trainer's high-noise
+    /// expert, with boundary 0, covers every timestep.
+    pub one_transformer: bool,
     /// The high-noise expert takes t ≥ ratio·1000.
     pub boundary_ratio: f64,
     /// Official sampling shift.
@@ -48,6 +59,8 @@ pub struct ArchFacts {
     pub diffusers_repo: &'static str,
     /// Wan-AI's own diffusers repository.
     pub official_repo: &'static str,
+    /// Pixels per transformer token side (VAE compression × 2×2 patch): bucket sizes are multiples.
+    pub bucket_step: u32,
     /// ComfyUI's file names start with this: `<prefix>_high_noise_14B_fp16.safetensors`.
     pub comfy_prefix: &'static str,
     /// `ss_base_model_version` written into LoRA files.
@@ -60,6 +73,8 @@ const I2V: ArchFacts = ArchFacts {
     label: "Wan 2.2 I2V A14B (image-to-video)",
     in_channels: 36,
     first_frame_condition: true,
+    first_frame_replacement: false,
+    one_transformer: false,
     boundary_ratio: 0.9,
     sample_shift: 5.0,
     guidance_high: 3.5,
@@ -68,6 +83,7 @@ const I2V: ArchFacts = ArchFacts {
     fps: 16,
     diffusers_repo: "ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16",
     official_repo: "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+    bucket_step: 16,
     comfy_prefix: "wan2.2_i2v",
     base_model_version: "wan_2.2_14b_i2v",
 };
@@ -78,6 +94,8 @@ const T2V: ArchFacts = ArchFacts {
     label: "Wan 2.2 T2V A14B (text-to-video)",
     in_channels: 16,
     first_frame_condition: false,
+    first_frame_replacement: false,
+    one_transformer: false,
     boundary_ratio: 0.875,
     sample_shift: 12.0,
     guidance_high: 4.0,
@@ -86,17 +104,46 @@ const T2V: ArchFacts = ArchFacts {
     fps: 16,
     diffusers_repo: "ai-toolkit/Wan2.2-T2V-A14B-Diffusers-bf16",
     official_repo: "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+    bucket_step: 16,
     comfy_prefix: "wan2.2_t2v",
     base_model_version: "wan_2.2_14b",
 };
 
+/// Wan-Video/Wan2.2 `wan/configs/wan_ti2v_5B.py`: shift 5, guidance 5, 50 steps, 24 fps; AI Toolkit's
+/// `wan22_5b` (`Wan225bModel`): bucket divisibility 32, base model version `wan_2.2_5b`.
+const TI2V: ArchFacts = ArchFacts {
+    name: "wan22_5b",
+    short: "ti2v",
+    label: "Wan 2.2 TI2V-5B (text- and image-to-video)",
+    in_channels: 48,
+    first_frame_condition: false,
+    first_frame_replacement: true,
+    one_transformer: true,
+    boundary_ratio: 0.0,
+    sample_shift: 5.0,
+    guidance_high: 5.0,
+    guidance_low: 5.0,
+    sample_steps: 50,
+    fps: 24,
+    diffusers_repo: "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+    official_repo: "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+    bucket_step: 32,
+    comfy_prefix: "wan2.2_ti2v",
+    base_model_version: "wan_2.2_5b",
+};
+
 impl ModelArch {
-    pub const ALL: [ModelArch; 2] = [ModelArch::Wan22_14bI2v, ModelArch::Wan22_14b];
+    pub const ALL: [ModelArch; 3] = [
+        ModelArch::Wan22_14bI2v,
+        ModelArch::Wan22_14b,
+        ModelArch::Wan22_5b,
+    ];
 
     pub const fn facts(self) -> &'static ArchFacts {
         match self {
             ModelArch::Wan22_14bI2v => &I2V,
             ModelArch::Wan22_14b => &T2V,
+            ModelArch::Wan22_5b => &TI2V,
         }
     }
 
@@ -116,6 +163,12 @@ impl ModelArch {
     /// Where this variant's experts come from, for "use these instead" messages.
     pub fn expert_sources(self) -> String {
         let f = self.facts();
+        if f.one_transformer {
+            return format!(
+                "a diffusers repo such as {}, or ComfyUI's {}_5B_*.safetensors",
+                f.diffusers_repo, f.comfy_prefix
+            );
+        }
         format!(
             "a diffusers repo such as {} (or {}), or ComfyUI's {p}_high_noise_14B_*.safetensors / \
              {p}_low_noise_14B_*.safetensors",
@@ -130,19 +183,16 @@ impl Choice for ModelArch {
     const SPELLINGS: &'static [(&'static str, Self)] = &[
         ("wan22_14b_i2v", ModelArch::Wan22_14bI2v),
         ("wan22_14b", ModelArch::Wan22_14b),
+        ("wan22_5b", ModelArch::Wan22_5b),
     ];
     const REFUSED: &'static [(&'static str, &'static str)] = &[
         (
-            "wan22_5b",
-            "Wan 2.2 TI2V 5B is not supported; wanlora trains the A14B models (wan22_14b_i2v, wan22_14b)",
-        ),
-        (
             "wan21",
-            "Wan 2.1 is not supported; wanlora trains Wan 2.2 A14B (wan22_14b_i2v, wan22_14b)",
+            "Wan 2.1 is not supported; wanlora trains Wan 2.2 (wan22_14b_i2v, wan22_14b, wan22_5b)",
         ),
         (
             "wan21_i2v",
-            "Wan 2.1 is not supported; wanlora trains Wan 2.2 A14B (wan22_14b_i2v, wan22_14b)",
+            "Wan 2.1 is not supported; wanlora trains Wan 2.2 (wan22_14b_i2v, wan22_14b, wan22_5b)",
         ),
     ];
 }
@@ -173,6 +223,16 @@ mod tests {
             Some(ModelArch::Wan22_14bI2v)
         );
         assert_eq!(ModelArch::from_cli("5b"), None);
+        let ti2v = ModelArch::Wan22_5b.facts();
+        assert_eq!(
+            (ti2v.in_channels, ti2v.boundary_ratio, ti2v.sample_shift),
+            (48, 0.0, 5.0)
+        );
+        assert!(
+            ti2v.one_transformer && ti2v.first_frame_replacement && !ti2v.first_frame_condition
+        );
+        assert_eq!((ti2v.fps, ti2v.bucket_step), (24, 32));
+        assert_eq!(ModelArch::from_cli("ti2v"), Some(ModelArch::Wan22_5b));
         for a in ModelArch::ALL {
             assert_eq!(a.name(), a.as_str(), "serde spelling is the facts' name");
         }

@@ -231,6 +231,20 @@ fn read_process(s: &mut Section, job_name: &str) -> Process {
     if !s.ctx().written.contains_key(&shift_key) {
         process.sample.shift = process.model.arch.facts().sample_shift;
     }
+    // TI2V-5B's own defaults: 24 fps and guidance 5 (the A14B defaults are the section's).
+    let arch = process.model.arch.facts();
+    if arch.one_transformer {
+        let (fps_key, guidance_key) = (
+            s.key_path("sample.fps"),
+            s.key_path("sample.guidance_scale"),
+        );
+        if !s.ctx().written.contains_key(&fps_key) {
+            process.sample.fps = arch.fps;
+        }
+        if !s.ctx().written.contains_key(&guidance_key) {
+            process.sample.guidance_scale = arch.guidance_high;
+        }
+    }
     s.unused(PROCESS_UNUSED);
     process
 }

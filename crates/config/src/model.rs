@@ -500,7 +500,18 @@ const MODEL_UNUSED: &[UnusedKey] = &[
 /// The model section's own checks; `m` is its key path.
 pub(crate) fn check_model(model: &ModelConfig, m: &str, ctx: &mut Ctx) {
     let arch = model.arch.facts();
-    if !(model.boundary_ratio > 0.0 && model.boundary_ratio < 1.0) {
+    if arch.one_transformer {
+        if model.boundary_ratio != 0.0 {
+            ctx.error_at(
+                &format!("{m}.boundary_ratio"),
+                format!(
+                    "boundary_ratio {} has no meaning for {}: it is one transformer for every timestep",
+                    model.boundary_ratio, arch.label
+                ),
+                "remove boundary_ratio (or set it to 0)",
+            );
+        }
+    } else if !(model.boundary_ratio > 0.0 && model.boundary_ratio < 1.0) {
         ctx.error_at(
             &format!("{m}.boundary_ratio"),
             format!(
@@ -530,7 +541,10 @@ pub(crate) fn check_model(model: &ModelConfig, m: &str, ctx: &mut Ctx) {
             "set quantize: true with qtype: float8, or remove fp8_matmul",
         );
     }
-    if !model.model_kwargs.train_high_noise && !model.model_kwargs.train_low_noise {
+    if !arch.one_transformer
+        && !model.model_kwargs.train_high_noise
+        && !model.model_kwargs.train_low_noise
+    {
         ctx.error_at(
             &format!("{m}.model_kwargs"),
             "train_high_noise and train_low_noise are both false, so nothing would be trained",
@@ -538,7 +552,7 @@ pub(crate) fn check_model(model: &ModelConfig, m: &str, ctx: &mut Ctx) {
         );
     }
     let components_given = model.high_noise_model_path.is_some()
-        && model.low_noise_model_path.is_some()
+        && (model.low_noise_model_path.is_some() || arch.one_transformer)
         && (model.te_name_or_path.is_some() || model.extras_name_or_path.is_some())
         && (model.vae_path.is_some() || model.extras_name_or_path.is_some())
         && (model.tokenizer_path.is_some() || model.extras_name_or_path.is_some());

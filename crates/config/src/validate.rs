@@ -96,8 +96,29 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
     for (i, item) in sample.samples.iter().enumerate() {
         let at = format!("{sp}.samples[{i}]");
         crate::sample::check_item(item, i, &at, ctx);
+        // TI2V-5B's token side is 32 pixels (its VAE's 16× times the 2×2 patch); sizes off the 16-pixel
+        // grid are check_size's.
+        for (key, own, section) in [
+            ("width", item.width, sample.width),
+            ("height", item.height, sample.height),
+        ] {
+            let (value, step) = (own.unwrap_or(section), arch.bucket_step);
+            if value % 16 == 0 && value % step != 0 {
+                let where_ = if own.is_some() { &at } else { &sp };
+                ctx.error_at(
+                    &format!("{where_}.{key}"),
+                    format!(
+                        "sample {i}'s {key} {value} is not a multiple of {step}, which {} needs",
+                        arch.label
+                    ),
+                    format!("use {}", (value / step).max(1) * step),
+                );
+            }
+        }
         // Whether a start frame is needed is the model's; whether it matters, the train section's.
         match &item.ctrl_img {
+            // TI2V-5B: text-to-video without a start frame, image-to-video with one.
+            _ if arch.first_frame_replacement => {}
             // Text-to-video samples start from the prompt alone.
             Some(_) if !arch.first_frame_condition => ctx.warning_at(
                 &format!("{at}.ctrl_img"),

@@ -315,7 +315,7 @@ fn unknown_keys_warn_with_the_nearest_known_key() {
 fn every_problem_is_reported_at_once() {
     let yaml = MINIMAL
         .replace("        - folder_path: data/motion\n", "        - folder_path: data/motion\n          num_frames: 40\n          resolution: 500\n")
-        .replace("        arch: wan22_14b_i2v\n", "        arch: wan22_5b\n        boundary_ratio: 0\n");
+        .replace("        arch: wan22_14b_i2v\n", "        arch: wan21\n        boundary_ratio: 0\n");
     let validated = parse(&yaml);
     let keys: Vec<&str> = validated.errors().map(|f| f.key.as_str()).collect();
     assert_eq!(
@@ -813,5 +813,45 @@ fn readme_names_every_refused_key() {
     assert!(
         missing.is_empty(),
         "README.md does not list these refused keys: {missing:?}"
+    );
+}
+
+#[test]
+fn a_ti2v_5b_job_has_its_own_defaults_and_32_pixel_sample_sizes() {
+    let yaml = MINIMAL
+        .replace(
+            "ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16",
+            "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        )
+        .replace("arch: wan22_14b_i2v", "arch: wan22_5b");
+    let validated = parse(&yaml);
+    assert!(validated.is_valid(), "{:#?}", validated.findings);
+    let job = validated.job.expect("job");
+    let p = job.process();
+    assert_eq!(p.model.arch, ModelArch::Wan22_5b);
+    assert_eq!(p.model.boundary_ratio, 0.0);
+    assert_eq!(
+        (p.sample.shift, p.sample.guidance_scale, p.sample.fps),
+        (5.0, 5.0, 24)
+    );
+
+    // One transformer: a boundary is refused; 720 is on A14B's 16-pixel grid but not on 5B's 32.
+    let yaml = yaml
+        .replace(
+            "        arch: wan22_5b\n",
+            "        arch: wan22_5b\n        boundary_ratio: 0.9\n",
+        )
+        .replace(
+            "      model:\n",
+            "      sample:\n        width: 720\n        samples:\n          - prompt: a fox\n      model:\n",
+        );
+    let validated = parse(&yaml);
+    let keys: Vec<&str> = validated.errors().map(|f| f.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "config.process[0].sample.width",
+            "config.process[0].model.boundary_ratio",
+        ]
     );
 }

@@ -48,22 +48,31 @@ impl std::fmt::Display for BucketKey {
 /// resolution², each side ≤ the source's) the one closest in pixel count wins, ties going to
 /// the closer aspect ratio.
 pub fn bucket_size(width: u32, height: u32, resolution: u32) -> Option<BucketSize> {
+    bucket_size_in_steps(width, height, resolution, BUCKET_STEP)
+}
+
+/// [`bucket_size`] with sides in multiples of `step` (32 for TI2V-5B: its VAE's 16× times the 2×2 patch).
+pub fn bucket_size_in_steps(
+    width: u32,
+    height: u32,
+    resolution: u32,
+    step: u32,
+) -> Option<BucketSize> {
     let (w, h) = (width as f64, height as f64);
     let max_area = resolution as u64 * resolution as u64;
     let target = (width as u64 * height as u64).min(max_area) as f64;
     let ideal_w = (target * w / h).sqrt();
     let ideal_h = (target * h / w).sqrt();
     let around = |ideal: f64| {
-        let down = (ideal / BUCKET_STEP as f64).floor() as u32 * BUCKET_STEP;
-        [down, down + BUCKET_STEP]
+        let down = (ideal / step as f64).floor() as u32 * step;
+        [down, down + step]
     };
     let aspect = (w / h).ln();
     let mut best: Option<(BucketSize, f64, f64)> = None;
     for cw in around(ideal_w) {
         for ch in around(ideal_h) {
             let area = cw as u64 * ch as u64;
-            if cw < BUCKET_STEP || ch < BUCKET_STEP || cw > width || ch > height || area > max_area
-            {
+            if cw < step || ch < step || cw > width || ch > height || area > max_area {
                 continue;
             }
             let area_error = (area as f64 - target).abs();
@@ -150,6 +159,21 @@ mod tests {
             assert!(b.width as u64 * b.height as u64 <= r as u64 * r as u64);
         }
         assert_eq!(bucket_size(15, 400, 512), None);
+    }
+
+    #[test]
+    fn ti2v_buckets_are_multiples_of_32() {
+        // 16:9 full HD at 704: 938.7 × 528 ideal → 16's 928 × 528, but 32's candidates are 928 or 960 ×
+        // 512 or 544, and 960 × 512 is the closest in pixels that fits 704².
+        assert_eq!(bucket_size(1920, 1080, 704), size(928, 528));
+        assert_eq!(bucket_size_in_steps(1920, 1080, 704, 32), size(960, 512));
+        assert_eq!(bucket_size_in_steps(100, 60, 512, 32), size(96, 32));
+        for (w, h, r) in [(1920, 1080, 768), (333, 777, 512), (1280, 704, 1280)] {
+            let b = bucket_size_in_steps(w, h, r, 32).unwrap();
+            assert_eq!((b.width % 32, b.height % 32), (0, 0), "{w}x{h} → {b:?}");
+            assert!(b.width <= w && b.height <= h, "{w}x{h} → {b:?}");
+        }
+        assert_eq!(bucket_size_in_steps(31, 400, 512, 32), None);
     }
 
     #[test]

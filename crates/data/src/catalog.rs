@@ -5,7 +5,7 @@
 //! is trained at every listed size, as in AI Toolkit); `flip_x` / `flip_y` add mirrored copies
 //! of every item.
 
-use crate::bucket::{bucket_size, BucketKey};
+use crate::bucket::{bucket_size_in_steps, BucketKey, BUCKET_STEP};
 use crate::caption::{
     apply_trigger, caption_dropped, preservation_caption, read_caption, CaptionSource,
     DROPOUT_CAPTION,
@@ -328,7 +328,8 @@ impl Catalog {
         let (width, height) = facts.display_size();
         let mut used = false;
         for (offset, &resolution) in spec.resolutions.iter().enumerate() {
-            let Some(size) = bucket_size(width, height, resolution) else {
+            let step = plan.job.bucket_step.unwrap_or(BUCKET_STEP);
+            let Some(size) = bucket_size_in_steps(width, height, resolution, step) else {
                 continue;
             };
             used = true;

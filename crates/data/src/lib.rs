@@ -24,7 +24,7 @@ pub mod scan;
 pub mod spec;
 
 pub use batch::{Batch, BatchEntry, BatchSampler, SamplerError, SamplerState};
-pub use bucket::{bucket_size, cover_resize, BucketKey, BucketSize};
+pub use bucket::{bucket_size, bucket_size_in_steps, cover_resize, BucketKey, BucketSize};
 pub use cache::{
     item_latents, run_cache_pass, text_embedding, Cache, CacheError, CachePassOptions, CacheReport,
     LatentEncoder, NamedTensor, NamedTensors, TensorDtype, TextEncoder,

@@ -92,6 +92,10 @@ pub struct JobContext {
     pub preservation_class: Option<String>,
     /// Keep text embeddings on disk (`train.cache_text_embeddings`).
     pub cache_text_embeddings: bool,
+    /// Bucket sides are multiples of this (the model's pixels per token side: 32 for TI2V-5B's 16× VAE);
+    /// `None`: [`crate::bucket::BUCKET_STEP`], the A14B models' 16.
+    #[serde(default)]
+    pub bucket_step: Option<u32>,
 }
 
 /// A setting that cannot be used, with the job key that holds it.

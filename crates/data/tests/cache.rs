@@ -22,6 +22,7 @@ fn job() -> JobContext {
         batch_size: 1,
         preservation_class: None,
         cache_text_embeddings: true,
+        bucket_step: None,
     }
 }
 

@@ -15,6 +15,7 @@ fn job(trigger: Option<&str>) -> JobContext {
         batch_size: 1,
         preservation_class: None,
         cache_text_embeddings: false,
+        bucket_step: None,
     }
 }
 

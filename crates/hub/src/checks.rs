@@ -29,6 +29,16 @@ pub struct ExpertSizes {
     pub text_dim: u64,
 }
 
+/// The sizes of the Wan 2.2 TI2V-5B transformer (diffusers' `transformer/config.json`).
+pub const TI2V_5B: ExpertSizes = ExpertSizes {
+    dim: 3072,
+    layers: 30,
+    in_channels: 48,
+    out_channels: 48,
+    ffn_dim: 14336,
+    text_dim: 4096,
+};
+
 pub const A14B_EXPERT: ExpertSizes = ExpertSizes {
     dim: 5120,
     layers: 40,
@@ -372,7 +382,7 @@ impl Checker<'_> {
                 use_instead,
             ));
         };
-        if s.dim == 3072 && s.in_channels == 48 {
+        if s.dim == 3072 && s.in_channels == 48 && !want.one_transformer {
             return Err(self.fail(
                 self.blame(),
                 format!(
@@ -426,7 +436,11 @@ impl Checker<'_> {
             return Err(self.fail(self.blame(), reason, fix));
         }
         if self.options.exact_sizes {
-            let a = A14B_EXPERT;
+            let a = if want.one_transformer {
+                TI2V_5B
+            } else {
+                A14B_EXPERT
+            };
             let mut off = Vec::new();
             let mut compare = |what: &str, got: Option<u64>, want: u64| {
                 if let Some(g) = got.filter(|g| *g != want) {
@@ -513,6 +527,9 @@ impl Checker<'_> {
     }
 
     fn vae(&self, kind: &ModelKind) -> Result<(), CheckFailure> {
+        if self.options.arch.facts().one_transformer {
+            return self.wan22_vae(kind);
+        }
         let use_instead =
             "Use the Wan 2.1 VAE: ComfyUI's wan_2.1_vae.safetensors or the vae/ folder of a \
                            Wan 2.2 I2V A14B diffusers repo";
@@ -543,6 +560,35 @@ impl Checker<'_> {
                 }
                 Ok(())
             }
+            other => Err(self.fail(self.blame(), format!("is a {other}, not Wan's video VAE"), use_instead)),
+        }
+    }
+
+    /// TI2V-5B's VAE: the Wan 2.2 VAE (48 latent channels, 2×2 pixel patches in, base width 160).
+    fn wan22_vae(&self, kind: &ModelKind) -> Result<(), CheckFailure> {
+        let use_instead =
+            "Use the Wan 2.2 VAE: ComfyUI's wan2.2_vae.safetensors or the vae/ folder of \
+                           Wan-AI/Wan2.2-TI2V-5B-Diffusers";
+        match kind {
+            ModelKind::WanVae(v) if v.z_dim == 48 => {
+                if self.options.exact_sizes && v.base_dim != 160 {
+                    return Err(self.fail(
+                        self.blame(),
+                        format!("is a Wan 2.2-style VAE of another width ({}; the Wan 2.2 VAE has 160)", v.base_dim),
+                        use_instead,
+                    ));
+                }
+                Ok(())
+            }
+            ModelKind::WanVae(v) => Err(self.fail(
+                self.blame(),
+                format!(
+                    "is a Wan VAE with {} latent channels (the Wan 2.1 VAE of the A14B models); TI2V-5B works in \
+                     the Wan 2.2 VAE's 48",
+                    v.z_dim
+                ),
+                use_instead,
+            )),
             other => Err(self.fail(self.blame(), format!("is a {other}, not Wan's video VAE"), use_instead)),
         }
     }

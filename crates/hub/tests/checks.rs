@@ -564,3 +564,82 @@ fn the_models_report_shows_source_size_format_and_problems() {
     assert!(text.contains("fix:    Use umT5-XXL"), "{text}");
     assert!(text.contains("Not ready: 1 missing, 1 wrong"), "{text}");
 }
+
+/// TI2V-5B from ComfyUI's files: `wan2.2_ti2v_5B_fp16.safetensors` (48 channels in and out) as the one
+/// transformer and `wan2.2_vae.safetensors` (z 48) pass a `wan22_5b` job without a low-noise expert; the
+/// Wan 2.1 VAE and an A14B expert given to it are named.
+#[test]
+fn ti2v_5b_comfyui_files_pass_a_5b_job_and_the_a14b_parts_are_named() {
+    let files = Files::new();
+    let mut ti2v = tiny_expert_original("model.diffusion_model.", 8, 48, 2);
+    for (name, _, shape) in &mut ti2v {
+        if name.ends_with("head.head.weight") {
+            // 48 output channels × the 2×2 patch.
+            *shape = vec![192, 8];
+        }
+    }
+    write_safetensors(
+        &files.path("wan2.2_ti2v_5B_fp16.safetensors"),
+        &as_specs(&ti2v),
+        12,
+    );
+    write_safetensors(
+        &files.path("wan2.2_vae.safetensors"),
+        &as_specs(&tiny_vae_original(48)),
+        13,
+    );
+    let spec = ModelSpec {
+        high_noise_model_path: Some(
+            files
+                .path("wan2.2_ti2v_5B_fp16.safetensors")
+                .display()
+                .to_string(),
+        ),
+        low_noise_model_path: None,
+        vae_path: Some(files.path("wan2.2_vae.safetensors").display().to_string()),
+        train_low_noise: false,
+        ..files.spec()
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let model = resolve(&spec, &offline(cache.path())).unwrap();
+    let ti2v_job = CheckOptions {
+        arch: ModelArch::Wan22_5b,
+        ..SMALL
+    };
+    let reports = check_model(&model, Stage::Everything, &ti2v_job).unwrap();
+    let transformer = reports
+        .iter()
+        .find(|r| r.component == Component::HighNoiseExpert)
+        .unwrap();
+    assert!(
+        transformer.kind.to_string().contains("TI2V transformer")
+            && transformer.kind.to_string().contains("48 input channels"),
+        "{}",
+        transformer.kind
+    );
+    assert!(reports
+        .iter()
+        .all(|r| r.component != Component::LowNoiseExpert));
+
+    // The A14B parts given to a 5B job.
+    let with_21_vae = ModelSpec {
+        vae_path: files.spec().vae_path,
+        ..spec.clone()
+    };
+    let text = failure_for(ModelArch::Wan22_5b, &with_21_vae, Component::Vae)
+        .expect("the Wan 2.1 VAE fails a 5B job");
+    assert!(
+        text.contains("16 latent channels") && text.contains("wan2.2_vae.safetensors"),
+        "{text}"
+    );
+    let with_a14b = ModelSpec {
+        high_noise_model_path: files.spec().high_noise_model_path,
+        ..spec
+    };
+    let text = failure_for(ModelArch::Wan22_5b, &with_a14b, Component::HighNoiseExpert)
+        .expect("an A14B expert fails a 5B job");
+    assert!(
+        text.contains("image-to-video") && text.contains("model.arch: wan22_5b"),
+        "{text}"
+    );
+}

@@ -83,8 +83,9 @@ const JOB_PANELS = [
   {
     title: 'Model',
     fields: [
-      { path: `${P}.model.arch`, label: 'Architecture', type: 'select', options: ['wan22_14b_i2v', 'wan22_14b'],
-        help: 'The base model: wan22_14b_i2v is Wan 2.2 image-to-video A14B (samples start from a start frame), wan22_14b is text-to-video A14B (samples from the prompt alone). Both have two 14B experts; pick the name or path of the same variant.' },
+      { path: `${P}.model.arch`, label: 'Architecture', type: 'select', options: ['wan22_14b_i2v', 'wan22_14b', 'wan22_5b'],
+        labels: { wan22_5b: 'wan22_5b (TI2V-5B)' },
+        help: 'The base model: wan22_14b_i2v is Wan 2.2 image-to-video A14B (samples start from a start frame), wan22_14b is text-to-video A14B (samples from the prompt alone); both have two 14B experts. wan22_5b is TI2V-5B: one 5B transformer and the Wan 2.2 VAE, clips train image-to-video from their first frame, samples with or without a start frame, 24 fps. Pick the name or path of the same variant.' },
       { path: `${P}.model.name_or_path`, label: 'Name or path', type: 'text', wide: true,
         help: 'A Hugging Face repository id, or a folder on this machine holding the model in diffusers layout.' },
       { path: `${P}.model.low_vram`, label: 'Low VRAM', type: 'bool',
@@ -253,7 +254,7 @@ const JOB_PANELS = [
         { path: 'prompt', label: 'Prompt', type: 'textarea', wide: true,
           help: 'What the sample should show. [trigger] is replaced by the trigger word.' },
         { path: 'ctrl_img', label: 'Start frame', type: 'image',
-          help: 'The image the video starts from (image-to-video needs one per prompt; text-to-video, wan22_14b, takes none).' },
+          help: 'The image the video starts from (image-to-video needs one per prompt; text-to-video, wan22_14b, takes none; wan22_5b takes one or none).' },
       ],
     },
   },

@@ -166,6 +166,9 @@ impl TransformerShape {
             "Wan VACE transformer"
         } else if self.dim == 3072 && self.in_channels == 48 {
             "Wan 2.2 TI2V-5B transformer"
+        } else if self.in_channels == 48 && self.out_channels == Some(48) {
+            // Only TI2V works in the Wan 2.2 VAE's 48 latent channels.
+            "Wan TI2V transformer (48 latent channels, of another width than 5B)"
         } else if Some(self.in_channels) == self.out_channels {
             if self.dim == 5120 {
                 // Wan 2.1 T2V 14B has the same shapes; the names cannot tell them apart.
@@ -262,6 +265,7 @@ mod tests {
             shape(3072, 48, Some(48)).variant(),
             "Wan 2.2 TI2V-5B transformer"
         );
+        assert!(shape(64, 48, Some(48)).variant().starts_with("Wan TI2V"));
         assert_eq!(
             shape(64, 36, Some(16)).variant(),
             "Wan image-to-video transformer"

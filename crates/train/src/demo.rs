@@ -86,6 +86,7 @@ fn names(arch: ModelArch) -> (&'static str, &'static str, &'static str) {
     match arch {
         ModelArch::Wan22_14bI2v => ("model", "demo", "job.yaml"),
         ModelArch::Wan22_14b => ("model_t2v", "demo_t2v", "job_t2v.yaml"),
+        ModelArch::Wan22_5b => ("model_ti2v", "demo_ti2v", "job_ti2v.yaml"),
     }
 }
 
@@ -94,7 +95,8 @@ fn names(arch: ModelArch) -> (&'static str, &'static str, &'static str) {
 pub fn job_yaml_for(dir: &Path, steps: u32, arch: ModelArch) -> String {
     let facts = arch.facts();
     let (model_folder, name, _) = names(arch);
-    let start = if facts.first_frame_condition {
+    // TI2V-5B previews animate the start frame too (its text-to-video path is the clips' still images').
+    let start = if facts.first_frame_condition || facts.first_frame_replacement {
         format!(
             "\n            ctrl_img: {}",
             serde_json::to_string(&dir.join("start_frame.png").display().to_string())
@@ -144,10 +146,7 @@ config:
       model:
         name_or_path: {model}
         arch: {arch}
-        model_kwargs:
-          train_high_noise: true
-          train_low_noise: true
-      sample:
+{experts}      sample:
         sample_every: {steps}
         width: 64
         height: 64
@@ -163,6 +162,11 @@ meta:
   version: "1.0"
 "#,
         save = (steps / 2).max(1),
+        experts = if facts.one_transformer {
+            ""
+        } else {
+            "        model_kwargs:\n          train_high_noise: true\n          train_low_noise: true\n"
+        },
         folder = serde_json::to_string(&dir.display().to_string()).unwrap_or_default(),
         label = facts.label,
         arch = facts.name,

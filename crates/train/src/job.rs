@@ -26,6 +26,7 @@ pub fn dataset_specs(job: &Job, seed: u64) -> (Vec<DatasetSpec>, JobContext) {
             .then(|| train.diff_output_preservation_class.clone()),
         cache_text_embeddings: train.cache_text_embeddings
             || process.datasets.iter().any(|d| d.cache_text_embeddings),
+        bucket_step: Some(process.model.arch.facts().bucket_step),
     };
     (specs, context)
 }
@@ -113,6 +114,17 @@ pub fn model_spec(loaded: &LoadedJob) -> ModelSpec {
         train_low_noise: model.model_kwargs.train_low_noise,
         need_untrained_expert_for_samples: samples_run(&loaded.job),
     };
+    // TI2V-5B: its one transformer is the high-noise expert's component; there is no other.
+    let spec = if model.arch.facts().one_transformer {
+        ModelSpec {
+            train_high_noise: true,
+            train_low_noise: false,
+            need_untrained_expert_for_samples: false,
+            ..spec
+        }
+    } else {
+        spec
+    };
     let random = spec.name_or_path.as_deref() == Some(crate::sources::RANDOM_A14B);
     let mut spec = spec.relative_to(&loaded.base_dir);
     if random {
@@ -146,6 +158,10 @@ pub fn lr_schedule(t: &cfg::TrainConfig) -> LrSchedule {
 
 pub fn expert_schedule(job: &Job) -> ExpertSchedule {
     let p = job.process();
+    if p.model.arch.facts().one_transformer {
+        // TI2V-5B: one transformer, in the high-noise slot, with boundary 0 (every timestep).
+        return ExpertSchedule::new(true, false, p.train.switch_boundary_every);
+    }
     ExpertSchedule::new(
         p.model.model_kwargs.train_high_noise,
         p.model.model_kwargs.train_low_noise,

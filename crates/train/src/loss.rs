@@ -15,16 +15,38 @@ pub fn noisy(x0: &Tensor, noise: &Tensor, sigma: &Tensor) -> Tensor {
 
 /// Per-sample loss `[B]` (mean over C, T, H, W) of `pred` against `target`, in fp32.
 pub fn per_sample(kind: LossType, pred: &Tensor, target: &Tensor) -> Tensor {
+    mean_per_sample(&elementwise(kind, pred, target))
+}
+
+/// [`per_sample`] with TI2V-5B's loss mask `[1, 1, F, 1, 1]` (0 on the clean start frame): the mean over
+/// the masked-in elements ([`crate::ti2v::masked`]).
+pub fn per_sample_masked(
+    kind: LossType,
+    pred: &Tensor,
+    target: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor, tch::TchError> {
+    Ok(mean_per_sample(&crate::ti2v::masked(
+        &elementwise(kind, pred, target),
+        Some(mask),
+    )?))
+}
+
+/// The element-wise loss `[B, C, T, H, W]` in fp32.
+fn elementwise(kind: LossType, pred: &Tensor, target: &Tensor) -> Tensor {
     let d = pred.to_kind(Kind::Float) - target.to_kind(Kind::Float);
-    let e = match kind {
+    match kind {
         LossType::Mse => d.square(),
         LossType::Mae => d.abs(),
         LossType::PseudoHuber => {
             let c = LossType::PSEUDO_HUBER_C;
             (d.square() + c * c).sqrt() - c
         }
-    };
-    e.flatten(1, -1).mean_dim(1, false, Kind::Float)
+    }
+}
+
+fn mean_per_sample(elementwise: &Tensor) -> Tensor {
+    elementwise.flatten(1, -1).mean_dim(1, false, Kind::Float)
 }
 
 /// Differential guidance: target' = pred + s·(target − pred), with pred detached — the error term

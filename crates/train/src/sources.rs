@@ -237,9 +237,11 @@ impl ModelSource {
                     std: 0.02,
                     seed: *seed + expert as i64,
                 },
-                Some(TransformerConfig::wan22_a14b(
-                    arch.facts().in_channels as i64,
-                )),
+                Some(if arch.facts().one_transformer {
+                    TransformerConfig::wan22_ti2v_5b()
+                } else {
+                    TransformerConfig::wan22_a14b(arch.facts().in_channels as i64)
+                }),
             ),
             ModelSource::Files(_) => {
                 let component = match expert {
@@ -323,19 +325,28 @@ impl ModelSource {
 
     pub fn vae(&self, kind: Kind, device: Device) -> Result<Vae, TrainError> {
         match self {
-            ModelSource::Random { seed, .. } => Ok(Vae::load(
+            ModelSource::Random { seed, arch, .. } => Ok(Vae::load(
                 &RandomWeights {
                     std: 0.02,
                     seed: *seed + 10,
                 },
-                Some(VaeConfig::default()),
+                Some(if arch.facts().one_transformer {
+                    VaeConfig::wan22()
+                } else {
+                    VaeConfig::default()
+                }),
                 kind,
                 device,
             )?),
-            ModelSource::Files(_) => {
+            ModelSource::Files(f) => {
                 let path = self.path(Component::Vae)?;
                 let config = self.config_file(Component::Vae);
-                a14b_vae(Vae::open(&path, config.as_deref(), kind, device)?, &path)
+                let vae = Vae::open(&path, config.as_deref(), kind, device)?;
+                if f.checks.arch.facts().one_transformer {
+                    ti2v_vae(vae, &path)
+                } else {
+                    a14b_vae(vae, &path)
+                }
             }
         }
     }
@@ -462,8 +473,20 @@ fn is_tiny(spec: &ModelSpec, hub: &HubConfig) -> bool {
     !found.is_empty() && found.iter().all(|p| marked(p))
 }
 
-/// `vae` when it is the Wan 2.1 VAE: the trainer and `wanlora sample` run the A14B models, whose latents
-/// are its 16 channels (the Wan 2.2 VAE opens too, for TI2V-5B, which they do not run yet).
+/// `vae` when it is the Wan 2.2 VAE, the only one whose 48-channel latents TI2V-5B reads.
+fn ti2v_vae(vae: Vae, path: &Path) -> Result<Vae, TrainError> {
+    if !vae.config().is_residual {
+        return Err(TrainError::Setup(format!(
+            "{} is the Wan 2.1 VAE (16 latent channels, the A14B models'); TI2V-5B works in the Wan 2.2 \
+             VAE's 48 channels: use wan2.2_vae.safetensors or the vae/ folder of Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+            path.display()
+        )));
+    }
+    Ok(vae)
+}
+
+/// `vae` when it is the Wan 2.1 VAE: the A14B models' latents are its 16 channels (TI2V-5B takes the
+/// Wan 2.2 VAE instead, [`ti2v_vae`]).
 fn a14b_vae(vae: Vae, path: &Path) -> Result<Vae, TrainError> {
     if vae.config().is_residual {
         return Err(TrainError::Setup(format!(

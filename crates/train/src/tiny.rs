@@ -21,8 +21,13 @@ pub fn transformer_config() -> TransformerConfig {
     transformer_config_for(ModelArch::Wan22_14bI2v)
 }
 
-/// The tiny transformer of `arch`: its input channels (36 I2V, 16 T2V), small widths.
+/// The tiny transformer of `arch`: its input channels (36 I2V, 16 T2V, 48 TI2V-5B), small widths.
 pub fn transformer_config_for(arch: ModelArch) -> TransformerConfig {
+    let base = if arch.facts().one_transformer {
+        TransformerConfig::wan22_ti2v_5b()
+    } else {
+        TransformerConfig::wan22_a14b(arch.facts().in_channels as i64)
+    };
     TransformerConfig {
         num_attention_heads: 2,
         attention_head_dim: 24,
@@ -30,7 +35,7 @@ pub fn transformer_config_for(arch: ModelArch) -> TransformerConfig {
         freq_dim: 32,
         ffn_dim: 96,
         num_layers: 2,
-        ..TransformerConfig::wan22_a14b(arch.facts().in_channels as i64)
+        ..base
     }
 }
 
@@ -191,7 +196,13 @@ pub fn write_tiny_model_for(dir: &Path, seed: i64, arch: ModelArch) -> Result<()
         "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "image_dim": null, "added_kv_proj_dim": null,
         "rope_max_seq_len": 1024
     });
-    for (folder, s) in [("transformer", seed), ("transformer_2", seed + 1)] {
+    // TI2V-5B is one transformer (`transformer/` alone); the A14B variants have two experts.
+    let folders: &[(&str, i64)] = if facts.one_transformer {
+        &[("transformer", seed)]
+    } else {
+        &[("transformer", seed), ("transformer_2", seed + 1)]
+    };
+    for &(folder, s) in folders {
         write_component(
             &dir.join(folder),
             "diffusion_pytorch_model.safetensors",
@@ -199,7 +210,7 @@ pub fn write_tiny_model_for(dir: &Path, seed: i64, arch: ModelArch) -> Result<()
             transformer_tensors(&cfg, s)?,
         )?;
     }
-    write_tiny_vae(&dir.join("vae"), seed + 2)?;
+    write_tiny_vae(&dir.join("vae"), seed + 2, facts.one_transformer)?;
     write_tiny_text_encoder(&dir.join("text_encoder"), cfg.text_dim, seed + 3)?;
     let tok = dir.join("tokenizer");
     std::fs::create_dir_all(&tok).map_err(|e| TrainError::io(&tok, e))?;
@@ -209,13 +220,23 @@ pub fn write_tiny_model_for(dir: &Path, seed: i64, arch: ModelArch) -> Result<()
     )?;
     write_atomic(
         &dir.join("model_index.json"),
-        serde_json::to_string_pretty(&serde_json::json!({
-            "_class_name": if facts.first_frame_condition { "WanImageToVideoPipeline" } else { "WanPipeline" },
-            "boundary_ratio": facts.boundary_ratio, "expand_timesteps": false,
-            "transformer": ["diffusers", "WanTransformer3DModel"], "transformer_2": ["diffusers", "WanTransformer3DModel"],
-            "vae": ["diffusers", "AutoencoderKLWan"], "text_encoder": ["transformers", "UMT5EncoderModel"],
-            "tokenizer": ["transformers", "T5TokenizerFast"], "scheduler": ["diffusers", "UniPCMultistepScheduler"]
-        }))?
+        serde_json::to_string_pretty(&if facts.one_transformer {
+            // Diffusers' TI2V-5B pipeline: one transformer, per-token timesteps.
+            serde_json::json!({
+                "_class_name": "WanPipeline", "expand_timesteps": true,
+                "transformer": ["diffusers", "WanTransformer3DModel"], "transformer_2": [null, null],
+                "vae": ["diffusers", "AutoencoderKLWan"], "text_encoder": ["transformers", "UMT5EncoderModel"],
+                "tokenizer": ["transformers", "T5TokenizerFast"], "scheduler": ["diffusers", "UniPCMultistepScheduler"]
+            })
+        } else {
+            serde_json::json!({
+                "_class_name": if facts.first_frame_condition { "WanImageToVideoPipeline" } else { "WanPipeline" },
+                "boundary_ratio": facts.boundary_ratio, "expand_timesteps": false,
+                "transformer": ["diffusers", "WanTransformer3DModel"], "transformer_2": ["diffusers", "WanTransformer3DModel"],
+                "vae": ["diffusers", "AutoencoderKLWan"], "text_encoder": ["transformers", "UMT5EncoderModel"],
+                "tokenizer": ["transformers", "T5TokenizerFast"], "scheduler": ["diffusers", "UniPCMultistepScheduler"]
+            })
+        })?
         .as_bytes(),
     )?;
     write_atomic(
@@ -259,23 +280,43 @@ impl WeightSource for Recorder {
     }
 }
 
-fn write_tiny_vae(dir: &Path, seed: i64) -> Result<(), TrainError> {
+/// A tiny Wan 2.1 VAE, or with `wan22` a tiny Wan 2.2 VAE (48 latent channels, 2×2 pixel patches, 16× in space).
+fn write_tiny_vae(dir: &Path, seed: i64, wan22: bool) -> Result<(), TrainError> {
     use wanlora_models::vae::{Vae, VaeConfig};
-    let cfg = VaeConfig {
-        base_dim: 8,
-        ..VaeConfig::default()
+    let cfg = if wan22 {
+        VaeConfig {
+            base_dim: 8,
+            decoder_base_dim: Some(8),
+            ..VaeConfig::wan22()
+        }
+    } else {
+        VaeConfig {
+            base_dim: 8,
+            ..VaeConfig::default()
+        }
     };
     let rec = Recorder {
         random: RandomWeights { std: 0.2, seed },
         seen: Default::default(),
     };
     Vae::load(&rec, Some(cfg.clone()), Kind::Float, Device::Cpu)?;
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "_class_name": "AutoencoderKLWan", "base_dim": cfg.base_dim, "z_dim": cfg.z_dim,
         "dim_mult": cfg.dim_mult, "num_res_blocks": cfg.num_res_blocks, "attn_scales": cfg.attn_scales,
         "temperal_downsample": cfg.temperal_downsample, "dropout": 0.0,
         "latents_mean": cfg.latents_mean, "latents_std": cfg.latents_std
     });
+    if wan22 {
+        for (key, value) in [
+            ("decoder_base_dim", serde_json::json!(cfg.decoder_base_dim)),
+            ("is_residual", serde_json::json!(cfg.is_residual)),
+            ("in_channels", serde_json::json!(cfg.in_channels)),
+            ("out_channels", serde_json::json!(cfg.out_channels)),
+            ("patch_size", serde_json::json!(cfg.patch_size)),
+        ] {
+            config[key] = value;
+        }
+    }
     write_component(
         dir,
         "diffusion_pytorch_model.safetensors",

@@ -68,6 +68,9 @@ pub struct ValidationSet {
     catalogs: Vec<Catalog>,
     held_out: Vec<HeldOut>,
     encoded: Vec<Encoded>,
+    /// TI2V-5B: a clip's clean first latent frame is the model's condition, as in training
+    /// ([`crate::ti2v`]).
+    first_frame_replacement: bool,
 }
 
 impl ValidationSet {
@@ -154,6 +157,7 @@ impl ValidationSet {
             catalogs,
             held_out,
             encoded: Vec::new(),
+            first_frame_replacement: process.model.arch.facts().first_frame_replacement,
         }))
     }
 
@@ -256,6 +260,25 @@ impl ValidationSet {
                     .to_kind(Kind::Float)
                     .to_device(device);
                 let xt = loss::noisy(&x0, &noise, &(&timestep / 1000.0));
+                if self.first_frame_replacement {
+                    // TI2V-5B: as its training steps see a clip (clean frame 0 at t = 0, out of the loss).
+                    let image_to_video = x0.size()[2] > 1;
+                    let ti2v = crate::ti2v::training_input(&xt, &x0, &timestep, image_to_video)?;
+                    let input = ti2v.input.to_kind(kind);
+                    let pred = tch::no_grad(|| {
+                        model.forward(&input, &ti2v.timestep, &context, Some(&apply))
+                    })?;
+                    let per = match &ti2v.loss_mask {
+                        Some(mask) => tch::no_grad(|| {
+                            loss::per_sample_masked(loss::LossType::Mse, &pred, &target, mask)
+                        })?,
+                        None => {
+                            tch::no_grad(|| loss::per_sample(loss::LossType::Mse, &pred, &target))
+                        }
+                    };
+                    sum += per.mean(Kind::Float).double_value(&[]);
+                    continue;
+                }
                 // I2V: [x_t | mask | image latent]; T2V: x_t alone.
                 let input = match &y {
                     Some(y) => Tensor::cat(&[xt.to_kind(kind), y.shallow_clone()], 1),

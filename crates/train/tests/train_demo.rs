@@ -4,19 +4,10 @@
 mod support;
 
 use tch::{Device, Kind};
-use wanlora_hub::HubConfig;
 use wanlora_models::lora::LoraSet;
 use wanlora_models::transformer::TransformerConfig;
 use wanlora_train::experts::Expert;
 use wanlora_train::trainer::{RunOptions, Trainer};
-
-fn offline_hub(dir: &std::path::Path) -> HubConfig {
-    HubConfig::from_vars(|k| match k {
-        "HF_HUB_OFFLINE" => Some("1".into()),
-        "HF_HOME" => Some(dir.join("hf").display().to_string()),
-        _ => None,
-    })
-}
 
 #[test]
 fn demo_trains_each_expert_on_its_own_steps_and_the_loss_falls() {
@@ -28,7 +19,7 @@ fn demo_trains_each_expert_on_its_own_steps_and_the_loss_falls() {
     let opts = RunOptions {
         progress: false,
         stop_after: None,
-        hub: offline_hub(dir.path()),
+        hub: support::offline_hub(dir.path()),
     };
     let mut trainer = Trainer::new(job, opts).unwrap();
 

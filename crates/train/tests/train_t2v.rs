@@ -4,39 +4,11 @@
 
 mod support;
 
-use std::path::Path;
-
 use tch::Device;
 use wanlora_config::ModelArch;
-use wanlora_hub::HubConfig;
 use wanlora_models::lora::{LoraKeyFormat, LoraSet};
 use wanlora_train::experts::Expert;
 use wanlora_train::trainer::{RunOptions, Trainer};
-
-fn offline_hub(dir: &Path) -> HubConfig {
-    HubConfig::from_vars(|k| match k {
-        "HF_HUB_OFFLINE" => Some("1".into()),
-        "HF_HOME" => Some(dir.join("hf").display().to_string()),
-        _ => None,
-    })
-}
-
-/// Every file under `dir` whose name ends with `suffix`.
-fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_ending(&path, suffix));
-        } else if path.to_string_lossy().ends_with(suffix) {
-            out.push(path);
-        }
-    }
-    out
-}
 
 #[test]
 fn t2v_demo_trains_16_channel_experts_at_the_t2v_boundary_and_previews_from_the_prompt() {
@@ -61,7 +33,7 @@ fn t2v_demo_trains_16_channel_experts_at_the_t2v_boundary_and_previews_from_the_
     let opts = RunOptions {
         progress: false,
         stop_after: None,
-        hub: offline_hub(dir.path()),
+        hub: support::offline_hub(dir.path()),
     };
     let mut trainer = Trainer::new(job, opts).unwrap();
     let mut losses: Vec<(Expert, f64)> = Vec::new();
@@ -89,7 +61,7 @@ fn t2v_demo_trains_16_channel_experts_at_the_t2v_boundary_and_previews_from_the_
     let summary = trainer.run().unwrap();
     let out = summary.output;
     // The cache holds latents without the first-frame condition.
-    let entries = files_ending(&out.join("cache").join("latents"), ".safetensors");
+    let entries = support::files_ending(&out.join("cache").join("latents"), ".safetensors");
     assert!(!entries.is_empty(), "no latent cache entries");
     for entry in &entries {
         let tensors = tch::Tensor::read_safetensors(entry).unwrap();
@@ -99,7 +71,7 @@ fn t2v_demo_trains_16_channel_experts_at_the_t2v_boundary_and_previews_from_the_
     }
 
     // A preview from the prompt alone (sample_every = steps).
-    let samples = files_ending(&out.join("samples"), ".mp4");
+    let samples = support::files_ending(&out.join("samples"), ".mp4");
     assert!(!samples.is_empty(), "no T2V preview written");
 
     // LoRA files: ComfyUI keys, loadable onto the 16-channel expert, marked as T2V.

@@ -20,8 +20,8 @@ pub struct DemoArgs {
     /// Only write the tiny model, the dataset and the job file into DIR, then print the job file's path.
     #[arg(long, value_name = "DIR")]
     pub prepare: Option<PathBuf>,
-    /// i2v (image-to-video, previews from a start frame) or t2v (text-to-video, previews from the
-    /// prompt alone).
+    /// i2v (image-to-video, previews from a start frame), t2v (text-to-video, previews from the
+    /// prompt alone) or ti2v (TI2V-5B: one transformer, the Wan 2.2 VAE, previews from a start frame).
     #[arg(long, default_value = "i2v", value_parser = crate::cmd::sample::parse_arch)]
     pub arch: wanlora_config::ModelArch,
 }
@@ -64,6 +64,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .filter(|(_, e, _)| *e == expert)
             .map(|(_, _, l)| *l)
             .collect();
+        if l.is_empty() {
+            // TI2V-5B trains one transformer (the high-noise slot).
+            continue;
+        }
         let n = (l.len() / 5).max(1);
         println!(
             "  {:<10} first {n} steps {:.4} → last {n} steps {:.4}",

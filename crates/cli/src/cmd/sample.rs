@@ -175,7 +175,7 @@ fn request(args: &SampleArgs) -> Result<SampleRequest> {
 /// `--arch`: i2v, t2v, or AI Toolkit's names.
 pub fn parse_arch(value: &str) -> Result<ModelArch, String> {
     ModelArch::from_cli(value).ok_or_else(|| {
-        format!("{value:?} is not a model variant; use i2v (Wan 2.2 I2V A14B) or t2v (Wan 2.2 T2V A14B)")
+        format!("{value:?} is not a model variant; use i2v (Wan 2.2 I2V A14B), t2v (Wan 2.2 T2V A14B) or ti2v (Wan 2.2 TI2V-5B)")
     })
 }
 
@@ -285,8 +285,9 @@ fn model_spec(args: &SampleArgs) -> Result<ModelSpec> {
         high_noise_model_path: args.high.clone(),
         low_noise_model_path: args.low.clone(),
         train_high_noise: true,
-        train_low_noise: true,
-        need_untrained_expert_for_samples: true,
+        // TI2V-5B: one transformer, in the high-noise slot.
+        train_low_noise: !args.arch.facts().one_transformer,
+        need_untrained_expert_for_samples: !args.arch.facts().one_transformer,
     }
     .relative_to(&cwd);
     if let Err(reason) = spec.validate() {
@@ -365,7 +366,13 @@ fn encode_text(
 
 pub fn run(args: SampleArgs) -> Result<()> {
     let request = request(&args)?;
-    match (&args.image, args.arch.facts().first_frame_condition) {
+    // TI2V-5B takes a start frame or none; the A14B variants one each way.
+    let needs_image = args.arch.facts().first_frame_condition;
+    match (&args.image, needs_image) {
+        (Some(image), _) if args.arch.facts().first_frame_replacement && !image.is_file() => {
+            bail!("--image {}: no such file", image.display())
+        }
+        (_, false) if args.arch.facts().first_frame_replacement => {}
         (None, true) => bail!(
             "--image is missing: an image-to-video sample starts from a start frame (or use --arch t2v for \
              text-to-video)"

@@ -520,15 +520,31 @@ fn first_line(text: &str) -> &str {
 /// The request's conditioning: for a start image, the first-frame condition `y` `[1, 4 + z, T, H/8, W/8]` (the image
 /// loaded, fitted to the sample size by crop or stretch, encoded by `vae` with the zero frames after it); without
 /// one, text-to-video latents of the VAE's width.
+///
+/// With the Wan 2.2 VAE (2×2 pixel patches: TI2V-5B's) the conditioning is [`Conditioning::Ti2v`], the start
+/// image's own latent (the causal VAE encodes frame 0 alone, so it is latent frame 0 of any clip it starts).
 pub fn start_condition(request: &SampleRequest, vae: &Vae) -> Result<Conditioning, SamplingError> {
     request.validate()?;
+    let latent_channels = vae.config().z_dim;
+    let ti2v = vae.config().patch() > 1;
     let Some(path) = &request.start_image else {
-        return Ok(Conditioning::TextOnly {
-            latent_channels: vae.config().z_dim,
+        return Ok(if ti2v {
+            Conditioning::Ti2v {
+                latent_channels,
+                start: None,
+            }
+        } else {
+            Conditioning::TextOnly { latent_channels }
         });
     };
     let start = load_start_image(path, request.width, request.height, request.resize)?;
     let image = image_tensor(&start, vae.device())?;
+    if ti2v {
+        return Ok(Conditioning::Ti2v {
+            latent_channels,
+            start: Some(vae.encode(&image.f_unsqueeze(2)?)?),
+        });
+    }
     Ok(Conditioning::FirstFrame(first_frame_condition(
         vae,
         &image,

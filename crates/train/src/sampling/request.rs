@@ -73,17 +73,24 @@ pub struct SampleRequest {
 impl SampleRequest {
     /// The arch's own settings (wan/configs/wan_{i2v,t2v}_A14B.py, shared_config.py): 81 frames at 16 fps,
     /// 480×832, 40 UniPC steps, Wan's negative prompt, seed 0, the start frame centre-cropped, MP4 out; I2V: shift 5,
-    /// CFG 3.5 on both experts, boundary 0.9; T2V: shift 12, CFG 4.0 high / 3.0 low, boundary 0.875.
+    /// CFG 3.5 on both experts, boundary 0.9; T2V: shift 12, CFG 4.0 high / 3.0 low, boundary 0.875. TI2V-5B
+    /// (wan_ti2v_5B.py): 121 frames at 24 fps, 704×1280, 50 steps, shift 5, CFG 5, boundary 0 (one model).
     pub fn official(arch: ModelArch, prompt: &str, start_image: Option<PathBuf>) -> SampleRequest {
         let facts = arch.facts();
+        // TI2V-5B (wan_ti2v_5B.py): 121 frames at 704×1280.
+        let (width, height, num_frames) = if facts.one_transformer {
+            (1280, 704, 121)
+        } else {
+            (832, 480, 81)
+        };
         SampleRequest {
             prompt: prompt.to_string(),
             negative_prompt: WAN_NEGATIVE_PROMPT.to_string(),
             start_image,
             resize: CtrlImgResize::Crop,
-            width: 832,
-            height: 480,
-            num_frames: 81,
+            width,
+            height,
+            num_frames,
             fps: facts.fps,
             seed: 0,
             steps: facts.sample_steps,
@@ -114,7 +121,10 @@ impl SampleRequest {
         let Some(resolved) = sample.resolve(index) else {
             return Ok(None);
         };
-        let start_image = if arch.facts().first_frame_condition {
+        let start_image = if arch.facts().first_frame_replacement {
+            // TI2V-5B: image-to-video with a start frame, text-to-video without.
+            resolved.ctrl_img.clone()
+        } else if arch.facts().first_frame_condition {
             Some(resolved.ctrl_img.clone().ok_or_else(|| {
                 SamplingError::setting(
                     format!("sample.samples[{index}].ctrl_img"),
@@ -334,6 +344,49 @@ mod tests {
             ),
             (5.0, 3.5, 3.5, 0.9)
         );
+        let ti2v = SampleRequest::official(ModelArch::Wan22_5b, "x", None);
+        assert_eq!(
+            (ti2v.shift, ti2v.guidance_high, ti2v.boundary_ratio),
+            (5.0, 5.0, 0.0)
+        );
+        assert_eq!(
+            (
+                ti2v.width,
+                ti2v.height,
+                ti2v.num_frames,
+                ti2v.fps,
+                ti2v.steps
+            ),
+            (1280, 704, 121, 24, 50)
+        );
+        assert!(ti2v.validate().is_ok());
+    }
+
+    #[test]
+    fn a_ti2v_sample_takes_a_start_frame_or_none() {
+        let section = SampleConfig {
+            samples: vec![
+                SampleItem {
+                    prompt: "from a frame".into(),
+                    ctrl_img: Some("/a.png".into()),
+                    ..SampleItem::default()
+                },
+                SampleItem {
+                    prompt: "from the prompt".into(),
+                    ..SampleItem::default()
+                },
+            ],
+            ..SampleConfig::default()
+        };
+        let ti2v = ModelArch::Wan22_5b;
+        let with_frame = SampleRequest::from_job(&section, 0, ti2v, 0.0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(with_frame.start_image, Some(PathBuf::from("/a.png")));
+        let prompt_only = SampleRequest::from_job(&section, 1, ti2v, 0.0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(prompt_only.start_image, None);
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub(super) struct MicroBatch {
     pub(super) context: Tensor,
     pub(super) preservation_context: Option<Tensor>,
     pub(super) weights: Tensor,
+    /// TI2V-5B image-to-video: 0 on the clean start frame's latent, left out of the loss.
+    pub(super) loss_mask: Option<Tensor>,
     pub(super) multiplier: Multiplier,
     pub(super) mean_timestep: f64,
 }
@@ -44,6 +46,7 @@ impl Trainer {
         };
         let stream = [self.seed, expert_stream(expert), expert_step, micro];
         let train = self.job.job.process().train.clone();
+        let arch = self.job.job.process().model.arch.facts();
         let trigger = self
             .job
             .job
@@ -74,14 +77,7 @@ impl Trainer {
             }
             own.push(index as i64);
             let item: DataItem = self.catalog.items[entry.item].clone();
-            let first_frame_condition = self
-                .job
-                .job
-                .process()
-                .model
-                .arch
-                .facts()
-                .first_frame_condition;
+            let first_frame_condition = arch.first_frame_condition;
             let mut enc = VaeLatentEncoder {
                 vae: &self.vae,
                 fingerprint: self.vae_fingerprint.clone(),
@@ -148,20 +144,29 @@ impl Trainer {
             / 1000.0;
         let xt = loss::noisy(&x0, &noise, &sigma);
         let target = &noise - &x0;
-        // I2V: [x_t | mask | image latent] (36 channels); T2V: x_t alone (16).
-        let input = if ys.is_empty() {
-            xt
+        let timestep = Tensor::from_slice(&ts)
+            .to_kind(Kind::Float)
+            .to_device(self.device);
+        let (input, timestep, loss_mask) = if arch.first_frame_replacement {
+            // TI2V-5B: a clip trains image-to-video from its own first frame (clean latent frame 0 at
+            // timestep 0, out of the loss), a still image text-to-video.
+            let image_to_video = x0.size()[2] > 1;
+            let ti2v = crate::ti2v::training_input(&xt, &x0, &timestep, image_to_video)?;
+            (ti2v.input, ti2v.timestep, ti2v.loss_mask)
+        } else if ys.is_empty() {
+            // T2V: x_t alone (16 channels).
+            (xt, timestep, None)
         } else {
-            Tensor::cat(&[xt, Tensor::stack(&ys, 0)], 1)
-        }
-        .to_kind(self.kind);
+            // I2V: [x_t | mask | image latent] (36 channels).
+            (Tensor::cat(&[xt, Tensor::stack(&ys, 0)], 1), timestep, None)
+        };
+        let input = input.to_kind(self.kind);
         let mean_timestep = ts.iter().sum::<f64>() / ts.len() as f64;
         Ok(MicroBatch {
             input,
             target,
-            timestep: Tensor::from_slice(&ts)
-                .to_kind(Kind::Float)
-                .to_device(self.device),
+            timestep,
+            loss_mask,
             context: Tensor::stack(&ctxs, 0)
                 .to_device(self.device)
                 .to_kind(self.kind),
@@ -320,7 +325,10 @@ impl Trainer {
                     Some(s) => loss::differential_target(pred, &mb.target, s),
                     None => mb.target.shallow_clone(),
                 };
-                let per = loss::per_sample(loss_type, pred, &target);
+                let per = match &mb.loss_mask {
+                    None => loss::per_sample(loss_type, pred, &target),
+                    Some(mask) => loss::per_sample_masked(loss_type, pred, &target, mask)?,
+                };
                 Ok(loss::weighted_mean(&per, &mb.weights) / accum as f64)
             },
         )?;

@@ -1,5 +1,10 @@
 //! Helpers shared by the trainer's integration tests.
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+
+use wanlora_hub::HubConfig;
 use wanlora_train::experts::Expert;
 
 fn mean(v: &[f64]) -> f64 {
@@ -23,4 +28,30 @@ pub fn assert_each_expert_learns(losses: &[(Expert, f64)]) {
             "{expert:?}: loss {first:.4} → {last:.4} did not fall"
         );
     }
+}
+
+/// A hub that never goes online, with its cache under `dir`.
+pub fn offline_hub(dir: &Path) -> HubConfig {
+    HubConfig::from_vars(|k| match k {
+        "HF_HUB_OFFLINE" => Some("1".into()),
+        "HF_HOME" => Some(dir.join("hf").display().to_string()),
+        _ => None,
+    })
+}
+
+/// Every file under `dir` whose name ends with `suffix`.
+pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_ending(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            out.push(path);
+        }
+    }
+    out
 }

@@ -79,6 +79,12 @@ fn reset_peak(device: Device) -> Result<()> {
 }
 
 pub fn run(args: SampleBenchArgs) -> Result<()> {
+    if args.arch.facts().one_transformer {
+        anyhow::bail!(
+            "bench sample times the A14B experts; for TI2V-5B use `wanlora sample --arch ti2v` with the model, \
+             or `wanlora bench step --ti2v` for its training step"
+        );
+    }
     let device = device_of(&args.device)?;
     let kind = if device.is_cuda() {
         Kind::BFloat16
@@ -120,6 +126,7 @@ pub fn run(args: SampleBenchArgs) -> Result<()> {
         match args.arch {
             ModelArch::Wan22_14bI2v => "",
             ModelArch::Wan22_14b => "t2v ",
+            ModelArch::Wan22_5b => "ti2v ",
         },
         args.frames,
         args.height,

@@ -177,6 +177,11 @@ pub fn gib(bytes: i64) -> f64 {
 }
 
 pub fn run(args: StepArgs) -> Result<()> {
+    // `--arch ti2v` is the same model as `--ti2v`.
+    let args = StepArgs {
+        ti2v: args.ti2v || args.arch.facts().one_transformer,
+        ..args
+    };
     let device = device_of(&args.device)?;
     let side = |px: i64| u32::try_from(px).is_ok_and(wanlora_spec::frames::is_frame_side);
     let count = u32::try_from(args.frames).is_ok_and(wanlora_spec::frames::is_frame_count);
@@ -395,6 +400,7 @@ fn model_label(args: &StepArgs) -> &'static str {
         (true, _) => "ti2v ",
         (false, wanlora_config::ModelArch::Wan22_14bI2v) => "",
         (false, wanlora_config::ModelArch::Wan22_14b) => "t2v ",
+        (false, wanlora_config::ModelArch::Wan22_5b) => "ti2v ",
     }
 }
 
