@@ -253,7 +253,7 @@ const DATASET_UNUSED: &[UnusedKey] = &[
     ("cache_latents_num_workers", Unused::Accepted, "AI Toolkit's decoding threads; wanlora decodes with ffmpeg"),
     ("num_workers", Unused::Accepted, "AI Toolkit's data loader threads; wanlora decodes with ffmpeg"),
     ("prefetch_factor", Unused::Accepted, "AI Toolkit's data loader setting"),
-    ("do_i2v", Unused::Accepted, "model.arch decides: the first-frame conditioning is always on for wan22_14b_i2v, never for wan22_14b"),
+    ("do_i2v", Unused::Accepted, "model.arch decides: the first-frame conditioning is always on for wan22_14b_i2v, never for wan22_14b; wan22_5b clips train image-to-video from their first frame"),
     ("do_audio", Unused::Refused(Neutral::Off), "Wan 2.2 I2V has no audio"),
     ("audio_normalize", Unused::Accepted, "only used with do_audio"),
     ("audio_preserve_pitch", Unused::Accepted, "only used with do_audio"),

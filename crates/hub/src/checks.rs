@@ -441,10 +441,15 @@ impl Checker<'_> {
             } else {
                 A14B_EXPERT
             };
+            let (model, sizes) = if want.one_transformer {
+                ("the TI2V-5B transformer", "5B")
+            } else {
+                ("an A14B expert", "A14B")
+            };
             let mut off = Vec::new();
             let mut compare = |what: &str, got: Option<u64>, want: u64| {
                 if let Some(g) = got.filter(|g| *g != want) {
-                    off.push(format!("{what} {g} (A14B: {want})"));
+                    off.push(format!("{what} {g} ({sizes}: {want})"));
                 }
             };
             compare("dim", Some(s.dim), a.dim);
@@ -456,7 +461,7 @@ impl Checker<'_> {
             if !off.is_empty() {
                 return Err(self.fail(
                     self.blame(),
-                    format!("is a {kind}, not an A14B expert: {}", off.join(", ")),
+                    format!("is a {kind}, not {model}: {}", off.join(", ")),
                     use_instead,
                 ));
             }

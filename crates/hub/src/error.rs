@@ -121,7 +121,7 @@ pub enum Error {
         problem: HeaderProblem,
     },
 
-    #[error("the model files do not fit Wan 2.2 I2V A14B:\n{}", bullet_list(&.0.iter().map(|f| f.to_string()).collect::<Vec<_>>()))]
+    #[error("the model files do not fit the model variant (the job's model.arch, or --arch):\n{}", bullet_list(&.0.iter().map(|f| f.to_string()).collect::<Vec<_>>()))]
     Checks(Vec<CheckFailure>),
 }
 

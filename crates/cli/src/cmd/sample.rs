@@ -31,7 +31,8 @@ use crate::cmd::debug::{DeviceArg, DtypeArg};
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
-    /// The model variant: i2v (Wan 2.2 I2V A14B, needs --image) or t2v (Wan 2.2 T2V A14B, the prompt alone).
+    /// The model variant: i2v (Wan 2.2 I2V A14B, needs --image), t2v (Wan 2.2 T2V A14B, the prompt alone) or
+    /// ti2v (Wan 2.2 TI2V-5B: one transformer, given as --model or --high, with or without --image).
     /// It sets the defaults of --shift, --guidance, --guidance-2 and --boundary.
     #[arg(long, default_value = "i2v", value_parser = parse_arch)]
     pub arch: ModelArch,
@@ -114,8 +115,9 @@ pub struct SampleArgs {
     /// Guidance passes as one batch of 2 (fast), two passes (less memory), or batched when it fits.
     #[arg(long, value_enum, default_value = "auto")]
     pub cfg_batch: CfgBatchArg,
-    #[arg(long, default_value_t = 16)]
-    pub fps: u32,
+    /// Frame rate of the file (default: the arch's, 16 for A14B, 24 for TI2V-5B).
+    #[arg(long)]
+    pub fps: Option<u32>,
     /// Output file: .mp4 or .webp (a video), .jpg or .png (one frame).
     #[arg(long, default_value = "sample.mp4")]
     pub out: PathBuf,
@@ -195,7 +197,7 @@ fn build_request(args: &SampleArgs) -> Result<SampleRequest, SamplingError> {
         width: args.width,
         height: args.height,
         num_frames: args.frames,
-        fps: args.fps,
+        fps: args.fps.unwrap_or(official.fps),
         seed: args.seed,
         steps: args.steps,
         shift: args.shift.unwrap_or(official.shift),
