@@ -83,6 +83,11 @@ pub struct DatasetConfig {
     /// `train.batch_size` when the train section does not set one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
+    /// `do_i2v` (wan22_5b): clips train image-to-video from their own first frame (clean latent
+    /// frame 0 at timestep 0, outside the loss); false trains them text-to-video. AI Toolkit's UI
+    /// writes true for wan22_5b (its code default is false); wanlora's default is the UI's. The A14B
+    /// models ignore it: their arch decides.
+    pub do_i2v: bool,
 }
 
 impl Default for DatasetConfig {
@@ -109,6 +114,7 @@ impl Default for DatasetConfig {
             cache_latents_to_disk: false,
             cache_text_embeddings: false,
             batch_size: None,
+            do_i2v: true,
         }
     }
 }
@@ -227,6 +233,11 @@ pub(crate) fn read_dataset(s: &mut Section) -> DatasetConfig {
             "batch_size",
             ai("Per-dataset batch size; must equal train.batch_size"),
         ),
+        do_i2v: s.bool(
+            "do_i2v",
+            d.do_i2v,
+            ai("wan22_5b: train clips image-to-video from their first frame (the A14B arch decides for itself)"),
+        ),
     };
 
     s.unused(DATASET_UNUSED);
@@ -235,52 +246,231 @@ pub(crate) fn read_dataset(s: &mut Section) -> DatasetConfig {
 
 /// Keys of this section that wanlora reads but does not act on, and why.
 const DATASET_UNUSED: &[UnusedKey] = &[
-    ("token_dropout_rate", Unused::Refused(Neutral::Off), "token dropout is not implemented"),
-    ("shuffle_tokens", Unused::Refused(Neutral::Off), "caption token shuffling is not implemented"),
-    ("keep_tokens", Unused::Refused(Neutral::Off), "caption token shuffling/dropout is not implemented"),
-    ("random_triggers", Unused::Refused(Neutral::Off), "random triggers are not implemented"),
-    ("random_triggers_max", Unused::Accepted, "only used with random_triggers"),
-    ("replacements", Unused::Refused(Neutral::Off), "caption replacements are not implemented; edit the captions"),
-    ("buckets", Unused::Refused(Neutral::True), "video training always uses aspect buckets"),
-    ("bucket_tolerance", Unused::Accepted, "buckets are multiples of 16 for Wan (AI Toolkit overrides this too)"),
-    ("scale", Unused::Refused(Neutral::Number(1.0)), "image scaling is not implemented"),
-    ("random_crop", Unused::Refused(Neutral::Off), "random crops are not implemented; buckets crop at the centre"),
-    ("random_scale", Unused::Refused(Neutral::Off), "random scaling is not implemented"),
-    ("square_crop", Unused::Refused(Neutral::Off), "square crops are not implemented; buckets keep the aspect ratio"),
-    ("prior_reg", Unused::Refused(Neutral::Off), "prior regularisation is not implemented; use is_reg"),
-    ("cache_tensors_to_disk", Unused::NoEffect(Neutral::Off), "wanlora's latent cache already stores the I2V first-frame condition"),
-    ("load_image_when_caching_latents", Unused::NoEffect(Neutral::Off), "wanlora's latent cache already stores the I2V first-frame condition"),
-    ("cache_latents_num_workers", Unused::Accepted, "AI Toolkit's decoding threads; wanlora decodes with ffmpeg"),
-    ("num_workers", Unused::Accepted, "AI Toolkit's data loader threads; wanlora decodes with ffmpeg"),
-    ("prefetch_factor", Unused::Accepted, "AI Toolkit's data loader setting"),
-    ("do_i2v", Unused::Accepted, "model.arch decides: the first-frame conditioning is always on for wan22_14b_i2v, never for wan22_14b; wan22_5b clips train image-to-video from their first frame"),
-    ("do_audio", Unused::Refused(Neutral::Off), "Wan 2.2 I2V has no audio"),
-    ("audio_normalize", Unused::Accepted, "only used with do_audio"),
-    ("audio_preserve_pitch", Unused::Accepted, "only used with do_audio"),
-    ("diff_output_preservation", Unused::Accepted, "set from train.diff_output_preservation"),
-    ("diff_output_preservation_class", Unused::Accepted, "set from train.diff_output_preservation_class"),
-    ("debug", Unused::Accepted, "AI Toolkit's frame-selection debug output"),
-    ("fast_image_size", Unused::Accepted, "AI Toolkit's image-size shortcut"),
-    ("control_path", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V; the start frame comes from each clip"),
-    ("control_path_1", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V; the start frame comes from each clip"),
-    ("control_path_2", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V; the start frame comes from each clip"),
-    ("control_path_3", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V; the start frame comes from each clip"),
-    ("control_from_same_folder", Unused::Refused(Neutral::Off), "control images are not used by Wan 2.2 I2V"),
-    ("num_controls_from_same_folder", Unused::Accepted, "only used with control images"),
-    ("control_transparent_color", Unused::Accepted, "only used with control images"),
-    ("controls", Unused::Refused(Neutral::Off), "automatic control images are not used by Wan 2.2 I2V"),
-    ("mask_path", Unused::Refused(Neutral::Off), "loss masks are not implemented"),
-    ("mask_min_value", Unused::Accepted, "only used with mask_path"),
-    ("alpha_mask", Unused::Refused(Neutral::Off), "loss masks are not implemented"),
-    ("invert_mask", Unused::Refused(Neutral::Off), "loss masks are not implemented"),
-    ("inpaint_path", Unused::Refused(Neutral::Off), "inpainting is not implemented"),
-    ("unconditional_path", Unused::Refused(Neutral::Off), "unconditional image pairs are not implemented"),
-    ("clip_image_path", Unused::Refused(Neutral::Off), "Wan 2.2 I2V has no CLIP image encoder"),
-    ("augments", Unused::Refused(Neutral::Off), "augmentations are not implemented (AI Toolkit refuses them for video too)"),
-    ("augmentations", Unused::Refused(Neutral::Off), "augmentations are not implemented (AI Toolkit refuses them for video too)"),
-    ("use_short_captions", Unused::Refused(Neutral::Off), "JSON caption files are not implemented"),
-    ("standardize_images", Unused::Refused(Neutral::Off), "image standardisation is not implemented"),
-    ("poi", Unused::Refused(Neutral::Off), "AI Toolkit itself no longer supports poi"),
+    (
+        "token_dropout_rate",
+        Unused::Refused(Neutral::Off),
+        "token dropout is not implemented",
+    ),
+    (
+        "shuffle_tokens",
+        Unused::Refused(Neutral::Off),
+        "caption token shuffling is not implemented",
+    ),
+    (
+        "keep_tokens",
+        Unused::Refused(Neutral::Off),
+        "caption token shuffling/dropout is not implemented",
+    ),
+    (
+        "random_triggers",
+        Unused::Refused(Neutral::Off),
+        "random triggers are not implemented",
+    ),
+    (
+        "random_triggers_max",
+        Unused::Accepted,
+        "only used with random_triggers",
+    ),
+    (
+        "replacements",
+        Unused::Refused(Neutral::Off),
+        "caption replacements are not implemented; edit the captions",
+    ),
+    (
+        "buckets",
+        Unused::Refused(Neutral::True),
+        "video training always uses aspect buckets",
+    ),
+    (
+        "bucket_tolerance",
+        Unused::Accepted,
+        "buckets are multiples of 16 for Wan (AI Toolkit overrides this too)",
+    ),
+    (
+        "scale",
+        Unused::Refused(Neutral::Number(1.0)),
+        "image scaling is not implemented",
+    ),
+    (
+        "random_crop",
+        Unused::Refused(Neutral::Off),
+        "random crops are not implemented; buckets crop at the centre",
+    ),
+    (
+        "random_scale",
+        Unused::Refused(Neutral::Off),
+        "random scaling is not implemented",
+    ),
+    (
+        "square_crop",
+        Unused::Refused(Neutral::Off),
+        "square crops are not implemented; buckets keep the aspect ratio",
+    ),
+    (
+        "prior_reg",
+        Unused::Refused(Neutral::Off),
+        "prior regularisation is not implemented; use is_reg",
+    ),
+    (
+        "cache_tensors_to_disk",
+        Unused::NoEffect(Neutral::Off),
+        "wanlora's latent cache already stores the I2V first-frame condition",
+    ),
+    (
+        "load_image_when_caching_latents",
+        Unused::NoEffect(Neutral::Off),
+        "wanlora's latent cache already stores the I2V first-frame condition",
+    ),
+    (
+        "cache_latents_num_workers",
+        Unused::Accepted,
+        "AI Toolkit's decoding threads; wanlora decodes with ffmpeg",
+    ),
+    (
+        "num_workers",
+        Unused::Accepted,
+        "AI Toolkit's data loader threads; wanlora decodes with ffmpeg",
+    ),
+    (
+        "prefetch_factor",
+        Unused::Accepted,
+        "AI Toolkit's data loader setting",
+    ),
+    (
+        "do_audio",
+        Unused::Refused(Neutral::Off),
+        "Wan 2.2 I2V has no audio",
+    ),
+    (
+        "audio_normalize",
+        Unused::Accepted,
+        "only used with do_audio",
+    ),
+    (
+        "audio_preserve_pitch",
+        Unused::Accepted,
+        "only used with do_audio",
+    ),
+    (
+        "diff_output_preservation",
+        Unused::Accepted,
+        "set from train.diff_output_preservation",
+    ),
+    (
+        "diff_output_preservation_class",
+        Unused::Accepted,
+        "set from train.diff_output_preservation_class",
+    ),
+    (
+        "debug",
+        Unused::Accepted,
+        "AI Toolkit's frame-selection debug output",
+    ),
+    (
+        "fast_image_size",
+        Unused::Accepted,
+        "AI Toolkit's image-size shortcut",
+    ),
+    (
+        "control_path",
+        Unused::Refused(Neutral::Off),
+        "control images are not used by Wan 2.2 I2V; the start frame comes from each clip",
+    ),
+    (
+        "control_path_1",
+        Unused::Refused(Neutral::Off),
+        "control images are not used by Wan 2.2 I2V; the start frame comes from each clip",
+    ),
+    (
+        "control_path_2",
+        Unused::Refused(Neutral::Off),
+        "control images are not used by Wan 2.2 I2V; the start frame comes from each clip",
+    ),
+    (
+        "control_path_3",
+        Unused::Refused(Neutral::Off),
+        "control images are not used by Wan 2.2 I2V; the start frame comes from each clip",
+    ),
+    (
+        "control_from_same_folder",
+        Unused::Refused(Neutral::Off),
+        "control images are not used by Wan 2.2 I2V",
+    ),
+    (
+        "num_controls_from_same_folder",
+        Unused::Accepted,
+        "only used with control images",
+    ),
+    (
+        "control_transparent_color",
+        Unused::Accepted,
+        "only used with control images",
+    ),
+    (
+        "controls",
+        Unused::Refused(Neutral::Off),
+        "automatic control images are not used by Wan 2.2 I2V",
+    ),
+    (
+        "mask_path",
+        Unused::Refused(Neutral::Off),
+        "loss masks are not implemented",
+    ),
+    (
+        "mask_min_value",
+        Unused::Accepted,
+        "only used with mask_path",
+    ),
+    (
+        "alpha_mask",
+        Unused::Refused(Neutral::Off),
+        "loss masks are not implemented",
+    ),
+    (
+        "invert_mask",
+        Unused::Refused(Neutral::Off),
+        "loss masks are not implemented",
+    ),
+    (
+        "inpaint_path",
+        Unused::Refused(Neutral::Off),
+        "inpainting is not implemented",
+    ),
+    (
+        "unconditional_path",
+        Unused::Refused(Neutral::Off),
+        "unconditional image pairs are not implemented",
+    ),
+    (
+        "clip_image_path",
+        Unused::Refused(Neutral::Off),
+        "Wan 2.2 I2V has no CLIP image encoder",
+    ),
+    (
+        "augments",
+        Unused::Refused(Neutral::Off),
+        "augmentations are not implemented (AI Toolkit refuses them for video too)",
+    ),
+    (
+        "augmentations",
+        Unused::Refused(Neutral::Off),
+        "augmentations are not implemented (AI Toolkit refuses them for video too)",
+    ),
+    (
+        "use_short_captions",
+        Unused::Refused(Neutral::Off),
+        "JSON caption files are not implemented",
+    ),
+    (
+        "standardize_images",
+        Unused::Refused(Neutral::Off),
+        "image standardisation is not implemented",
+    ),
+    (
+        "poi",
+        Unused::Refused(Neutral::Off),
+        "AI Toolkit itself no longer supports poi",
+    ),
 ];
 
 /// Dataset `i`'s own checks; `at` is its key path, relative paths resolve against `base_dir`.

@@ -56,6 +56,17 @@ pub(crate) fn validate(job: &Job, ctx: &mut Ctx, base_dir: &Path) {
             );
         }
         crate::dataset::check_dataset(dataset, i, &at, base_dir, ctx);
+        // do_i2v decides how TI2V-5B trains clips; batches mix datasets, so they must agree.
+        if arch.first_frame_replacement && dataset.do_i2v != process.datasets[0].do_i2v {
+            ctx.error_at(
+                &format!("{at}.do_i2v"),
+                format!(
+                    "dataset {i} has do_i2v: {}, dataset 0 has {}; {} trains every clip of a job the same way",
+                    dataset.do_i2v, process.datasets[0].do_i2v, arch.label
+                ),
+                "give every dataset the same do_i2v",
+            );
+        }
     }
 
     // train

@@ -817,6 +817,34 @@ fn readme_names_every_refused_key() {
 }
 
 #[test]
+fn do_i2v_is_read_for_ti2v_and_its_datasets_must_agree() {
+    let five_b = MINIMAL
+        .replace(
+            "ai-toolkit/Wan2.2-I2V-A14B-Diffusers-bf16",
+            "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        )
+        .replace("arch: wan22_14b_i2v", "arch: wan22_5b");
+    let job = parse(&five_b).job.expect("job");
+    assert!(
+        job.process().datasets[0].do_i2v,
+        "the UI's value by default"
+    );
+    let t2v = five_b.replace(
+        "        - folder_path: data/motion\n",
+        "        - folder_path: data/motion\n          do_i2v: false\n",
+    );
+    let validated = parse(&t2v);
+    assert!(validated.is_valid(), "{:#?}", validated.findings);
+    assert!(!validated.job.expect("job").process().datasets[0].do_i2v);
+    let mixed = t2v.replace(
+        "          do_i2v: false\n",
+        "          do_i2v: false\n        - folder_path: data/motion\n          do_i2v: true\n",
+    );
+    let keys: Vec<String> = parse(&mixed).errors().map(|f| f.key.clone()).collect();
+    assert_eq!(keys, ["config.process[0].datasets[1].do_i2v"]);
+}
+
+#[test]
 fn a_ti2v_5b_job_has_its_own_defaults_and_32_pixel_sample_sizes() {
     let yaml = MINIMAL
         .replace(

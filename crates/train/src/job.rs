@@ -57,6 +57,8 @@ fn dataset_spec(d: &cfg::DatasetConfig) -> DatasetSpec {
         // Job-wide: read by `dataset_specs` into the job context.
         cache_text_embeddings: _,
         batch_size,
+        // Job-wide for wan22_5b: read by `clips_train_image_to_video`.
+        do_i2v: _,
     } = d;
     DatasetSpec {
         folder_path: folder_path.into(),
@@ -80,6 +82,12 @@ fn dataset_spec(d: &cfg::DatasetConfig) -> DatasetSpec {
         // Validation makes it equal to train.batch_size (the job context's).
         batch_size: batch_size.map(|n| n as usize),
     }
+}
+
+/// wan22_5b: whether clips train image-to-video from their first frame (`datasets[].do_i2v`;
+/// validation makes every dataset agree). Images always train text-to-video.
+pub fn clips_train_image_to_video(job: &Job) -> bool {
+    job.process().datasets.iter().all(|d| d.do_i2v)
 }
 
 /// `model_kwargs.vae_tiling`: true tiles every frame larger than one tile (encode and decode);

@@ -71,6 +71,8 @@ pub struct ValidationSet {
     /// TI2V-5B: a clip's clean first latent frame is the model's condition, as in training
     /// ([`crate::ti2v`]).
     first_frame_replacement: bool,
+    /// wan22_5b: `datasets[].do_i2v` (clips train image-to-video).
+    clips_image_to_video: bool,
 }
 
 impl ValidationSet {
@@ -158,6 +160,7 @@ impl ValidationSet {
             held_out,
             encoded: Vec::new(),
             first_frame_replacement: process.model.arch.facts().first_frame_replacement,
+            clips_image_to_video: crate::job::clips_train_image_to_video(job),
         }))
     }
 
@@ -262,7 +265,7 @@ impl ValidationSet {
                 let xt = loss::noisy(&x0, &noise, &(&timestep / 1000.0));
                 if self.first_frame_replacement {
                     // TI2V-5B: as its training steps see a clip (clean frame 0 at t = 0, out of the loss).
-                    let image_to_video = x0.size()[2] > 1;
+                    let image_to_video = x0.size()[2] > 1 && self.clips_image_to_video;
                     let ti2v = crate::ti2v::training_input(&xt, &x0, &timestep, image_to_video)?;
                     let input = ti2v.input.to_kind(kind);
                     let pred = tch::no_grad(|| {

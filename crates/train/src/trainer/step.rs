@@ -150,7 +150,7 @@ impl Trainer {
         let (input, timestep, loss_mask) = if arch.first_frame_replacement {
             // TI2V-5B: a clip trains image-to-video from its own first frame (clean latent frame 0 at
             // timestep 0, out of the loss), a still image text-to-video.
-            let image_to_video = x0.size()[2] > 1;
+            let image_to_video = x0.size()[2] > 1 && job::clips_train_image_to_video(&self.job.job);
             let ti2v = crate::ti2v::training_input(&xt, &x0, &timestep, image_to_video)?;
             (ti2v.input, ti2v.timestep, ti2v.loss_mask)
         } else if ys.is_empty() {
