@@ -26,6 +26,7 @@ use crate::output::{self, Control, JobFolder, JobPhase, Status};
 use crate::trainer::{RunOptions, RunSummary, Trainer};
 use crate::TrainError;
 use wanlora_config::LoadedJob;
+use wanlora_spec::job_folder::STATUS;
 
 /// What of a job one process runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,7 +242,7 @@ pub fn train_expert_parallel(
     let mut running = Vec::new();
     for rank in &ranks {
         let dir = JobFolder::rank_dir(&root, rank.expert);
-        let _ = std::fs::remove_file(dir.join("status.json"));
+        let _ = std::fs::remove_file(dir.join(STATUS));
         let control = dir.join("control");
         std::fs::create_dir_all(&control).map_err(|e| TrainError::io(&control, e))?;
         for c in Control::ALL {
@@ -299,9 +300,8 @@ fn tell_ranks(root: &Path, running: &[(Rank, Option<Child>)], c: Control) {
 }
 
 /// A rank's last status, if it wrote one.
-fn rank_status(root: &Path, expert: Expert) -> Option<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(JobFolder::rank_dir(root, expert).join("status.json")).ok()?;
+fn rank_status(root: &Path, expert: Expert) -> Option<Status> {
+    let text = std::fs::read_to_string(JobFolder::rank_dir(root, expert).join(STATUS)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -346,7 +346,7 @@ fn supervise(
             tell_ranks(&root, running, Control::Stop);
             stop_sent = true;
         }
-        let statuses: Vec<(Expert, Option<serde_json::Value>)> = running
+        let statuses: Vec<(Expert, Option<Status>)> = running
             .iter()
             .map(|(r, _)| (r.expert, rank_status(&root, r.expert)))
             .collect();
@@ -363,12 +363,12 @@ fn supervise(
 /// counts them).
 fn job_step(
     schedule: &crate::experts::ExpertSchedule,
-    statuses: &[(Expert, Option<serde_json::Value>)],
+    statuses: &[(Expert, Option<Status>)],
 ) -> u64 {
     statuses
         .iter()
         .map(|(e, s)| {
-            let at = s.as_ref().and_then(|s| s["step"].as_u64()).unwrap_or(0);
+            let at = s.as_ref().map_or(0, |s| s.step);
             schedule.steps_of(*e, at)
         })
         .sum()
@@ -378,15 +378,12 @@ fn combined_status(
     schedule: &crate::experts::ExpertSchedule,
     total: u64,
     step: u64,
-    statuses: &[(Expert, Option<serde_json::Value>)],
+    statuses: &[(Expert, Option<Status>)],
 ) -> Status {
     let message = statuses
         .iter()
         .map(|(e, s)| {
-            let m = s
-                .as_ref()
-                .and_then(|s| s["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "starting".into());
+            let m = s.as_ref().map_or("starting", |s| s.message.as_str());
             format!("{}: {m}", e.name())
         })
         .collect::<Vec<_>>()
@@ -396,7 +393,7 @@ fn combined_status(
         .iter()
         .filter_map(|(e, s)| {
             let s = s.as_ref()?;
-            Some((*e, s["seconds_per_step"].as_f64()?, s["step"].as_u64()?))
+            Some((*e, s.seconds_per_step?, s.step))
         })
         .collect();
     let seconds_per_step = (!rates.is_empty()).then(|| {
@@ -417,7 +414,7 @@ fn combined_status(
     });
     let training = statuses.iter().any(|(_, s)| {
         s.as_ref()
-            .is_some_and(|s| matches!(s["state"].as_str(), Some("training" | "saving")))
+            .is_some_and(|s| matches!(s.state, JobPhase::Training | JobPhase::Saving))
     });
     let phase = if training {
         JobPhase::Training
@@ -438,14 +435,13 @@ fn finish(
     schedule: &crate::experts::ExpertSchedule,
     total: u64,
     step: u64,
-    statuses: &[(Expert, Option<serde_json::Value>)],
+    statuses: &[(Expert, Option<Status>)],
     failure: Option<(Expert, String)>,
 ) -> Result<RunSummary, TrainError> {
     crate::trainer::save::write_loss_plot(folder);
-    let completed = statuses.iter().all(|(_, s)| {
-        s.as_ref()
-            .is_some_and(|s| s["state"].as_str() == Some("completed"))
-    });
+    let completed = statuses
+        .iter()
+        .all(|(_, s)| s.as_ref().is_some_and(|s| s.state == JobPhase::Completed));
     let mut status = Status::at(
         JobPhase::Stopped,
         step,
@@ -456,7 +452,7 @@ fn finish(
         let reason = statuses
             .iter()
             .find(|(e, _)| *e == expert)
-            .and_then(|(_, s)| s.as_ref()?["error"].as_str().map(str::to_string));
+            .and_then(|(_, s)| s.as_ref()?.error.clone());
         let e = TrainError::RankFailed {
             expert: expert.name(),
             how,
@@ -529,7 +525,12 @@ mod tests {
     #[test]
     fn the_job_step_counts_both_ranks_steps() {
         let schedule = ExpertSchedule::new(true, true, 2);
-        let at = |s: u64| Some(serde_json::json!({ "step": s }));
+        let at = |step: u64| {
+            Some(Status {
+                step,
+                ..Status::default()
+            })
+        };
         // High at job step 6 has done steps 0, 1, 4, 5; low at 3 has done step 2.
         assert_eq!(
             job_step(&schedule, &[(Expert::High, at(6)), (Expert::Low, at(3))]),

@@ -16,10 +16,11 @@
 use std::cell::RefMut;
 use tch::{Device, Tensor};
 
+use super::stream::helper_error;
 use super::{AttentionMemo, BlockStreamer, HostArena, WanTransformer};
 use crate::error::ModelError;
 use crate::lora::LoraApply;
-use wanlora_torch::cuda::{Event, HelperError, Stream};
+use wanlora_torch::cuda::{Event, Stream};
 
 /// How many blocks keep their activations instead of being recomputed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,10 +31,6 @@ pub struct CheckpointPolicy {
     pub keep_attention: usize,
     /// Keep the recomputed blocks' inputs in page-locked host memory instead of on the device.
     pub host_inputs: bool,
-}
-
-fn helper_error(e: HelperError) -> ModelError {
-    ModelError::Input(e.to_string())
 }
 
 /// The CUDA streams of host-stashed inputs: copies run on their own stream, compute waits for them.

@@ -18,7 +18,10 @@ pub fn transformer_weights(set: WeightSet) -> Result<TransformerWeights, WeightE
     let found = std::iter::once("")
         .chain(WRAPPER_PREFIXES)
         .find_map(|prefix| {
-            let has = |p: &str| raw.iter().any(|n| n.starts_with(&format!("{prefix}{p}")));
+            let has = |p: &str| {
+                let full = format!("{prefix}{p}");
+                raw.iter().any(|n| n.starts_with(&full))
+            };
             has("patch_embedding.weight").then(|| (prefix, transformer_naming(has)))
         });
     match found {

@@ -409,6 +409,7 @@ pub(crate) fn to_host(block: &WanBlock, arena: &mut HostArena) -> Result<WanBloc
     Ok(block.map_tensors(&mut |t| arena.copy(t, false))?)
 }
 
-fn helper_error(e: HelperError) -> ModelError {
+/// The helper's error as the model crate's (streams, events, copies).
+pub(super) fn helper_error(e: HelperError) -> ModelError {
     ModelError::Torch(TchError::Torch(e.to_string()))
 }
