@@ -220,3 +220,48 @@ fn gpus_for_one_expert_launch_ranks_here_and_a_killed_rank_fails_the_job_which_r
         assert!(diff <= 1e-6, "{n}: max |difference| {diff:e}");
     }
 }
+
+/// A world of one through a process group named by WANLORA_DIST_BACKEND (on the GPU machine:
+/// nccl, scripts/gpu/dist.sh; here gloo) gives the plain run's files bit for bit; a backend that
+/// does not exist is named.
+#[test]
+fn a_named_backend_runs_a_world_of_one_through_the_group_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, grouped) = (
+        prepare_with(dir.path(), "plain", 2),
+        prepare_with(dir.path(), "grouped", 2),
+    );
+    run_ok(wanlora().args(["train", "--no-progress"]).arg(&plain));
+    let world_of_one = |job: &Path, backend: &str| {
+        wanlora()
+            .args(["train", "--no-progress"])
+            .arg(job)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", free_port().to_string())
+            .env("WORLD_SIZE", "1")
+            .env("RANK", "0")
+            .env("LOCAL_RANK", "0")
+            .env("WANLORA_DIST_BACKEND", backend)
+            .output()
+            .unwrap()
+    };
+    let out = world_of_one(&grouped, "mpi");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WANLORA_DIST_BACKEND=\"mpi\""), "{err}");
+    let out = world_of_one(&grouped, "gloo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for e in ["high_noise", "low_noise"] {
+        let (a, b) = (
+            lora(&dir.path().join(format!("plain/plain_{e}.safetensors"))),
+            lora(&dir.path().join(format!("grouped/grouped_{e}.safetensors"))),
+        );
+        for (n, t) in &a {
+            assert!(t.equal(&b[n]), "{e} {n} differs");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! each expert in a process of its own, and gives the same LoRA files (every save), the same loss
 //! at every step and one job's status as the alternating run of the same job in one process; a
 //! rank killed mid-run fails the job (the other rank saves), and running it again resumes both to
-//! the alternating run's files.
+//! the alternating run's files. With four devices both modes combine: each expert trains on a
+//! data-parallel group of two, and the files equal the alternating run's with the same batches.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -187,6 +188,52 @@ fn expert_parallel_equals_the_alternating_run() {
     assert_eq!(status["step"], STEPS);
     assert!(!par_out.join("pid").exists());
     assert!(par_out.join("loss.png").exists());
+}
+
+#[test]
+fn four_devices_train_each_expert_on_a_data_parallel_group_of_two() {
+    const STEPS4: u32 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    // Batches of 2 (one sample per rank of a group), fp32 files, lr 3e-4 (see data_parallel.rs).
+    let batched = |name: &str| {
+        let job = prepare_with(dir.path(), name, STEPS4);
+        let text = std::fs::read_to_string(&job)
+            .unwrap()
+            .replace("        batch_size: 1\n", "        batch_size: 2\n")
+            .replace("        dtype: bf16\n", "        dtype: float32\n")
+            .replace("        lr: 0.003\n", "        lr: 0.0003\n");
+        assert!(text.contains("batch_size: 2") && text.contains("lr: 0.0003"));
+        std::fs::write(&job, text).unwrap();
+        job
+    };
+    let (alt, par) = (batched("alt"), batched("par"));
+    train(&alt, &[]);
+    train(&par, &["--gpus", "0,1,2,3"]);
+    let (alt_out, par_out) = (dir.path().join("alt"), dir.path().join("par"));
+    for e in ["high_noise", "low_noise"] {
+        for save in ["_000000002", ""] {
+            let (a, b) = (
+                tensors(&alt_out.join(format!("alt{save}_{e}.safetensors"))),
+                tensors(&par_out.join(format!("par{save}_{e}.safetensors"))),
+            );
+            assert_eq!(a.len(), b.len());
+            for (n, t) in &a {
+                let diff = (t - &b[n]).abs().max().double_value(&[]);
+                assert!(diff <= 1e-6, "{e}{save} {n}: max |difference| {diff:e}");
+            }
+        }
+    }
+    // One job: every step once in the metrics (each group's rank 0 writes), one status.
+    let (a, p) = (losses(&alt_out), losses(&par_out));
+    assert_eq!(p.len(), STEPS4 as usize);
+    for (step, (expert, loss)) in &a {
+        let (pe, pl) = &p[step];
+        assert_eq!(expert, pe);
+        assert!((loss - pl).abs() <= 1e-5, "step {step}: {loss} vs {pl}");
+    }
+    assert_eq!(status(&par_out)["state"], "completed");
+    let log = std::fs::read_to_string(par_out.join("log.txt")).unwrap();
+    assert!(log.contains("(rank 1 of 2 over gloo)"), "{log}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `train.gpus` (wanlora) and `wanlora train --gpus`: which GPUs a job runs on. Two GPUs with both
 //! experts trained run the experts side by side (expert-parallel); several GPUs for one expert
-//! train it data-parallel; more than two with both experts (groups per expert) is not available.
+//! train it data-parallel; an even number above two with both experts does both: the first half
+//! of the list trains the high-noise expert data-parallel, the second half the low-noise one.
 
 use crate::reader::Ctx;
 use crate::Job;
@@ -26,10 +27,14 @@ pub fn parse_gpu_list(text: &str) -> Result<Vec<u32>, String> {
 pub fn gpu_list_problem(gpus: &[u32], trained: usize) -> Option<(String, String)> {
     match (gpus.len(), trained) {
         (0..=2, _) | (_, 1) => None,
+        (n, _) if n.is_multiple_of(2) => None,
         (n, _) => Some((
-            format!("{gpus:?}: {n} GPUs for two experts; expert-parallel training uses two, one per expert"),
-            "list two GPUs, or train one expert on several (data-parallel); groups of GPUs per expert are \
-             not available yet"
+            format!(
+                "{gpus:?}: {n} GPUs for two experts; each expert trains on half of the list, so it needs an \
+                 even number"
+            ),
+            "list an even number of GPUs (the first half trains the high-noise expert, the second half the \
+             low-noise one), or train one expert on all of them"
                 .into(),
         )),
     }
@@ -63,13 +68,13 @@ mod tests {
     }
 
     #[test]
-    fn more_than_two_gpus_for_two_experts_are_refused() {
+    fn an_odd_number_of_gpus_for_two_experts_is_refused() {
         assert_eq!(gpu_list_problem(&[0, 1], 2), None);
         assert_eq!(gpu_list_problem(&[1], 1), None);
         assert_eq!(gpu_list_problem(&[0, 1, 2], 1), None);
-        assert!(gpu_list_problem(&[0, 1, 2], 2)
-            .unwrap()
-            .0
-            .contains("3 GPUs for two experts"));
+        assert_eq!(gpu_list_problem(&[0, 1, 2, 3], 2), None);
+        let (message, hint) = gpu_list_problem(&[0, 1, 2], 2).unwrap();
+        assert!(message.contains("3 GPUs for two experts"), "{message}");
+        assert!(hint.contains("even number"), "{hint}");
     }
 }

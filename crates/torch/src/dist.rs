@@ -1,8 +1,8 @@
 //! libtorch's distributed engine (c10d) from Rust: a process group of `world` ranks formed through
-//! a TCPStore (rank 0 serves it on `host:port`) with gloo as the transport — the group PyTorch
-//! itself uses for CPU tensors. What training needs of it: the mean of one flat tensor over all
-//! ranks (in place) and a barrier. NCCL (CUDA tensors) is not reached yet: libtorch_cuda.so is
-//! dlopen'ed at start-up, so ProcessGroupNCCL would have to be resolved at run time.
+//! a TCPStore (rank 0 serves it on `host:port`), over gloo (CPU tensors) or NCCL (CUDA tensors) —
+//! the groups PyTorch itself uses. What training needs of it: the mean of one flat tensor over all
+//! ranks (in place) and a barrier. ProcessGroupNCCL is resolved at run time from libtorch_cuda.so
+//! (csrc/dist.cpp says how), so asking for it on a CPU machine is an error, not a link failure.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::time::Duration;
@@ -20,6 +20,17 @@ mod ffi {
             timeout_ms: i64,
             out: *mut *mut c_void,
         ) -> c_int;
+        pub fn wl_dist_nccl_new(
+            host: *const c_char,
+            port: c_int,
+            rank: c_int,
+            world: c_int,
+            timeout_ms: i64,
+            device: c_int,
+            out: *mut *mut c_void,
+        ) -> c_int;
+        pub fn wl_dist_backend_name(group: *mut c_void, out: *mut c_char, capacity: c_int)
+            -> c_int;
         pub fn wl_dist_allreduce_mean(group: *mut c_void, tensor: *mut c_void) -> c_int;
         pub fn wl_dist_barrier(group: *mut c_void) -> c_int;
         pub fn wl_dist_free(group: *mut c_void);
@@ -46,8 +57,41 @@ pub enum DistError {
         rank: u32,
         reason: String,
     },
-    #[error("the gloo process group reduces CPU tensors; this one is on {0:?}")]
-    NotOnCpu(Device),
+    #[error(
+        "the {transport} process group reduces tensors on {expected:?}; this one is on {given:?}"
+    )]
+    WrongDevice {
+        transport: &'static str,
+        expected: Device,
+        given: Device,
+    },
+}
+
+/// What carries a process group's collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// ProcessGroupGloo: tensors in host memory.
+    Gloo,
+    /// ProcessGroupNCCL: tensors on CUDA device `device` (one device per rank: NCCL refuses two
+    /// ranks on one GPU).
+    Nccl { device: usize },
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Gloo => "gloo",
+            Transport::Nccl { .. } => "nccl",
+        }
+    }
+
+    /// The device the group's tensors live on.
+    pub fn device(self) -> Device {
+        match self {
+            Transport::Gloo => Device::Cpu,
+            Transport::Nccl { device } => Device::Cuda(device),
+        }
+    }
 }
 
 fn last_error() -> String {
@@ -57,27 +101,29 @@ fn last_error() -> String {
         .into_owned()
 }
 
-/// A gloo process group: this process is `rank` of `world`.
-pub struct GlooGroup {
+/// A process group: this process is `rank` of `world`.
+pub struct ProcessGroup {
     handle: *mut c_void,
+    transport: Transport,
     rank: u32,
     world: u32,
 }
 
 // SAFETY: the group is used from one thread at a time (&mut-free methods only call into c10d,
 // whose process group is thread-safe for the collectives used here); it owns its handle.
-unsafe impl Send for GlooGroup {}
+unsafe impl Send for ProcessGroup {}
 
-impl GlooGroup {
+impl ProcessGroup {
     /// Joins the group: rank 0 serves the TCPStore on `host:port`, every rank (0 included) connects
-    /// and waits for all `world` ranks, up to `timeout`.
+    /// and waits for all `world` ranks, up to `timeout` (also the collectives' timeout).
     pub fn join(
+        transport: Transport,
         host: &str,
         port: u16,
         rank: u32,
         world: u32,
         timeout: Duration,
-    ) -> Result<GlooGroup, DistError> {
+    ) -> Result<ProcessGroup, DistError> {
         if rank >= world {
             return Err(DistError::BadRank { rank, world });
         }
@@ -86,15 +132,28 @@ impl GlooGroup {
         })?;
         let mut handle = std::ptr::null_mut();
         // SAFETY: valid C string and out pointer; the helper catches every C++ exception.
+        let (port_c, rank_c, world_c) = (i32::from(port), rank as i32, world as i32);
+        let timeout_ms = timeout.as_millis() as i64;
         let rc = unsafe {
-            ffi::wl_dist_gloo_new(
-                c_host.as_ptr(),
-                i32::from(port),
-                rank as i32,
-                world as i32,
-                timeout.as_millis() as i64,
-                &mut handle,
-            )
+            match transport {
+                Transport::Gloo => ffi::wl_dist_gloo_new(
+                    c_host.as_ptr(),
+                    port_c,
+                    rank_c,
+                    world_c,
+                    timeout_ms,
+                    &mut handle,
+                ),
+                Transport::Nccl { device } => ffi::wl_dist_nccl_new(
+                    c_host.as_ptr(),
+                    port_c,
+                    rank_c,
+                    world_c,
+                    timeout_ms,
+                    device as i32,
+                    &mut handle,
+                ),
+            }
         };
         if rc != 0 {
             return Err(DistError::Join {
@@ -105,11 +164,28 @@ impl GlooGroup {
                 reason: last_error(),
             });
         }
-        Ok(GlooGroup {
+        Ok(ProcessGroup {
             handle,
+            transport,
             rank,
             world,
         })
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The backend's name as c10d reports it (`gloo`, `nccl`).
+    pub fn backend_name(&self) -> Result<String, DistError> {
+        let mut buf = [0 as c_char; 64];
+        // SAFETY: the handle is live; the buffer's capacity is passed.
+        let rc = unsafe { ffi::wl_dist_backend_name(self.handle, buf.as_mut_ptr(), 64) };
+        self.check(rc, "backend name")?;
+        // SAFETY: the helper wrote a NUL-terminated string within the buffer.
+        Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned())
     }
 
     pub fn rank(&self) -> u32 {
@@ -122,8 +198,13 @@ impl GlooGroup {
 
     /// In place: `tensor` becomes the mean of its values over every rank (all-reduce sum / world).
     pub fn all_reduce_mean(&self, tensor: &Tensor) -> Result<(), DistError> {
-        if tensor.device() != Device::Cpu {
-            return Err(DistError::NotOnCpu(tensor.device()));
+        let expected = self.transport.device();
+        if tensor.device() != expected {
+            return Err(DistError::WrongDevice {
+                transport: self.transport.name(),
+                expected,
+                given: tensor.device(),
+            });
         }
         // SAFETY: the handle is live; the tensor pointer is tch's at::Tensor*, valid for the call.
         let rc =
@@ -150,9 +231,9 @@ impl GlooGroup {
     }
 }
 
-impl Drop for GlooGroup {
+impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        // SAFETY: the handle came from wl_dist_gloo_new and is freed once.
+        // SAFETY: the handle came from wl_dist_gloo_new / wl_dist_nccl_new and is freed once.
         unsafe { ffi::wl_dist_free(self.handle) }
     }
 }

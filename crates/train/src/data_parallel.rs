@@ -1,13 +1,17 @@
-//! Data-parallel training over libtorch's gloo process group (`wanlora_torch::dist`): `world`
+//! Data-parallel training over libtorch's process groups (`wanlora_torch::dist`): `world`
 //! processes train the same experts, each on its share of every batch (entry i of a batch goes to
 //! rank i mod world), and average their flat LoRA gradient before the optimizer step, so every
 //! rank holds the same LoRA. Timesteps and noise are drawn for the whole batch on every rank and
 //! each keeps its entries', so the run equals one process training the whole batch. Rank 0 saves,
 //! logs and writes the status; a stop asked of any rank stops all at the same step.
+//!
+//! The transport: NCCL when the ranks train on CUDA (the gradient stays on the GPU), gloo on the
+//! CPU. `WANLORA_DIST_BACKEND=gloo` forces gloo on CUDA too (through host memory), which is what
+//! two ranks sharing one GPU need (NCCL refuses that); `wanlora train --gpus 0,0` sets it.
 
 use std::time::Duration;
 use tch::{Device, Tensor};
-use wanlora_torch::dist::GlooGroup;
+use wanlora_torch::dist::{ProcessGroup, Transport};
 
 use crate::TrainError;
 use wanlora_data::Catalog;
@@ -28,19 +32,129 @@ pub fn check_batches(catalog: &Catalog, world: u32) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// How long ranks wait for each other to join.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long ranks wait for each other: to join, and at a collective — long enough for rank 0's
+/// previews and saves, which the others wait out at their next all-reduce (a rank that dies is
+/// noticed at once: its connections close).
+const GROUP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The environment variable that picks the transport (`auto`, `gloo`, `nccl`).
+pub const BACKEND_VAR: &str = "WANLORA_DIST_BACKEND";
+
+/// Which process group carries the gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DistBackend {
+    /// NCCL on CUDA, gloo on the CPU.
+    #[default]
+    Auto,
+    Gloo,
+    Nccl,
+}
+
+impl DistBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            DistBackend::Auto => "auto",
+            DistBackend::Gloo => "gloo",
+            DistBackend::Nccl => "nccl",
+        }
+    }
+
+    /// The value of [`BACKEND_VAR`]; unset is `auto`.
+    pub fn from_var(value: Option<&str>) -> Result<DistBackend, TrainError> {
+        match value.map(str::trim) {
+            None | Some("") | Some("auto") => Ok(DistBackend::Auto),
+            Some("gloo") => Ok(DistBackend::Gloo),
+            Some("nccl") => Ok(DistBackend::Nccl),
+            Some(other) => Err(TrainError::Setup(format!(
+                "{BACKEND_VAR}={other:?} is not a process group; use auto (NCCL on GPUs, gloo on CPUs), gloo or nccl"
+            ))),
+        }
+    }
+
+    /// The backend for ranks on `devices` (one entry per rank of one machine: GPU indices or
+    /// device names): `auto` becomes gloo when a device is listed twice, since NCCL cannot put two
+    /// ranks on one GPU; asking for NCCL then is an error.
+    pub fn for_devices<T: PartialEq + std::fmt::Debug>(
+        self,
+        devices: &[T],
+    ) -> Result<DistBackend, TrainError> {
+        let shared = devices
+            .iter()
+            .enumerate()
+            .any(|(i, d)| devices[..i].contains(d));
+        match (self, shared) {
+            (DistBackend::Auto, true) => Ok(DistBackend::Gloo),
+            (DistBackend::Nccl, true) => Err(TrainError::Setup(format!(
+                "{BACKEND_VAR}=nccl with devices {devices:?}: NCCL cannot put two ranks on one GPU; list each GPU \
+                 once, or use gloo"
+            ))),
+            (b, _) => Ok(b),
+        }
+    }
+
+    /// The transport for a rank training on `device`.
+    fn transport(self, device: Device) -> Result<Transport, TrainError> {
+        match (self, device) {
+            (DistBackend::Gloo, _) | (DistBackend::Auto, Device::Cpu) => Ok(Transport::Gloo),
+            (DistBackend::Nccl | DistBackend::Auto, Device::Cuda(index)) => {
+                Ok(Transport::Nccl { device: index })
+            }
+            (DistBackend::Nccl, _) => Err(TrainError::Setup(format!(
+                "{BACKEND_VAR}=nccl, but this rank trains on {device:?}; NCCL reduces CUDA tensors — use gloo \
+                 or auto on CPUs"
+            ))),
+            (DistBackend::Auto, other) => Err(TrainError::Setup(format!(
+                "data-parallel training on {other:?} is not supported; use CUDA GPUs or the CPU"
+            ))),
+        }
+    }
+}
+
+/// A free TCP port on this machine for a group's store (rank 0 serves it there).
+pub fn free_local_port() -> Result<u16, TrainError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| {
+            TrainError::Setup(format!("no free local port for a data-parallel group: {e}"))
+        })
+}
+
+/// A process's place in a data-parallel group: `rank` of `world`, the group's store served by
+/// rank 0 at `master_addr:master_port`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataPlace {
+    pub rank: u32,
+    pub world: u32,
+    pub master_addr: String,
+    pub master_port: u16,
+    pub backend: DistBackend,
+}
 
 /// This process's place in a data-parallel run.
 pub struct DataRank {
-    group: GlooGroup,
+    group: ProcessGroup,
 }
 
 impl DataRank {
-    pub fn join(host: &str, port: u16, rank: u32, world: u32) -> Result<DataRank, TrainError> {
-        let group = GlooGroup::join(host, port, rank, world, JOIN_TIMEOUT)
-            .map_err(|e| TrainError::Setup(format!("data-parallel: {e}")))?;
+    /// Joins the group of `place` for a rank that trains on `device`.
+    pub fn join(place: &DataPlace, device: Device) -> Result<DataRank, TrainError> {
+        let transport = place.backend.transport(device)?;
+        let group = ProcessGroup::join(
+            transport,
+            &place.master_addr,
+            place.master_port,
+            place.rank,
+            place.world,
+            GROUP_TIMEOUT,
+        )
+        .map_err(|e| TrainError::Setup(format!("data-parallel ({}): {e}", transport.name())))?;
         Ok(DataRank { group })
+    }
+
+    /// `gloo` or `nccl`.
+    pub fn transport(&self) -> &'static str {
+        self.group.transport().name()
     }
 
     pub fn rank(&self) -> u32 {
@@ -56,27 +170,28 @@ impl DataRank {
         index % self.world() as usize == self.rank() as usize
     }
 
-    /// In place: `values` becomes the mean over the ranks (through host memory for CUDA tensors:
-    /// gloo reduces CPU tensors).
+    /// In place: `values` becomes the mean over the ranks (through the group's device: host memory
+    /// for gloo with CUDA tensors).
     pub fn average(&self, values: &Tensor) -> Result<(), TrainError> {
         let device = values.device();
-        let host = if device == Device::Cpu {
+        let on = self.group.transport().device();
+        let moved = if device == on {
             values.shallow_clone()
         } else {
-            values.to_device(Device::Cpu)
+            values.to_device(on)
         };
         self.group
-            .all_reduce_mean(&host)
+            .all_reduce_mean(&moved)
             .map_err(|e| TrainError::Setup(format!("data-parallel: {e}")))?;
-        if device != Device::Cpu {
-            tch::no_grad(|| values.shallow_clone().copy_(&host));
+        if device != on {
+            tch::no_grad(|| values.shallow_clone().copy_(&moved));
         }
         Ok(())
     }
 
     /// The mean of `value` over the ranks.
     pub fn mean(&self, value: f64) -> Result<f64, TrainError> {
-        let t = Tensor::from_slice(&[value]);
+        let t = Tensor::from_slice(&[value]).to_device(self.group.transport().device());
         self.average(&t)?;
         Ok(t.double_value(&[0]))
     }
@@ -84,5 +199,50 @@ impl DataRank {
     /// Whether any rank says yes (a stop asked of one stops all at the same step).
     pub fn any(&self, yes: bool) -> Result<bool, TrainError> {
         Ok(self.mean(if yes { 1.0 } else { 0.0 })? > 0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_variable_reads_or_names_what_is_wrong() {
+        assert_eq!(DistBackend::from_var(None).unwrap(), DistBackend::Auto);
+        assert_eq!(
+            DistBackend::from_var(Some(" nccl")).unwrap(),
+            DistBackend::Nccl
+        );
+        assert_eq!(
+            DistBackend::from_var(Some("gloo")).unwrap(),
+            DistBackend::Gloo
+        );
+        let message = DistBackend::from_var(Some("mpi")).unwrap_err().to_string();
+        assert!(
+            message.contains("WANLORA_DIST_BACKEND=\"mpi\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn nccl_on_gpus_gloo_on_cpus_and_on_a_shared_gpu() {
+        let auto = DistBackend::Auto;
+        assert_eq!(
+            auto.transport(Device::Cuda(3)).unwrap(),
+            Transport::Nccl { device: 3 }
+        );
+        assert_eq!(auto.transport(Device::Cpu).unwrap(), Transport::Gloo);
+        assert_eq!(
+            DistBackend::Gloo.transport(Device::Cuda(0)).unwrap(),
+            Transport::Gloo
+        );
+        assert!(DistBackend::Nccl.transport(Device::Cpu).is_err());
+        assert_eq!(auto.for_devices(&[0, 1]).unwrap(), DistBackend::Auto);
+        assert_eq!(auto.for_devices(&[0, 0]).unwrap(), DistBackend::Gloo);
+        let message = DistBackend::Nccl
+            .for_devices(&[1, 1])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("two ranks on one GPU"), "{message}");
     }
 }

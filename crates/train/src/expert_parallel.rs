@@ -18,6 +18,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
 use crate::checkpoint::{self, RunState};
+use crate::data_parallel::{DataPlace, DistBackend};
 use crate::experts::Expert;
 use crate::job;
 use crate::jobfiles;
@@ -37,21 +38,17 @@ pub enum JobPart {
     /// once before its ranks start; trains nothing.
     Caches { seed: u64 },
     /// One expert of an expert-parallel job, on `device` (`cpu`, `cuda:N`), with the job's seed
-    /// as the supervisor resolved it.
+    /// as the supervisor resolved it; with `data`, one rank of that expert's data-parallel group
+    /// (several GPUs per expert).
     Expert {
         expert: Expert,
         device: String,
         seed: u64,
+        data: Option<DataPlace>,
     },
     /// One rank of a data-parallel run (crate::data_parallel), launched with MASTER_ADDR,
     /// MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK; on CUDA it trains on `cuda:<local_rank>`.
-    Data {
-        rank: u32,
-        world: u32,
-        local_rank: u32,
-        master_addr: String,
-        master_port: u16,
-    },
+    Data { place: DataPlace, local_rank: u32 },
 }
 
 impl JobPart {
@@ -81,6 +78,20 @@ impl JobPart {
             }
             _ => job_device.to_string(),
         }
+    }
+
+    /// This process's place in a data-parallel group, if it is in one.
+    pub fn data_place(&self) -> Option<&DataPlace> {
+        match self {
+            JobPart::Data { place, .. } => Some(place),
+            JobPart::Expert { data, .. } => data.as_ref(),
+            JobPart::Whole | JobPart::Caches { .. } => None,
+        }
+    }
+
+    /// A data-parallel rank other than 0: it trains, and leaves the job folder to its rank 0.
+    pub fn is_quiet(&self) -> bool {
+        self.data_place().is_some_and(|p| p.rank > 0)
     }
 
     /// The seed the supervisor resolved (so that a job without `training_seed` has one seed in
@@ -150,6 +161,8 @@ pub struct Rank {
     pub device: String,
     /// The job's seed, the same in every rank.
     pub seed: u64,
+    /// With several devices per expert: this rank's place in its expert's data-parallel group.
+    pub data: Option<DataPlace>,
 }
 
 /// The devices of an expert-parallel job from `train.gpus` (or `--gpus`) and the job's `device`:
@@ -166,39 +179,77 @@ pub fn rank_devices(job_device: &str, gpus: &[u32]) -> Vec<String> {
         .collect()
 }
 
-/// Whether `gpus` asks for an expert-parallel run of `job` (two GPUs, both experts trained); an
-/// error for a list this version cannot run.
+/// Whether `gpus` asks for an expert-parallel run of `job` (an even number of GPUs, both experts
+/// trained); an error for a list it cannot run.
 pub fn wants_expert_parallel(job: &LoadedJob, gpus: &[u32]) -> Result<bool, TrainError> {
     let schedule = job::expert_schedule(&job.job);
-    match gpus.len() {
-        0 | 1 => Ok(false),
+    if gpus.len() < 2 || schedule.trained.len() == 1 {
         // One expert on several GPUs trains data-parallel (the CLI launches those ranks).
-        _ if schedule.trained.len() == 1 => Ok(false),
-        2 => Ok(true),
-        n => Err(TrainError::Setup(format!(
-            "train.gpus {gpus:?}: {n} GPUs for two experts; expert-parallel training uses exactly two (one per \
-             expert), and groups of GPUs per expert are not available yet"
-        ))),
+        return Ok(false);
+    }
+    match wanlora_config::gpu_list_problem(gpus, schedule.trained.len()) {
+        None => Ok(true),
+        Some((message, hint)) => Err(TrainError::Setup(format!("train.gpus {message}; {hint}"))),
     }
 }
 
-/// Runs `job` expert-parallel: the cache pass here, then one rank per expert started by
+/// The ranks of an expert-parallel job on `devices` (an even number): the first half trains the
+/// first trained expert (high noise), the second half the other; with more than one device per
+/// expert each half is a data-parallel group of its own, with its own store on a free local port.
+pub fn plan_ranks(
+    trained: &[Expert],
+    devices: &[String],
+    seed: u64,
+    backend: DistBackend,
+) -> Result<Vec<Rank>, TrainError> {
+    if trained.len() != 2 || devices.len() < 2 || !devices.len().is_multiple_of(2) {
+        return Err(TrainError::Setup(format!(
+            "expert-parallel training needs both experts trained and an even number of devices; this job trains \
+             {} on {devices:?}",
+            trained.len()
+        )));
+    }
+    let per_expert = devices.len() / 2;
+    let mut ranks = Vec::with_capacity(devices.len());
+    for (&expert, group) in trained.iter().zip(devices.chunks(per_expert)) {
+        let data = if per_expert > 1 {
+            let backend = backend.for_devices(group)?;
+            Some((crate::data_parallel::free_local_port()?, backend))
+        } else {
+            None
+        };
+        for (i, device) in group.iter().enumerate() {
+            ranks.push(Rank {
+                expert,
+                device: device.clone(),
+                seed,
+                data: data.map(|(master_port, backend)| DataPlace {
+                    rank: i as u32,
+                    world: per_expert as u32,
+                    master_addr: "127.0.0.1".into(),
+                    master_port,
+                    backend,
+                }),
+            });
+        }
+    }
+    Ok(ranks)
+}
+
+/// Runs `job` expert-parallel: the cache pass here, then the ranks of [`plan_ranks`] started by
 /// `command(rank)` (the CLI gives this executable's `train JOB --expert-rank …`), supervised until
-/// both end. `devices` holds one device per rank, high-noise expert first.
+/// all end. `devices` holds one device per rank, the high-noise expert's half first; `backend`
+/// carries the gradients of an expert's group when it has several devices.
 pub fn train_expert_parallel(
     job: LoadedJob,
     opts: RunOptions,
     devices: &[String],
+    backend: DistBackend,
     command: &dyn Fn(&Rank) -> Command,
 ) -> Result<RunSummary, TrainError> {
     let schedule = job::expert_schedule(&job.job);
-    if schedule.trained.len() != 2 || devices.len() != 2 {
-        return Err(TrainError::Setup(format!(
-            "expert-parallel training needs both experts trained and two devices; this job trains {} on {:?}",
-            schedule.trained.len(),
-            devices
-        )));
-    }
+    // Checked before anything is written or loaded.
+    plan_ranks(&schedule.trained, devices, 0, backend)?;
     let root = job::output_folder(&job.job);
     let lock = JobLock::acquire(&root)?;
     let folder = JobFolder::create(&root)?;
@@ -207,12 +258,13 @@ pub fn train_expert_parallel(
         Some(s) => s,
         None => job.job.process().training_seed.unwrap_or_else(fresh_seed),
     };
+    let half = devices.len() / 2;
     folder.log(&format!(
         "expert-parallel: {} on {}, {} on {}",
         schedule.trained[0].name(),
-        devices[0],
+        devices[..half].join(", "),
         schedule.trained[1].name(),
-        devices[1]
+        devices[half..].join(", ")
     ));
     // The cache pass once, before the ranks start; its models are freed before they load theirs.
     match Trainer::new_part(job.clone(), opts.clone(), JobPart::Caches { seed }) {
@@ -229,16 +281,7 @@ pub fn train_expert_parallel(
         Err(e) => return Err(e),
     }
     let total = job.job.process().train.steps as u64;
-    let ranks: Vec<Rank> = schedule
-        .trained
-        .iter()
-        .zip(devices)
-        .map(|(&expert, device)| Rank {
-            expert,
-            device: device.clone(),
-            seed,
-        })
-        .collect();
+    let ranks = plan_ranks(&schedule.trained, devices, seed, backend)?;
     let mut running = Vec::new();
     for rank in &ranks {
         let dir = JobFolder::rank_dir(&root, rank.expert);
@@ -251,8 +294,16 @@ pub fn train_expert_parallel(
         let child = command(rank).spawn().map_err(|e| {
             TrainError::Setup(format!("cannot start the {} rank: {e}", rank.expert.name()))
         })?;
+        let place = rank.data.as_ref().map_or(String::new(), |p| {
+            format!(
+                " (rank {} of {} over {})",
+                p.rank,
+                p.world,
+                p.backend.name()
+            )
+        });
         folder.log(&format!(
-            "started the {} rank on {} (pid {})",
+            "started the {} rank on {}{place} (pid {})",
             rank.expert.name(),
             rank.device,
             child.id()
@@ -346,9 +397,11 @@ fn supervise(
             tell_ranks(&root, running, Control::Stop);
             stop_sent = true;
         }
-        let statuses: Vec<(Expert, Option<Status>)> = running
+        // One status per expert: an expert's group writes it from its rank 0.
+        let statuses: Vec<(Expert, Option<Status>)> = schedule
+            .trained
             .iter()
-            .map(|(r, _)| (r.expert, rank_status(&root, r.expert)))
+            .map(|&e| (e, rank_status(&root, e)))
             .collect();
         let step = job_step(schedule, &statuses);
         if running.iter().all(|(_, c)| c.is_none()) {

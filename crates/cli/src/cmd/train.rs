@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use wanlora_hub::HubConfig;
 use wanlora_spec::expert::Expert;
+use wanlora_train::data_parallel::{DataPlace, DistBackend, BACKEND_VAR};
 use wanlora_train::expert_parallel::{self, JobPart, Rank};
 use wanlora_train::trainer::{train, train_part, RunOptions};
 
@@ -33,6 +34,23 @@ pub struct TrainArgs {
     pub rank_seed: Option<u64>,
     #[arg(long, hide = true)]
     pub supervisor: Option<u32>,
+    /// Set with `--expert-rank` when the expert trains on several GPUs: this process's place in
+    /// the expert's data-parallel group (rank, world size, the store's local port, the backend).
+    #[arg(long, hide = true, requires_all = ["expert_rank", "data_world", "data_port", "data_backend"])]
+    pub data_rank: Option<u32>,
+    #[arg(long, hide = true)]
+    pub data_world: Option<u32>,
+    #[arg(long, hide = true)]
+    pub data_port: Option<u16>,
+    #[arg(long, hide = true)]
+    pub data_backend: Option<String>,
+}
+
+/// The process-group backend the environment asks for ([`BACKEND_VAR`]).
+fn backend_from_env() -> Result<DistBackend> {
+    Ok(DistBackend::from_var(
+        std::env::var(BACKEND_VAR).ok().as_deref(),
+    )?)
 }
 
 /// The expert an `--expert-rank` names.
@@ -51,10 +69,21 @@ fn run_rank(args: &TrainArgs, job: wanlora_config::LoadedJob, name: &str) -> Res
         anyhow::bail!("--expert-rank needs --rank-device, --rank-seed and --supervisor");
     };
     expert_parallel::stop_with_supervisor(supervisor);
+    let data = match (args.data_rank, args.data_world, args.data_port) {
+        (Some(rank), Some(world), Some(master_port)) => Some(DataPlace {
+            rank,
+            world,
+            master_addr: "127.0.0.1".into(),
+            master_port,
+            backend: DistBackend::from_var(args.data_backend.as_deref())?,
+        }),
+        _ => None,
+    };
     let part = JobPart::Expert {
         expert: expert_named(name)?,
         device: device.clone(),
         seed,
+        data,
     };
     let opts = RunOptions {
         progress: false,
@@ -75,6 +104,12 @@ fn rank_command(job_file: &std::path::Path, rank: &Rank) -> std::process::Comman
         .args(["--rank-device", &rank.device])
         .args(["--rank-seed", &rank.seed.to_string()])
         .args(["--supervisor", &std::process::id().to_string()]);
+    if let Some(place) = &rank.data {
+        c.args(["--data-rank", &place.rank.to_string()])
+            .args(["--data-world", &place.world.to_string()])
+            .args(["--data-port", &place.master_port.to_string()])
+            .args(["--data-backend", place.backend.name()]);
+    }
     c
 }
 
@@ -98,7 +133,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     // torchrun / Slurm / Kubernetes launches: checked before anything loads.
     let launch = wanlora_train::launch_env::LaunchEnv::from_vars(|k| std::env::var(k).ok())?;
-    if let Some(launch) = launch.filter(|l| l.world_size > 1) {
+    // A world of one trains as a plain run, unless a process group is asked for by name (the
+    // one-GPU check of the NCCL path: WORLD_SIZE=1 WANLORA_DIST_BACKEND=nccl).
+    let named_backend = std::env::var(BACKEND_VAR).is_ok_and(|b| !b.trim().is_empty());
+    if let Some(launch) = launch.filter(|l| l.world_size > 1 || named_backend) {
         // A rank started by `run_data_parallel_here` stops (saving nothing: rank 0 saves) when its
         // starter dies.
         if let Some(starter) = std::env::var("WANLORA_SUPERVISOR")
@@ -113,11 +151,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
             launch.world_size
         );
         let part = JobPart::Data {
-            rank: launch.rank,
-            world: launch.world_size,
+            place: DataPlace {
+                rank: launch.rank,
+                world: launch.world_size,
+                master_addr: launch.master_addr,
+                master_port: launch.master_port,
+                backend: backend_from_env()?,
+            },
             local_rank: launch.local_rank,
-            master_addr: launch.master_addr,
-            master_port: launch.master_port,
         };
         let opts = RunOptions {
             progress: false,
@@ -158,7 +199,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let summary = if expert_parallel::wants_expert_parallel(&job, &gpus)? {
         let devices = expert_parallel::rank_devices(&job.job.process().device, &gpus);
         let job_file = args.job.canonicalize().unwrap_or_else(|_| args.job.clone());
-        expert_parallel::train_expert_parallel(job, opts, &devices, &|rank| {
+        expert_parallel::train_expert_parallel(job, opts, &devices, backend_from_env()?, &|rank| {
             rank_command(&job_file, rank)
         })?
     } else {
@@ -198,10 +239,9 @@ fn run_data_parallel_here(
     job: wanlora_config::LoadedJob,
     gpus: &[u32],
 ) -> Result<()> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("no free local port for the data-parallel ranks' process group")?
-        .port();
+    let port = wanlora_train::data_parallel::free_local_port()?;
+    // Two ranks on one GPU (a functional check on a one-GPU machine) go over gloo.
+    let backend = backend_from_env()?.for_devices(gpus)?;
     let world = gpus.len() as u32;
     let exe = std::env::current_exe().context("cannot find this executable to start the ranks")?;
     let mut children = Vec::new();
@@ -215,17 +255,21 @@ fn run_data_parallel_here(
             .env("WORLD_SIZE", world.to_string())
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", gpu.to_string())
+            .env(BACKEND_VAR, backend.name())
             .env("WANLORA_SUPERVISOR", std::process::id().to_string())
             .spawn()
             .with_context(|| format!("cannot start data-parallel rank {rank}"))?;
         children.push(child);
     }
     let part = JobPart::Data {
-        rank: 0,
-        world,
+        place: DataPlace {
+            rank: 0,
+            world,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            backend,
+        },
         local_rank: gpus[0],
-        master_addr: "127.0.0.1".into(),
-        master_port: port,
     };
     let opts = RunOptions {
         progress: !args.no_progress && std::io::stderr().is_terminal(),

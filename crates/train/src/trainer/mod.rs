@@ -167,14 +167,15 @@ impl Trainer {
         part: JobPart,
     ) -> Result<Trainer, TrainError> {
         // First of all: a second trainer of this job stops here, having written nothing.
-        let lock = match part {
-            JobPart::Whole | JobPart::Data { rank: 0, .. } => {
+        let lock = match &part {
+            JobPart::Whole => Some(JobLock::acquire(&job::output_folder(&job.job))?),
+            JobPart::Data { place, .. } if place.rank == 0 => {
                 Some(JobLock::acquire(&job::output_folder(&job.job))?)
             }
             _ => None,
         };
         let mut folder = JobFolder::create_for(&job::output_folder(&job.job), part.rank())?;
-        folder.quiet = matches!(part, JobPart::Data { rank, .. } if rank > 0);
+        folder.quiet = part.is_quiet();
         if part.rank().is_none() && !folder.quiet {
             for stale in jobfiles::remove_stale_temp_files(&folder.root) {
                 folder.log(&format!(

@@ -69,20 +69,12 @@ impl Trainer {
     ) -> Result<Trainer, TrainError> {
         let process = job.job.process().clone();
         let train = &process.train;
-        let data = match &part {
-            JobPart::Data {
-                rank,
-                world,
-                master_addr,
-                master_port,
-                ..
-            } => Some(crate::data_parallel::DataRank::join(
-                master_addr,
-                *master_port,
-                *rank,
-                *world,
+        let data = match part.data_place() {
+            Some(place) => Some(crate::data_parallel::DataRank::join(
+                place,
+                parse_device(&part.device(&process.device))?,
             )?),
-            _ => None,
+            None => None,
         };
         folder.write_pid()?;
         // The supervisor of an expert-parallel job, or rank 0 of a data-parallel one, does these.
