@@ -12,7 +12,6 @@
 //! cleanly (it saves) when one dies. Both ranks append to the one metrics.jsonl and log.txt, the
 //! expert named in each line; each keeps its states in `state/<expert>/`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
@@ -357,7 +356,7 @@ fn rank_status(root: &Path, expert: Expert) -> Option<Status> {
 }
 
 /// The supervision loop: requests handed on, the job's status written from the ranks', a dead
-/// rank stopping the other. Returns when both ranks have ended.
+/// rank stopping the others. Returns when every rank has ended.
 fn supervise(
     folder: &JobFolder,
     schedule: &crate::experts::ExpertSchedule,
@@ -367,7 +366,6 @@ fn supervise(
     let root = folder.root.clone();
     let mut failure: Option<(Expert, String)> = None;
     let mut stop_sent = false;
-    let mut ended: BTreeMap<Expert, ExitStatus> = BTreeMap::new();
     loop {
         for c in Control::ALL {
             if folder.take_control(c) {
@@ -385,7 +383,6 @@ fn supervise(
                 continue;
             };
             *slot = None;
-            ended.insert(rank.expert, status);
             let how = describe_exit(status);
             folder.log(&format!("the {} rank {how}", rank.expert.name()));
             if !status.success() && failure.is_none() {
