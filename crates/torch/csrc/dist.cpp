@@ -120,9 +120,16 @@ int wl_dist_gloo_new(const char* host, int port, int rank, int world, int64_t ti
 }
 
 // The NCCL group of this rank, bound to CUDA device `device`; its communicator is formed here
-// (eagerly) so that a wrong setup fails at the join, not at the first step.
+// (eagerly) so that a wrong setup fails at the join, not at the first step. Returns -2 when
+// ProcessGroupNCCL is not loaded at all (no libtorch_cuda.so), -1 on any other failure.
 int wl_dist_nccl_new(const char* host, int port, int rank, int world, int64_t timeout_ms,
                      int device, void** out) {
+  if (dist_guarded([] {
+        nccl_symbol(kNcclOptionsCtor);
+        nccl_symbol(kNcclGroupCtor);
+      }) != 0) {
+    return -2;
+  }
   return dist_guarded([&] {
     auto make_options = reinterpret_cast<NcclOptionsCtor>(nccl_symbol(kNcclOptionsCtor));
     auto make_group = reinterpret_cast<NcclGroupCtor>(nccl_symbol(kNcclGroupCtor));

@@ -43,6 +43,11 @@ pub enum DistError {
     BadRank { rank: u32, world: u32 },
     #[error("{host:?} is not a host name (it holds a NUL byte)")]
     BadHost { host: String },
+    #[error("{transport} is not available here: {reason}")]
+    Unavailable {
+        transport: &'static str,
+        reason: String,
+    },
     #[error("rank {rank} could not join the process group at {host}:{port} within {seconds} s ({reason}); check MASTER_ADDR/MASTER_PORT, that rank 0 runs and that the port is free and reachable")]
     Join {
         rank: u32,
@@ -155,6 +160,12 @@ impl ProcessGroup {
                 ),
             }
         };
+        if rc == -2 {
+            return Err(DistError::Unavailable {
+                transport: transport.name(),
+                reason: last_error(),
+            });
+        }
         if rc != 0 {
             return Err(DistError::Join {
                 rank,

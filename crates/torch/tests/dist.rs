@@ -116,11 +116,22 @@ fn cuda_nccl_group_of_one_or_a_clear_error_without_cuda() {
         Duration::from_secs(60),
     );
     if !tch::Cuda::is_available() {
-        let message = joined.err().expect("no NCCL without CUDA").to_string();
-        assert!(
-            message.contains("libtorch_cuda") && message.contains("gloo"),
-            "{message}"
-        );
+        // Without libtorch_cuda.so (CI): ProcessGroupNCCL is not there. With it but no GPU (a
+        // CUDA build of libtorch on a CPU machine): its constructor refuses, which also shows the
+        // constructor was reached through dlsym and its exception came back as an error.
+        match joined.err().expect("no NCCL without CUDA") {
+            DistError::Unavailable { transport, reason } => {
+                assert_eq!(transport, "nccl");
+                assert!(
+                    reason.contains("libtorch_cuda") && reason.contains("gloo"),
+                    "{reason}"
+                );
+            }
+            DistError::Join { reason, .. } => {
+                assert!(reason.contains("no GPUs found"), "{reason}")
+            }
+            other => panic!("unexpected error: {other}"),
+        }
         return;
     }
     let group = joined.expect("NCCL world of one on cuda:0");
