@@ -189,11 +189,20 @@ impl DataRank {
         Ok(())
     }
 
+    /// The mean of each of `values` over the ranks, in one all-reduce.
+    pub fn means<const N: usize>(&self, values: [f64; N]) -> Result<[f64; N], TrainError> {
+        let t = Tensor::from_slice(&values).to_device(self.group.transport().device());
+        self.average(&t)?;
+        let host = Vec::<f64>::try_from(&t.to_device(Device::Cpu))
+            .map_err(|e| TrainError::Setup(format!("data-parallel: reading the means: {e}")))?;
+        let mut out = [0.0; N];
+        out.copy_from_slice(&host);
+        Ok(out)
+    }
+
     /// The mean of `value` over the ranks.
     pub fn mean(&self, value: f64) -> Result<f64, TrainError> {
-        let t = Tensor::from_slice(&[value]).to_device(self.group.transport().device());
-        self.average(&t)?;
-        Ok(t.double_value(&[0]))
+        Ok(self.means([value])?[0])
     }
 
     /// Whether any rank says yes (a stop asked of one stops all at the same step).

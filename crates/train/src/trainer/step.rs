@@ -228,9 +228,7 @@ impl Trainer {
         };
         let (mut main_sum, mut pres_sum, mut t_sum) = (main_sum, pres_sum, t_sum);
         if let Some(d) = &self.data {
-            main_sum = d.mean(main_sum)?;
-            pres_sum = d.mean(pres_sum)?;
-            t_sum = d.mean(t_sum)?;
+            [main_sum, pres_sum, t_sum] = d.means([main_sum, pres_sum, t_sum])?;
         }
         let loss = main_sum + pres_sum;
         let scheduled = self.lr.at(step);
