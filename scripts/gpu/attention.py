@@ -23,6 +23,7 @@ is printed last.
 
     python3 scripts/gpu/attention.py [--out DIR]     # on the GPU machine (bash scripts/gpu/attention.sh)
     python3 scripts/gpu/attention.py --dry-run       # tiny shapes on the CPU: code paths and table only
+    python3 scripts/gpu/attention.py --dry-run --fake-frontend   # also the cudnn-frontend code, on a stand-in
 """
 
 import argparse
@@ -820,6 +821,8 @@ def parse_args(argv):
     p.add_argument("--ref-chunk", type=int, default=2048, help="query rows per chunk of the fp32 reference")
     p.add_argument("--target-s", type=float, default=0.8, help="timed seconds per measurement (3..50 iterations)")
     p.add_argument("--qk-std", type=float, default=1.0, help="standard deviation of q and k (logits: its square)")
+    p.add_argument("--fake-frontend", action="store_true",
+                   help="with --dry-run: run the cudnn-frontend code paths against attention_fake_cudnn.py")  # fmt: skip
     p.add_argument("--no-frontend", action="store_true", help="skip the cudnn-frontend variants")
     p.add_argument("--out", default=os.environ.get("OUT"), help="folder for attention.json")
     return p.parse_args(argv)
@@ -850,7 +853,14 @@ def main(argv=None):
     log(FLOP_CONVENTION)
 
     fe, fe_error = None, None
-    if not cfg.no_frontend:
+    if cfg.fake_frontend:
+        if not cfg.dry_run:
+            sys.exit("--fake-frontend is a CPU self-check: use it with --dry-run")
+        import attention_fake_cudnn  # noqa: PLC0415 - beside this script
+
+        attention_fake_cudnn.install()
+        fe = Frontend(device)
+    elif not cfg.no_frontend:
         if device.type != "cuda":
             fe_error = "needs a CUDA device"
             try:
