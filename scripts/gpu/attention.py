@@ -764,6 +764,14 @@ def run_length(L, cfg, device, timer, fe, fe_error):
             traceback.print_exc()
             rows.append({"L": L, "variant": label, "error": f"{type(e).__name__}: {e}"})
         release(device)
+    # The same default dispatch on [B, H, L, D]-contiguous storage: does the model's layout cost anything?
+    try:
+        bhld = tuple(t.transpose(1, 2).contiguous().transpose(1, 2) for t in inputs)
+        rows.append(run_torch_variant("torch default, BHLD mem", None, bhld, ref, cfg, timer, device))
+        del bhld
+    except Exception as e:  # noqa: BLE001
+        log(f"  torch default, BHLD mem: unexpected {type(e).__name__}: {e}")
+    release(device)
     rows.append(run_emulated_fp8_inputs(inputs, ref, cfg, device))
     if fe is not None and not cfg.no_frontend:
         for runner in (run_frontend_bf16, run_frontend_fp8):

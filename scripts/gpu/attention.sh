@@ -16,6 +16,16 @@ else
   echo "no .whl-attn/*.whl: the cudnn-frontend variants will report that cudnn is missing"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/attention_summary.txt"
+# SM clock and power meanwhile (a card at its power cap lowers its clock: the TFLOP/s follow).
+nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 500 > "$OUT/attention_smi.csv" &
+smi=$!
 python3 scripts/gpu/attention.py --out "$OUT" "$@" 2>&1 | tee "$OUT/attention_log.txt"
 python3 scripts/gpu/attention.py --out "$OUT" --lengths 11264 --qk-std 2 --target-s 0.3 "$@" 2>&1 | tee "$OUT/attention_sharp_log.txt"
+kill "$smi" 2>/dev/null
+busy=$(awk -F', *' '$2 + 0 > 400 { print $1 }' "$OUT/attention_smi.csv" | sort -n)
+if [ -n "$busy" ]; then
+  n=$(echo "$busy" | wc -l)
+  echo "while above 400 W ($n samples of 0.5 s): median SM clock $(echo "$busy" | sed -n "$(((n + 1) / 2))p") MHz" \
+    | tee -a "$OUT/attention_summary.txt"
+fi
 sed -n '/^==== table/,$p' "$OUT/attention_log.txt"
