@@ -285,6 +285,43 @@ fn phases_run_in_order_and_skip_what_is_done() {
     assert!(run.is_done());
 }
 
+/// An expert-parallel job's previews: the high-noise phase in one run, its state handed to a
+/// fresh run of the same request (another process), the low-noise phase there — the same final
+/// latents as one run, bit for bit, for Euler and UniPC.
+#[test]
+fn a_run_handed_off_between_the_phases_ends_as_one_run() {
+    let models = models();
+    for sampler in [SamplerKind::Euler, SamplerKind::UniPc] {
+        let r = request(sampler, 1.0, CfgBatching::Auto);
+        let new_run = || {
+            SampleRun::new(
+                &r,
+                &reference("prompt_embeds"),
+                &reference("negative_prompt_embeds"),
+                &models.condition,
+                Device::Cpu,
+            )
+            .unwrap()
+        };
+        let (whole, _) = denoise(&models, &r, None);
+        let mut high = new_run();
+        high.denoise_phase(Expert::High, &models.high, None, &mut |_| {})
+            .unwrap();
+        let state = high.hand_off().unwrap();
+        let mut low = new_run();
+        low.resume_from(&state).unwrap();
+        assert!(high.steps_done() > 0 && !high.is_done(), "{sampler:?}");
+        assert_eq!(
+            (low.steps_done(), low.remaining(Expert::High)),
+            (high.steps_done(), 0),
+            "{sampler:?}"
+        );
+        low.denoise_phase(Expert::Low, &models.low, None, &mut |_| {})
+            .unwrap();
+        assert!(low.latents().equal(&whole), "{sampler:?}");
+    }
+}
+
 #[test]
 fn sampling_draws_nothing_from_libtorchs_generator() {
     let models = models();

@@ -39,7 +39,7 @@ use wanlora_models::vae::Vae;
 use super::noise::torch_randn;
 use super::request::{CfgBatching, SampleRequest};
 use super::schedule::Schedule;
-use super::scheduler::Scheduler;
+use super::scheduler::{SamplingState, Scheduler};
 use super::start_image::{image_tensor, load_start_image};
 use super::SamplingError;
 use crate::experts::Expert;
@@ -285,6 +285,46 @@ impl SampleRun {
     /// The current latents x (float32 `[1, z, T, h, w]`); the final ones once [`SampleRun::is_done`].
     pub fn latents(&self) -> &Tensor {
         &self.latents
+    }
+
+    /// The run's state between two steps — the latents, the step, the sampler's own state
+    /// ([`super::scheduler::Scheduler::export`]) and whether guidance had to fall back to two
+    /// passes — for [`SampleRun::resume_from`] in another process.
+    pub fn hand_off(&self) -> Result<SamplingState, SamplingError> {
+        let mut state = self.scheduler.export()?;
+        state.set("step", self.step);
+        state.set("batch_failed", self.batch_failed);
+        state.put_tensor("latents", &self.latents)?;
+        Ok(state)
+    }
+
+    /// Goes on from a state [`SampleRun::hand_off`] took from a run of the same request (the same
+    /// texts and condition, which this run was built with): its latents, step and sampler state
+    /// replace this run's, so that the remaining steps give what the other run would have.
+    pub fn resume_from(&mut self, state: &SamplingState) -> Result<(), SamplingError> {
+        let step: usize = state.number("step")?;
+        let latents = state
+            .tensor("latents", self.device)?
+            .ok_or_else(|| SamplingError::Input("the sampling state has no latents".into()))?;
+        if latents.size() != self.latents.size() {
+            return Err(SamplingError::Input(format!(
+                "the handed-off latents have shape {:?}; this run's are {:?}",
+                latents.size(),
+                self.latents.size()
+            )));
+        }
+        self.scheduler.import(state, self.device)?;
+        if self.scheduler.step_index() != step || step > self.schedule.steps() {
+            return Err(SamplingError::Input(format!(
+                "the sampling state is at step {step} but its sampler at step {} (of {})",
+                self.scheduler.step_index(),
+                self.schedule.steps()
+            )));
+        }
+        self.latents = latents.f_to_kind(Kind::Float)?;
+        self.batch_failed = state.number("batch_failed")?;
+        self.step = step;
+        Ok(())
     }
 
     /// Runs every remaining step of `expert`'s phase with `model`, applying `lora` (unmerged) at the request's
