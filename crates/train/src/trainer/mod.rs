@@ -5,6 +5,7 @@
 //! (LoRA files, state, resume), `previews` (samples during training) and `run` (the loop).
 
 mod memory;
+mod preview_hand_off;
 mod previews;
 mod run;
 pub(crate) mod save;
