@@ -308,7 +308,23 @@ fn a_run_handed_off_between_the_phases_ends_as_one_run() {
         high.denoise_phase(Expert::High, &models.high, None, &mut |_| {})
             .unwrap();
         let state = high.hand_off().unwrap();
-        let mut low = new_run();
+        // The taking run is built with the handed-off condition, not its own encode.
+        let condition = Conditioning::handed_off(&state, Device::Cpu).unwrap();
+        let Conditioning::FirstFrame(y) = &condition else {
+            panic!("an I2V run hands off its first-frame condition")
+        };
+        let Conditioning::FirstFrame(own) = &models.condition else {
+            unreachable!()
+        };
+        assert!(y.equal(own));
+        let mut low = SampleRun::new(
+            &r,
+            &reference("prompt_embeds"),
+            &reference("negative_prompt_embeds"),
+            &condition,
+            Device::Cpu,
+        )
+        .unwrap();
         low.resume_from(&state).unwrap();
         assert!(high.steps_done() > 0 && !high.is_done(), "{sampler:?}");
         assert_eq!(

@@ -2,11 +2,11 @@
 //! phases run in two processes. The high-noise rank runs the high-noise phase of each preview at
 //! the job's preview steps and leaves the run's state — latents and the sampler's state, exact
 //! (`SampleRun::hand_off`) — in `ranks/previews/<step:09>_<index>.safetensors`, then trains on.
-//! The low-noise rank, at the same step, waits for each hand-off, rebuilds the same run (same
-//! request, seed, texts and start frame: it has the VAE and the text cache), takes the state over,
-//! runs the low-noise phase with its LoRA, decodes and writes `samples/` as the one-process run
-//! does, and deletes the hand-off. Each expert's LoRA at a step equals the alternating run's, so
-//! the previews equal it too.
+//! The low-noise rank, at the same step, waits for each hand-off, rebuilds the same run (the
+//! request and texts from its text cache, the start frame's condition from the hand-off), takes
+//! the state over, runs the low-noise phase with its LoRA, decodes and writes `samples/` as the
+//! one-process run does, and deletes the hand-off. Each expert's LoRA at a step equals the
+//! alternating run's, so the previews equal it too.
 //!
 //! A `sample_now` request reaches both ranks, which are at different steps: the high-noise rank
 //! acts on it, and the low-noise rank renders any hand-off of a step it has reached (at once when
@@ -218,8 +218,12 @@ impl Trainer {
         for name in file.names() {
             tensors.insert(name.to_string(), file.tensor_raw(name, Device::Cpu)?);
         }
-        let (request, mut run) = self.start_sample(index)?;
-        run.resume_from(&SamplingState { values, tensors })?;
+        let state = SamplingState { values, tensors };
+        // The start frame's condition comes with the hand-off: no second VAE encode.
+        let request = self.samples[index].clone();
+        let condition = Conditioning::handed_off(&state, self.device)?;
+        let mut run = self.sample_run(&request, &condition)?;
+        run.resume_from(&state)?;
         self.trained_phase(&mut run, Expert::Low)?;
         self.write_finished_sample(step, index, &request, &run)
     }

@@ -100,6 +100,17 @@ impl Trainer {
     ) -> Result<(SampleRequest, SampleRun), TrainError> {
         let request = self.samples[index].clone();
         let condition = tch::no_grad(|| start_condition(&request, &self.vae))?;
+        let run = self.sample_run(&request, &condition)?;
+        Ok((request, run))
+    }
+
+    /// A run of `request` with `condition`, the prompt and the negative prompt from the text
+    /// cache.
+    pub(super) fn sample_run(
+        &self,
+        request: &SampleRequest,
+        condition: &Conditioning,
+    ) -> Result<SampleRun, TrainError> {
         let cond = self
             .context(&request.prompt)?
             .to_kind(self.kind)
@@ -108,8 +119,13 @@ impl Trainer {
             .context(&request.negative_prompt)?
             .to_kind(self.kind)
             .unsqueeze(0);
-        let run = SampleRun::new(&request, &cond, &uncond, &condition, self.device)?;
-        Ok((request, run))
+        Ok(SampleRun::new(
+            request,
+            &cond,
+            &uncond,
+            condition,
+            self.device,
+        )?)
     }
 
     /// Decodes a finished preview and writes its files `samples/<step:09>_<index>.*`.
