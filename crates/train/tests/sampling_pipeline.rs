@@ -2,7 +2,8 @@
 //! (fixtures/sampler, from scripts/fixtures/gen_sampler.py): the same start frame, prompt embeddings and seed give
 //! the same final latents within 1e-4 relative error in float32, for flow-matching Euler and for UniPC, with and
 //! without per-expert LoRAs; the guidance passes batched equal two passes; the phases run in order; sampling draws
-//! nothing from libtorch's generator. Text-to-video: `WanPipeline` with two 16-channel-style experts (z = 4 here)
+//! nothing from libtorch's generator; a run handed off between its phases (an expert-parallel job's previews) ends
+//! as one run, bit for bit. Text-to-video: `WanPipeline` with two 16-channel-style experts (z = 4 here)
 //! at the T2V recipe (boundary 0.875, shift 12, guidance 4.0 / 3.0), Euler and UniPC, from the prompt alone.
 
 use std::path::{Path, PathBuf};
@@ -546,6 +547,24 @@ fn t2v_run(sampler: SamplerKind) -> SampleRun {
         Device::Cpu,
     )
     .unwrap()
+}
+
+/// A text-to-video run hands off no condition, and the run taking it over is text-to-video too;
+/// a run of another sampler refuses the state.
+#[test]
+fn a_text_to_video_hand_off_names_its_conditioning() {
+    let z = case()["vae"]["z_dim"].as_i64().unwrap();
+    let state = t2v_run(SamplerKind::UniPc).hand_off().unwrap();
+    assert!(!state.tensors.contains_key("condition"));
+    let condition = Conditioning::handed_off(&state, Device::Cpu).unwrap();
+    assert!(
+        matches!(condition, Conditioning::TextOnly { latent_channels } if latent_channels == z)
+    );
+    let err = t2v_run(SamplerKind::Euler)
+        .resume_from(&state)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unipc"), "{err}");
 }
 
 #[test]
