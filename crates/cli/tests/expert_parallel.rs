@@ -2,8 +2,9 @@
 //! each expert in a process of its own, and gives the same LoRA files (every save), the same loss
 //! at every step and one job's status as the alternating run of the same job in one process; a
 //! rank killed mid-run fails the job (the other rank saves), and running it again resumes both to
-//! the alternating run's files. With four devices both modes combine: each expert trains on a
-//! data-parallel group of two, and the files equal the alternating run's with the same batches.
+//! the alternating run's files. Its previews (the high-noise phase in one rank, handed to the
+//! other) equal the alternating run's. With four devices both modes combine: each expert trains on
+//! a data-parallel group of two, and the files equal the alternating run's with the same batches.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,25 @@ use common::{demo_job, lora_tensors as tensors, run_ok, wanlora};
 /// The demo job named `name`: 6 steps, experts switching every 2, a save every 2, no previews.
 fn prepare(dir: &Path, name: &str) -> PathBuf {
     prepare_with(dir, name, STEPS)
+}
+
+/// [`prepare`] with previews: a UniPC preview after step 3 (high-noise expert 2 steps in, the
+/// low-noise one 1) and at the end.
+fn prepare_with_previews(dir: &Path, name: &str) -> PathBuf {
+    let job = prepare(dir, name);
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace(
+            "        disable_sampling: true\n",
+            "        skip_first_sample: true\n",
+        )
+        .replace(
+            &format!("sample_every: {STEPS}\n"),
+            "sample_every: 3\n        sampler: unipc\n",
+        );
+    assert!(text.contains("sample_every: 3") && !text.contains("disable_sampling"));
+    std::fs::write(&job, text).unwrap();
+    job
 }
 
 /// [`prepare`] with `steps` steps.
@@ -147,13 +167,33 @@ fn a_killed_rank_stops_the_job_which_then_resumes_to_the_same_files() {
     assert_eq!(losses(&dir.path().join("alt")), losses(&par_out));
 }
 
+/// The files of `folder/samples`, by name.
+fn samples(folder: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(folder.join("samples"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn expert_parallel_equals_the_alternating_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (alt, par) = (prepare(dir.path(), "alt"), prepare(dir.path(), "par"));
+    let (alt, par) = (
+        prepare_with_previews(dir.path(), "alt"),
+        prepare_with_previews(dir.path(), "par"),
+    );
     train(&alt, &[]);
-    train(&par, &["--gpus", "0,1"]);
     let (alt_out, par_out) = (dir.path().join("alt"), dir.path().join("par"));
+    // A preview asked for from the start: the supervisor hands the request to both ranks.
+    std::fs::create_dir_all(par_out.join("control")).unwrap();
+    std::fs::write(par_out.join("control/sample_now"), b"").unwrap();
+    train(&par, &["--gpus", "0,1"]);
 
     assert_same_saves(
         &alt_out,
@@ -188,6 +228,39 @@ fn expert_parallel_equals_the_alternating_run() {
     assert_eq!(status["step"], STEPS);
     assert!(!par_out.join("pid").exists());
     assert!(par_out.join("loss.png").exists());
+    // The previews: the high-noise rank's phase handed to the low-noise rank, which finished
+    // them to the same frames (the same files) as the alternating run's.
+    let (a, p) = (samples(&alt_out), samples(&par_out));
+    let names: Vec<&str> = a.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "000000003_0.jpg",
+            "000000003_0.mp4",
+            "000000006_0.jpg",
+            "000000006_0.mp4"
+        ]
+    );
+    for (name, bytes) in &a {
+        assert!(p.get(name) == Some(bytes), "samples/{name} differs");
+    }
+    // The requested one: made by both ranks at the step the high-noise rank took the request.
+    let requested: Vec<&str> = p
+        .keys()
+        .filter(|n| !a.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(requested.len(), 2, "{requested:?}");
+    let stem = requested[0].strip_suffix(".jpg").unwrap();
+    assert!(stem < "000000006_0", "{requested:?}");
+    assert_eq!(requested[1], format!("{stem}.mp4"));
+    let log = std::fs::read_to_string(par_out.join("log.txt")).unwrap();
+    assert!(
+        log.contains("[high_noise] sample 0 at step 3: high-noise phase handed over"),
+        "{log}"
+    );
+    assert!(!log.contains("skipped"), "{log}");
+    assert!(!par_out.join("ranks/previews").exists(), "hand-offs left");
 }
 
 #[test]

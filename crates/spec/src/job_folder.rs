@@ -18,6 +18,10 @@ pub const CONTROL: &str = "control";
 pub const SAMPLES: &str = "samples";
 /// Folder of resumable training states (`state/step_<N>/`).
 pub const STATE: &str = "state";
+/// Folder of an expert-parallel job's preview hand-offs ([`preview_hand_off_name`]): after the
+/// high-noise phase of a preview, the high-noise rank leaves its latents and sampler state here
+/// for the low-noise rank, which finishes the preview and deletes the file.
+pub const PREVIEW_HAND_OFFS: &str = "ranks/previews";
 
 /// What a run is doing, as `status.json` says it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +198,19 @@ pub fn sample_stem(step: u64, index: usize) -> String {
     format!("{step:09}_{index}")
 }
 
+/// `<step:09>_<index>.safetensors`: the hand-off of a preview in [`PREVIEW_HAND_OFFS`].
+pub fn preview_hand_off_name(step: u64, index: usize) -> String {
+    format!("{}.safetensors", sample_stem(step, index))
+}
+
+/// A hand-off file name read back: (step, index); None for other files.
+pub fn parse_preview_hand_off_name(file: &str) -> Option<(u64, usize)> {
+    match parse_sample_name(file)? {
+        (step, index, "safetensors") => Some((step, index)),
+        _ => None,
+    }
+}
+
 /// A sample file name read back: (step, index, extension); None for other files.
 pub fn parse_sample_name(file: &str) -> Option<(u64, usize, &str)> {
     let (stem, ext) = file.rsplit_once('.')?;
@@ -252,6 +269,14 @@ mod tests {
         assert_eq!(parse_sample_name(&file), Some((42, 1, "mp4")));
         assert_eq!(parse_sample_name("notes.txt"), None);
         assert_eq!(parse_sample_name("_1.mp4"), None);
+        let hand_off = preview_hand_off_name(42, 1);
+        assert_eq!(hand_off, "000000042_1.safetensors");
+        assert_eq!(parse_preview_hand_off_name(&hand_off), Some((42, 1)));
+        assert_eq!(parse_preview_hand_off_name(&file), None);
+        assert_eq!(
+            parse_preview_hand_off_name(".000000042_1.safetensors.tmp-77-0"),
+            None
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::output::{self, Control, JobFolder, JobPhase, Status};
 use crate::trainer::{RunOptions, RunSummary, Trainer};
 use crate::TrainError;
 use wanlora_config::LoadedJob;
-use wanlora_spec::job_folder::STATUS;
+use wanlora_spec::job_folder::{PREVIEW_HAND_OFFS, STATUS};
 
 /// What of a job one process runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +281,8 @@ pub fn train_expert_parallel(
     }
     let total = job.job.process().train.steps as u64;
     let ranks = plan_ranks(&schedule.trained, devices, seed, backend)?;
+    // Preview hand-offs of an earlier run (stopped between the two phases) are not finished.
+    let _ = std::fs::remove_dir_all(root.join(PREVIEW_HAND_OFFS));
     let mut running = Vec::new();
     for rank in &ranks {
         let dir = JobFolder::rank_dir(&root, rank.expert);
@@ -466,8 +468,15 @@ fn combined_status(
         s.as_ref()
             .is_some_and(|s| matches!(s.state, JobPhase::Training | JobPhase::Saving))
     });
+    // A rank rendering previews while the other trains shows in the message; both (the previews
+    // at step 0) make the job's phase Sampling.
+    let sampling = statuses
+        .iter()
+        .any(|(_, s)| s.as_ref().is_some_and(|s| s.state == JobPhase::Sampling));
     let phase = if training {
         JobPhase::Training
+    } else if sampling {
+        JobPhase::Sampling
     } else {
         JobPhase::Starting
     };
@@ -546,6 +555,7 @@ fn finish(
     };
     folder.write_final_status(&status);
     folder.remove_pid();
+    let _ = std::fs::remove_dir_all(folder.path(PREVIEW_HAND_OFFS));
     for stale in jobfiles::remove_stale_temp_files(&folder.root) {
         folder.log(&format!(
             "removed {} (left by a killed rank)",
@@ -590,6 +600,45 @@ mod tests {
             job_step(&schedule, &[(Expert::High, None), (Expert::Low, None)]),
             0
         );
+    }
+
+    #[test]
+    fn a_rank_rendering_previews_shows_in_the_jobs_status() {
+        let schedule = ExpertSchedule::new(true, true, 2);
+        let rank = |state, message: &str| {
+            Some(Status {
+                step: 3,
+                ..Status::at(state, 3, 6, message)
+            })
+        };
+        let waiting = "Waiting for sample 1/1's high-noise phase from the other rank";
+        let both = combined_status(
+            &schedule,
+            6,
+            3,
+            &[
+                (Expert::High, rank(JobPhase::Training, "loss 0.1")),
+                (Expert::Low, rank(JobPhase::Sampling, waiting)),
+            ],
+        );
+        assert_eq!(both.state, JobPhase::Training);
+        assert_eq!(
+            both.message,
+            format!("high_noise: loss 0.1 · low_noise: {waiting}")
+        );
+        let previews = combined_status(
+            &schedule,
+            6,
+            0,
+            &[
+                (
+                    Expert::High,
+                    rank(JobPhase::Sampling, "Generating sample 1/1"),
+                ),
+                (Expert::Low, rank(JobPhase::Sampling, waiting)),
+            ],
+        );
+        assert_eq!(previews.state, JobPhase::Sampling);
     }
 
     #[test]

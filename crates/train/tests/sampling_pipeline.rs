@@ -2,7 +2,8 @@
 //! (fixtures/sampler, from scripts/fixtures/gen_sampler.py): the same start frame, prompt embeddings and seed give
 //! the same final latents within 1e-4 relative error in float32, for flow-matching Euler and for UniPC, with and
 //! without per-expert LoRAs; the guidance passes batched equal two passes; the phases run in order; sampling draws
-//! nothing from libtorch's generator. Text-to-video: `WanPipeline` with two 16-channel-style experts (z = 4 here)
+//! nothing from libtorch's generator; a run handed off between its phases (an expert-parallel job's previews) ends
+//! as one run, bit for bit. Text-to-video: `WanPipeline` with two 16-channel-style experts (z = 4 here)
 //! at the T2V recipe (boundary 0.875, shift 12, guidance 4.0 / 3.0), Euler and UniPC, from the prompt alone.
 
 use std::path::{Path, PathBuf};
@@ -285,6 +286,59 @@ fn phases_run_in_order_and_skip_what_is_done() {
     assert!(run.is_done());
 }
 
+/// An expert-parallel job's previews: the high-noise phase in one run, its state handed to a
+/// fresh run of the same request (another process), the low-noise phase there — the same final
+/// latents as one run, bit for bit, for Euler and UniPC.
+#[test]
+fn a_run_handed_off_between_the_phases_ends_as_one_run() {
+    let models = models();
+    for sampler in [SamplerKind::Euler, SamplerKind::UniPc] {
+        let r = request(sampler, 1.0, CfgBatching::Auto);
+        let new_run = || {
+            SampleRun::new(
+                &r,
+                &reference("prompt_embeds"),
+                &reference("negative_prompt_embeds"),
+                &models.condition,
+                Device::Cpu,
+            )
+            .unwrap()
+        };
+        let (whole, _) = denoise(&models, &r, None);
+        let mut high = new_run();
+        high.denoise_phase(Expert::High, &models.high, None, &mut |_| {})
+            .unwrap();
+        let state = high.hand_off().unwrap();
+        // The taking run is built with the handed-off condition, not its own encode.
+        let condition = Conditioning::handed_off(&state, Device::Cpu).unwrap();
+        let Conditioning::FirstFrame(y) = &condition else {
+            panic!("an I2V run hands off its first-frame condition")
+        };
+        let Conditioning::FirstFrame(own) = &models.condition else {
+            unreachable!()
+        };
+        assert!(y.equal(own));
+        let mut low = SampleRun::new(
+            &r,
+            &reference("prompt_embeds"),
+            &reference("negative_prompt_embeds"),
+            &condition,
+            Device::Cpu,
+        )
+        .unwrap();
+        low.resume_from(&state).unwrap();
+        assert!(high.steps_done() > 0 && !high.is_done(), "{sampler:?}");
+        assert_eq!(
+            (low.steps_done(), low.remaining(Expert::High)),
+            (high.steps_done(), 0),
+            "{sampler:?}"
+        );
+        low.denoise_phase(Expert::Low, &models.low, None, &mut |_| {})
+            .unwrap();
+        assert!(low.latents().equal(&whole), "{sampler:?}");
+    }
+}
+
 #[test]
 fn sampling_draws_nothing_from_libtorchs_generator() {
     let models = models();
@@ -493,6 +547,24 @@ fn t2v_run(sampler: SamplerKind) -> SampleRun {
         Device::Cpu,
     )
     .unwrap()
+}
+
+/// A text-to-video run hands off no condition, and the run taking it over is text-to-video too;
+/// a run of another sampler refuses the state.
+#[test]
+fn a_text_to_video_hand_off_names_its_conditioning() {
+    let z = case()["vae"]["z_dim"].as_i64().unwrap();
+    let state = t2v_run(SamplerKind::UniPc).hand_off().unwrap();
+    assert!(!state.tensors.contains_key("condition"));
+    let condition = Conditioning::handed_off(&state, Device::Cpu).unwrap();
+    assert!(
+        matches!(condition, Conditioning::TextOnly { latent_channels } if latent_channels == z)
+    );
+    let err = t2v_run(SamplerKind::Euler)
+        .resume_from(&state)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unipc"), "{err}");
 }
 
 #[test]

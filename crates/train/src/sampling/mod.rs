@@ -30,4 +30,4 @@ pub use pipeline::{
 };
 pub use request::{CfgBatching, SampleRequest, WAN_NEGATIVE_PROMPT};
 pub use schedule::{Schedule, ScheduleKind};
-pub use scheduler::SamplerKind;
+pub use scheduler::{SamplerKind, SamplingState};

@@ -39,7 +39,7 @@ use wanlora_models::vae::Vae;
 use super::noise::torch_randn;
 use super::request::{CfgBatching, SampleRequest};
 use super::schedule::Schedule;
-use super::scheduler::Scheduler;
+use super::scheduler::{SamplingState, Scheduler};
 use super::start_image::{image_tensor, load_start_image};
 use super::SamplingError;
 use crate::experts::Expert;
@@ -82,6 +82,8 @@ pub struct SampleRun {
     batch_failed: bool,
     step: usize,
     device: Device,
+    /// [`Conditioning::name`] of what the run was built with (for [`SampleRun::hand_off`]).
+    conditioning: &'static str,
 }
 
 /// What the experts see besides the noisy latents.
@@ -100,6 +102,47 @@ pub enum Conditioning {
 }
 
 impl Conditioning {
+    /// What kind of conditioning this is, as a hand-off names it.
+    fn name(&self) -> &'static str {
+        match self {
+            Conditioning::TextOnly { .. } => "text_only",
+            Conditioning::FirstFrame(_) => "first_frame",
+            Conditioning::Ti2v { .. } => "ti2v",
+        }
+    }
+
+    /// The conditioning of a run [`SampleRun::hand_off`] handed over, on `device`: the run that
+    /// takes it over is built with it, so it encodes no start frame of its own and sees exactly
+    /// the other run's.
+    pub fn handed_off(
+        state: &SamplingState,
+        device: Device,
+    ) -> Result<Conditioning, SamplingError> {
+        let latent_channels = state
+            .tensors
+            .get("latents")
+            .and_then(|t| t.size().get(1).copied())
+            .ok_or_else(|| SamplingError::Input("the sampling state has no latents".into()))?;
+        let tensor = |name: &str| {
+            state
+                .tensor(name, device)?
+                .ok_or_else(|| SamplingError::Input(format!("the sampling state has no {name}")))
+        };
+        Ok(match state.get("conditioning")? {
+            "text_only" => Conditioning::TextOnly { latent_channels },
+            "first_frame" => Conditioning::FirstFrame(tensor("condition")?),
+            "ti2v" => Conditioning::Ti2v {
+                latent_channels,
+                start: state.tensor("start_latent", device)?,
+            },
+            other => {
+                return Err(SamplingError::Input(format!(
+                    "the sampling state's conditioning {other:?} is none of text_only, first_frame, ti2v"
+                )))
+            }
+        })
+    }
+
     /// z, the channels of the latents being denoised.
     fn latent_channels(&self) -> i64 {
         match self {
@@ -251,6 +294,7 @@ impl SampleRun {
             batch_failed: false,
             step: 0,
             device,
+            conditioning: conditioning.name(),
         })
     }
 
@@ -285,6 +329,55 @@ impl SampleRun {
     /// The current latents x (float32 `[1, z, T, h, w]`); the final ones once [`SampleRun::is_done`].
     pub fn latents(&self) -> &Tensor {
         &self.latents
+    }
+
+    /// The run's state between two steps — the latents, the step, the sampler's own state
+    /// ([`super::scheduler::Scheduler::export`]), whether guidance had to fall back to two
+    /// passes, and the conditioning ([`Conditioning::handed_off`]) — for
+    /// [`SampleRun::resume_from`] in another process.
+    pub fn hand_off(&self) -> Result<SamplingState, SamplingError> {
+        let mut state = self.scheduler.export()?;
+        state.set("step", self.step);
+        state.set("batch_failed", self.batch_failed);
+        state.set("conditioning", self.conditioning);
+        state.put_tensor("latents", &self.latents)?;
+        if let Some(y) = &self.condition {
+            state.put_tensor("condition", y)?;
+        }
+        if let Some(start) = &self.start_latent {
+            state.put_tensor("start_latent", start)?;
+        }
+        Ok(state)
+    }
+
+    /// Goes on from a state [`SampleRun::hand_off`] took from a run of the same request (this
+    /// run built with the same texts and [`Conditioning::handed_off`]): its latents, step and
+    /// sampler state replace this run's, so that the remaining steps give what the other run's
+    /// would have.
+    pub fn resume_from(&mut self, state: &SamplingState) -> Result<(), SamplingError> {
+        let step: usize = state.number("step")?;
+        let latents = state
+            .tensor("latents", self.device)?
+            .ok_or_else(|| SamplingError::Input("the sampling state has no latents".into()))?;
+        if latents.size() != self.latents.size() {
+            return Err(SamplingError::Input(format!(
+                "the handed-off latents have shape {:?}; this run's are {:?}",
+                latents.size(),
+                self.latents.size()
+            )));
+        }
+        self.scheduler.import(state, self.device)?;
+        if self.scheduler.step_index() != step || step > self.schedule.steps() {
+            return Err(SamplingError::Input(format!(
+                "the sampling state is at step {step} but its sampler at step {} (of {})",
+                self.scheduler.step_index(),
+                self.schedule.steps()
+            )));
+        }
+        self.latents = latents.f_to_kind(Kind::Float)?;
+        self.batch_failed = state.number("batch_failed")?;
+        self.step = step;
+        Ok(())
     }
 
     /// Runs every remaining step of `expert`'s phase with `model`, applying `lora` (unmerged) at the request's

@@ -24,7 +24,9 @@
 //! `e^{−∞} − 1 = −1`, `σ_{i+1}/σ_i = 0`, `α = 1`, i.e. `x = m_i`. It is taken explicitly instead of through
 //! infinities. The scalar coefficients are computed in double precision; the tensors keep their kind (float32).
 
-use tch::Tensor;
+use std::collections::BTreeMap;
+
+use tch::{Device, Tensor};
 
 use super::SamplingError;
 
@@ -84,6 +86,141 @@ impl Scheduler {
             Scheduler::Euler(s) => s.index,
             Scheduler::UniPc(s) => s.index,
         }
+    }
+
+    fn kind(&self) -> SamplerKind {
+        match self {
+            Scheduler::Euler(_) => SamplerKind::Euler,
+            Scheduler::UniPc(_) => SamplerKind::UniPc,
+        }
+    }
+
+    fn sigmas(&self) -> &[f64] {
+        match self {
+            Scheduler::Euler(s) => &s.sigmas,
+            Scheduler::UniPc(s) => &s.sigmas,
+        }
+    }
+
+    /// Everything the sampler carries from one step to the next (UniPC: its history, the last
+    /// predictor's sample and order, its warm-up; both: the step index), the tensors copied to the
+    /// CPU, so that a run can go on in another process ([`Scheduler::import`]).
+    pub fn export(&self) -> Result<SamplingState, SamplingError> {
+        let mut state = SamplingState::default();
+        state.set("sampler", self.kind().name());
+        state.set("sigmas", format!("{:?}", self.sigmas()));
+        state.set("scheduler_index", self.step_index());
+        if let Scheduler::UniPc(s) = self {
+            state.set("unipc_last_order", s.last_order);
+            state.set("unipc_warmed_up", s.warmed_up);
+            for (name, t) in [
+                (UNIPC_HISTORY[0], &s.history[0]),
+                (UNIPC_HISTORY[1], &s.history[1]),
+                (UNIPC_LAST_SAMPLE, &s.last_sample),
+            ] {
+                if let Some(t) = t {
+                    state.put_tensor(name, t)?;
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Continues from an exported state: the sampler must be of the same kind over the same noise
+    /// levels (the same request); the tensors go to `device`.
+    pub fn import(&mut self, state: &SamplingState, device: Device) -> Result<(), SamplingError> {
+        let sampler = state.get("sampler")?;
+        if sampler != self.kind().name() {
+            return Err(SamplingError::Input(format!(
+                "the sampler state is {sampler}'s; this run samples with {}",
+                self.kind().name()
+            )));
+        }
+        let sigmas = format!("{:?}", self.sigmas());
+        if state.get("sigmas")? != sigmas {
+            return Err(SamplingError::Input(format!(
+                "the sampler state is over the noise levels {}; this run's are {sigmas}",
+                state.get("sigmas")?
+            )));
+        }
+        let index: usize = state.number("scheduler_index")?;
+        if index >= self.sigmas().len() {
+            return Err(SamplingError::Input(format!(
+                "the sampler state is at step {index} of {}",
+                self.sigmas().len() - 1
+            )));
+        }
+        match self {
+            Scheduler::Euler(s) => s.index = index,
+            Scheduler::UniPc(s) => {
+                let tensor = |name| state.tensor(name, device);
+                *s = FlowUniPc {
+                    sigmas: std::mem::take(&mut s.sigmas),
+                    index,
+                    history: [tensor(UNIPC_HISTORY[0])?, tensor(UNIPC_HISTORY[1])?],
+                    last_sample: tensor(UNIPC_LAST_SAMPLE)?,
+                    last_order: state.number("unipc_last_order")?,
+                    warmed_up: state.number("unipc_warmed_up")?,
+                };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The names of UniPC's tensors in a [`SamplingState`]: its data predictions (oldest first) and
+/// the last predictor's sample.
+const UNIPC_HISTORY: [&str; 2] = ["unipc_history_older", "unipc_history_newer"];
+const UNIPC_LAST_SAMPLE: &str = "unipc_last_sample";
+
+/// A sampling run's state between two steps, as small values and tensors: what a safetensors
+/// file holds (metadata and tensors), so that the run goes on in another process (an
+/// expert-parallel job's previews: the high-noise rank hands its latents to the low-noise one).
+#[derive(Debug, Default)]
+pub struct SamplingState {
+    pub values: BTreeMap<String, String>,
+    /// On the CPU.
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+impl SamplingState {
+    pub(crate) fn set(&mut self, key: &str, value: impl ToString) {
+        self.values.insert(key.to_string(), value.to_string());
+    }
+
+    pub(crate) fn put_tensor(&mut self, name: &str, t: &Tensor) -> Result<(), SamplingError> {
+        // A copy (a CPU tensor's `to` is itself), so that the run going on cannot change it.
+        let copy = t.f_to_device(Device::Cpu)?.f_detach_copy()?;
+        self.tensors.insert(name.to_string(), copy);
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Result<&str, SamplingError> {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| SamplingError::Input(format!("the sampling state has no {key}")))
+    }
+
+    pub(crate) fn number<T: std::str::FromStr>(&self, key: &str) -> Result<T, SamplingError> {
+        let text = self.get(key)?;
+        text.parse().map_err(|_| {
+            SamplingError::Input(format!(
+                "the sampling state's {key} is {text:?}, not a number"
+            ))
+        })
+    }
+
+    /// A tensor on `device`, or none when the state has none of that name.
+    pub(crate) fn tensor(
+        &self,
+        name: &str,
+        device: Device,
+    ) -> Result<Option<Tensor>, SamplingError> {
+        self.tensors
+            .get(name)
+            .map(|t| Ok(t.f_to_device(device)?.f_detach_copy()?))
+            .transpose()
     }
 }
 
@@ -268,6 +405,60 @@ mod tests {
             assert!(err < 1e-5, "{kind:?}: {err}");
             assert!(s.step(&x, &x).is_err(), "a step past the end is refused");
         }
+    }
+
+    /// A velocity that depends on the sample non-linearly, so that UniPC's history matters.
+    fn velocity(x: &Tensor, sigma: f64) -> Tensor {
+        x.sin() * (1.0 + sigma) - x * 0.3
+    }
+
+    /// Runs the steps `from..to` of `s` from `x`.
+    fn run(s: &mut Scheduler, sigmas: &[f64], mut x: Tensor, from: usize, to: usize) -> Tensor {
+        for &sigma in &sigmas[from..to] {
+            x = s.step(&velocity(&x, sigma), &x).unwrap();
+        }
+        x
+    }
+
+    /// A run exported after any step and imported into a fresh sampler ends exactly where the
+    /// uninterrupted run does; the export is a copy that later steps do not change.
+    #[test]
+    fn a_run_exported_and_imported_midway_ends_where_the_whole_run_does() {
+        let sigmas = vec![0.99, 0.93, 0.8, 0.6, 0.35, 0.1, 0.0];
+        let steps = sigmas.len() - 1;
+        let start = Tensor::from_slice(&[1.0f32, -0.5, 0.25, 2.0, -1.5, 0.75]);
+        for kind in [SamplerKind::Euler, SamplerKind::UniPc] {
+            let mut whole = Scheduler::new(kind, &sigmas).unwrap();
+            let expected = run(&mut whole, &sigmas, start.copy(), 0, steps);
+            for split in 0..=steps {
+                let mut first = Scheduler::new(kind, &sigmas).unwrap();
+                let x = run(&mut first, &sigmas, start.copy(), 0, split);
+                let state = first.export().unwrap();
+                // The first sampler going on must not touch the exported state.
+                let _ = run(&mut first, &sigmas, x.copy(), split, steps);
+                let mut second = Scheduler::new(kind, &sigmas).unwrap();
+                second.import(&state, Device::Cpu).unwrap();
+                assert_eq!(second.step_index(), split);
+                let end = run(&mut second, &sigmas, x, split, steps);
+                assert!(
+                    end.equal(&expected),
+                    "{kind:?} split after {split} steps: {end:?} vs {expected:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_of_another_sampler_or_schedule_is_refused() {
+        let sigmas = [0.9, 0.5, 0.0];
+        let unipc = Scheduler::new(SamplerKind::UniPc, &sigmas).unwrap();
+        let state = unipc.export().unwrap();
+        let mut euler = Scheduler::new(SamplerKind::Euler, &sigmas).unwrap();
+        let err = euler.import(&state, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("unipc") && err.contains("euler"), "{err}");
+        let mut other = Scheduler::new(SamplerKind::UniPc, &[0.9, 0.4, 0.0]).unwrap();
+        let err = other.import(&state, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("noise levels"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! (LoRA files, state, resume), `previews` (samples during training) and `run` (the loop).
 
 mod memory;
+mod preview_hand_off;
 mod previews;
 mod run;
 pub(crate) mod save;
@@ -31,7 +32,8 @@ use crate::optim::{clip_grad_norm, FlatParams};
 use crate::output::{self, Control, JobFolder, JobPhase, Metrics, Status};
 use crate::perf::{PerfLog, Phase};
 use crate::sampling::{
-    sample_stem, start_condition, video_frames, write_sample, SampleFiles, SampleRequest, SampleRun,
+    sample_stem, start_condition, video_frames, write_sample, Conditioning, SampleFiles,
+    SampleRequest, SampleRun,
 };
 use crate::schedule::LrSchedule;
 use crate::sources::ModelSource;

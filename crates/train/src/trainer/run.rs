@@ -193,13 +193,15 @@ impl Trainer {
             && self.step >= p.sample.sample_start_step as u64
             && self.step.is_multiple_of(p.sample.sample_every as u64)
             && self.step < total;
-        if !self.samples.is_empty()
-            && (sample_due || self.folder.take_control(Control::SampleNow))
-            && !stop_requested
-        {
+        if !self.samples.is_empty() && (sample_due || self.preview_requested()) && !stop_requested {
             let t = Instant::now();
             self.sample_all(self.step)?;
             perf.phase(Phase::Sampling, t.elapsed());
+        }
+        if !stop_requested && self.step < total {
+            // An expert-parallel job's low-noise rank: previews the other rank made on request
+            // (those of the last step wait for the final previews).
+            self.finish_hand_offs(self.step)?;
         }
         if let Some(line) = perf.report(self.step) {
             eprintln!("{line}");

@@ -145,23 +145,22 @@ impl Trainer {
         let cache_root = folder.root.join("cache");
         let mut cache = Cache::open(&cache_root)?;
 
-        let samples: Vec<SampleRequest> =
-            if process.train.disable_sampling || part.rank().is_some() || folder.quiet {
-                Vec::new()
-            } else {
-                (0..process.sample.samples.len())
-                    .filter_map(|i| {
-                        SampleRequest::from_job(
-                            &process.sample,
-                            i,
-                            process.model.arch,
-                            process.model.boundary_ratio,
-                        )
-                        .transpose()
-                    })
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| TrainError::Setup(format!("sample: {e}")))?
-            };
+        let samples: Vec<SampleRequest> = if process.train.disable_sampling || folder.quiet {
+            Vec::new()
+        } else {
+            (0..process.sample.samples.len())
+                .filter_map(|i| {
+                    SampleRequest::from_job(
+                        &process.sample,
+                        i,
+                        process.model.arch,
+                        process.model.boundary_ratio,
+                    )
+                    .transpose()
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| TrainError::Setup(format!("sample: {e}")))?
+        };
         // Text: every caption (with dropout and DOP variants), the blank prompt and the sample
         // prompts are encoded once; then the encoder is freed.
         folder.write_status(&status(JobPhase::Caching, "Encoding captions"))?;
