@@ -5,12 +5,21 @@
 # memory), each run twice in the order off, on, on, off so that a drifting clock favours neither;
 # then one LoRA'd A14B linear (q 5120→5120, ffn0 5120→13824, ffn2 13824→5120) at 11 k, 25 k and
 # 45 k tokens, forward and forward+backward, with the fused/two-pass relative difference in bf16.
-# Prints a short table last. Usage (device tool): bash scripts/gpu/fused_lora.sh
+# First the CUDA half of crates/models/tests/fused_lora.rs when its binary is carried
+# (xz -c target/debug/deps/fused_lora-<hash> > .gpu/tests/fused_lora.xz). Prints a short table last.
+# Usage (device tool): bash scripts/gpu/fused_lora.sh
 set -uo pipefail
 source scripts/gpu/env.sh
 log() { echo "$@" | tee -a "$OUT/summary.txt"; }
 run() { log "\$ $*"; "$@" 2>&1 | tee -a "$OUT/fused_lora_log.txt" | grep -E '^(wanlora|random|\|)' | tee -a "$OUT/summary.txt"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
+# The fused op against the two-pass LoRA in bf16 on CUDA (crates/models/tests/fused_lora.rs, its debug
+# test binary carried as .gpu/tests/fused_lora.xz), before anything is timed.
+if [ -f .gpu/tests/fused_lora.xz ]; then
+  log "\$ fused_lora (CUDA tests)"
+  xz -dc .gpu/tests/fused_lora.xz > /tmp/fused_lora_tests && chmod +x /tmp/fused_lora_tests
+  timeout 120 /tmp/fused_lora_tests cuda_ --test-threads 1 2>&1 | tee -a "$OUT/tests_log.txt" | grep -E "test result|panicked" | tee -a "$OUT/summary.txt"
+fi
 S="bench step --frames 41 --height 512 --width 512 --rank 16 --steps 5"
 for flags in "" "--keep-attention 13"; do
   run $WANLORA $S $flags

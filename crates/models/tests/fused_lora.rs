@@ -41,7 +41,11 @@ fn uniform(seed: u64, shape: &[i64], bound: f32) -> Tensor {
 /// Adapters of rank 4 (α = 2) for the tiny config with A and B random (or B zero, as a fresh
 /// LoRA starts), as trainable fp32 leaves.
 fn lora(zero_up: bool) -> LoraSet {
-    let set = LoraSet::new_trainable(&config(), RANK, 2.0, Device::Cpu, 5);
+    lora_on(zero_up, Device::Cpu)
+}
+
+fn lora_on(zero_up: bool, device: Device) -> LoraSet {
+    let set = LoraSet::new_trainable(&config(), RANK, 2.0, device, 5);
     tch::no_grad(|| {
         for (i, p) in set.parameters().into_iter().enumerate() {
             let is_up = i % 2 == 1;
@@ -49,7 +53,7 @@ fn lora(zero_up: bool) -> LoraSet {
                 continue;
             }
             p.shallow_clone()
-                .copy_(&uniform(100 + i as u64, &p.size(), 0.3));
+                .copy_(&uniform(100 + i as u64, &p.size(), 0.3).to_device(device));
         }
     });
     set
@@ -57,9 +61,13 @@ fn lora(zero_up: bool) -> LoraSet {
 
 /// A dense linear `[out, in]` in `kind`, and the same weights with LoRA rows reserved.
 fn linear_pair(inp: i64, out: i64, kind: Kind) -> (Linear, Linear) {
+    linear_pair_on(inp, out, kind, Device::Cpu)
+}
+
+fn linear_pair_on(inp: i64, out: i64, kind: Kind, device: Device) -> (Linear, Linear) {
     let make = || Linear {
-        weight: Weight::Dense(uniform(7, &[out, inp], 0.2).to_kind(kind)),
-        bias: uniform(8, &[out], 0.1).to_kind(kind),
+        weight: Weight::Dense(uniform(7, &[out, inp], 0.2).to_device(device).to_kind(kind)),
+        bias: uniform(8, &[out], 0.1).to_device(device).to_kind(kind),
         lora_rows: None,
     };
     let mut fused = make();
@@ -89,20 +97,24 @@ fn linear_step(
         apply: Some(&apply),
     }
     .linear(target, layer, &x);
-    let g = uniform(9, &y.size(), 1.0).to_kind(y.kind());
+    let g = uniform(9, &y.size(), 1.0)
+        .to_device(y.device())
+        .to_kind(y.kind());
     (&y * &g).sum(Kind::Float).backward();
     (y.detach(), x.grad(), a.grad(), b.grad())
 }
 
 /// The fused linear against the two-pass one for a square, a widening (out > in: the in-place
 /// input gradient) and a narrowing (out < in: the one-GEMM input gradient) layer.
-fn check_against_two_passes(kind: Kind, tolerance: f64, zero_up: bool) {
+fn check_against_two_passes(kind: Kind, tolerance: f64, zero_up: bool, device: Device) {
     let cfg = config();
-    let set = lora(zero_up);
+    let set = lora_on(zero_up, device);
     for target in [LoraTarget::SelfQ, LoraTarget::Ffn0, LoraTarget::Ffn2] {
         let (inp, out) = target.dims(&cfg);
-        let (two_pass, fused) = linear_pair(inp, out, kind);
-        let x = uniform(11, &[2, 6, inp], 1.0).to_kind(kind);
+        let (two_pass, fused) = linear_pair_on(inp, out, kind, device);
+        let x = uniform(11, &[2, 6, inp], 1.0)
+            .to_device(device)
+            .to_kind(kind);
         let expected = linear_step(&two_pass, &set, target, Multiplier::Scalar(0.7), &x);
         let got = linear_step(&fused, &set, target, Multiplier::Scalar(0.7), &x);
         // The fused path ran: the buffer's last rows hold A in the compute dtype.
@@ -133,15 +145,28 @@ fn check_against_two_passes(kind: Kind, tolerance: f64, zero_up: bool) {
 
 #[test]
 fn fused_linear_matches_two_passes_in_f32() {
-    check_against_two_passes(Kind::Float, 1e-6, false);
-    check_against_two_passes(Kind::Float, 1e-6, true);
+    check_against_two_passes(Kind::Float, 1e-6, false, Device::Cpu);
+    check_against_two_passes(Kind::Float, 1e-6, true, Device::Cpu);
 }
 
 #[test]
 fn fused_linear_matches_two_passes_in_bf16() {
     // Sums of bf16 products rounded at different points: a few bf16 ulps (2⁻⁸ ≈ 4e-3) apart.
-    check_against_two_passes(Kind::BFloat16, 1e-2, false);
-    check_against_two_passes(Kind::BFloat16, 1e-2, true);
+    check_against_two_passes(Kind::BFloat16, 1e-2, false, Device::Cpu);
+    check_against_two_passes(Kind::BFloat16, 1e-2, true, Device::Cpu);
+}
+
+/// The same on the GPU in bf16 (cuBLAS, the fused op's strided views); run by scripts/gpu/step.sh
+/// tests from the carried test binary, a no-op without CUDA.
+#[test]
+fn cuda_fused_linear_matches_two_passes_in_bf16() {
+    wanlora_torch::init();
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: the GPU variant is checked by scripts/gpu/step.sh tests");
+        return;
+    }
+    check_against_two_passes(Kind::BFloat16, 1e-2, false, Device::Cuda(0));
+    check_against_two_passes(Kind::BFloat16, 1e-2, true, Device::Cuda(0));
 }
 
 #[test]
