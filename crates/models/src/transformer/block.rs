@@ -92,7 +92,8 @@ impl Linear {
     }
 
     /// Stores a dense weight `[out, in]` as the first rows of a buffer `[out + rank, in]`, so
-    /// that a rank-`rank` LoRA's down-projection runs in the same GEMM ([`fused_lora_enabled`]).
+    /// that a rank-`rank` LoRA's down-projection runs in the same GEMM
+    /// ([`crate::lora::fused_lora_enabled`]).
     /// fp8 and 4-bit weights are left as they are (false): their GEMM would need A rounded to
     /// fp8 or 4 bits, and they keep the two-pass LoRA. The copy is made on the weight's device
     /// and replaces it, so the layer holds `rank` rows more than before, not a second weight.
