@@ -123,6 +123,18 @@ impl LoraTarget {
     }
 }
 
+/// Whether the LoRA down-projection runs in the frozen weight's GEMM: `WANLORA_FUSED_LORA=1`,
+/// read once. Whoever builds a model for training with a LoRA of rank r then calls
+/// `WanTransformer::reserve_lora_rows(r)`; the block linears use the fused path wherever rows are
+/// reserved (crate::transformer::Linear::reserve_lora_rows). Off by default until measured on the
+/// GPU (scripts/gpu/fused_lora.sh); it becomes the default only if that shows a faster step.
+pub fn fused_lora_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var("WANLORA_FUSED_LORA").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "on"))
+    })
+}
+
 /// One adapter: `down` = A `[r, in]`, `up` = B `[out, r]`, both fp32 leaves when trainable.
 pub struct LoraAdapter {
     pub down: Tensor,
@@ -442,6 +454,16 @@ impl LoraSet {
                 a.up.shallow_clone().copy_(&b.up);
             }
         });
+    }
+
+    /// A detached copy whose tensors are fresh leaves that require grad: the same adapters
+    /// trained separately (e.g. one step compared between two ways of computing it).
+    pub fn trainable_copy(&self) -> LoraSet {
+        let copy = self.detached_copy();
+        for p in copy.parameters() {
+            let _ = p.set_requires_grad(true);
+        }
+        copy
     }
 
     /// A detached copy (for EMA and snapshots).

@@ -3,6 +3,8 @@
 //! "fp8_scaled" files kept as stored, the fp8 matmul and its custom backward against their
 //! references, and the umT5 encoder with fp8 matrices.
 
+mod tiny_support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,7 +17,7 @@ use wanlora_models::transformer::{
 };
 use wanlora_models::umt5::Umt5Encoder;
 use wanlora_torch::cuda::fp8_quantize_rows;
-use wanlora_torch::weights::{save_safetensors, RandomWeights, WeightSet};
+use wanlora_torch::weights::{save_safetensors, WeightSet};
 
 /// Tiny tensors: one intra-op thread keeps parallel tests fast on two cores.
 fn single_threaded() {
@@ -50,15 +52,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn tiny_config() -> TransformerConfig {
-    TransformerConfig {
-        num_attention_heads: 2,
-        attention_head_dim: 16,
-        text_dim: 32,
-        freq_dim: 32,
-        ffn_dim: 64,
-        num_layers: 3,
-        ..TransformerConfig::wan22_i2v_a14b()
-    }
+    tiny_support::tiny_config(3)
 }
 
 fn random_model(mode: Fp8Mode) -> WanTransformer {
@@ -68,20 +62,17 @@ fn random_model(mode: Fp8Mode) -> WanTransformer {
 /// The tiny model with its block linears (and, with `fp8_embeddings`, the text embedding and time
 /// projection) stored as `mode` says.
 fn random_model_with(mode: Fp8Mode, fp8_embeddings: bool) -> WanTransformer {
-    // RandomWeights seeds the generator per tensor.
+    // The random weights come from libtorch's generator, seeded per tensor.
     seeded(0, || {
-        WanTransformer::load_with(
-            &RandomWeights { std: 0.05, seed: 7 },
-            Some(tiny_config()),
-            Kind::Float,
-            Device::Cpu,
+        tiny_support::tiny_model(
+            tiny_config(),
+            7,
             &LoadOptions {
                 fp8: mode,
                 fp8_embeddings,
                 offload: None,
             },
         )
-        .unwrap()
     })
 }
 

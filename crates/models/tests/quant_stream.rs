@@ -3,6 +3,8 @@
 //! ring never holds more blocks than its slots and reuses the ones needed again soon, and an
 //! offload/load round trip changes nothing.
 
+mod tiny_support;
+
 use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 use wanlora_models::lora::{LoraApply, LoraSet, Multiplier};
@@ -11,7 +13,6 @@ use wanlora_models::transformer::checkpoint::{forward_backward, CheckpointPolicy
 use wanlora_models::transformer::{
     BlockOffload, BlockStreamer, HostArena, LoadOptions, TransformerConfig, WanTransformer,
 };
-use wanlora_torch::weights::RandomWeights;
 
 fn single_threaded() {
     tch::set_num_threads(1);
@@ -35,32 +36,21 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn config() -> TransformerConfig {
-    TransformerConfig {
-        num_attention_heads: 2,
-        attention_head_dim: 16,
-        text_dim: 32,
-        freq_dim: 32,
-        ffn_dim: 64,
-        num_layers: 4,
-        ..TransformerConfig::wan22_i2v_a14b()
-    }
+    tiny_support::tiny_config(4)
 }
 
 fn model(fp8: Fp8Mode, offload: Option<BlockOffload>) -> WanTransformer {
-    // RandomWeights seeds the generator per tensor.
+    // The random weights come from libtorch's generator, seeded per tensor.
     seeded(0, || {
-        WanTransformer::load_with(
-            &RandomWeights { std: 0.05, seed: 3 },
-            Some(config()),
-            Kind::Float,
-            Device::Cpu,
+        tiny_support::tiny_model(
+            config(),
+            3,
             &LoadOptions {
                 fp8,
                 fp8_embeddings: false,
                 offload,
             },
         )
-        .unwrap()
     })
 }
 

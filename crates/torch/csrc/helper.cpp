@@ -991,3 +991,133 @@ int wl_backward_with_grad(const at::Tensor* output, const at::Tensor* grad) {
 }
 
 }  // extern "C"
+
+// --- LoRA down-projection fused into the frozen weight's GEMM ---------------------------------
+//
+// A LoRA'd linear y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, with the frozen W [out, in] stored as the first
+// `out` rows of a buffer W_ext [out + r, in] whose last r rows hold the current A (copied in by the
+// forward, without autograd through the buffer). With s = m·α/r and h = s·(x·Aᵀ):
+//
+//   forward   z  = x·W_extᵀ (+ [b; 0])          one GEMM over x instead of two
+//             h  = s·z[:, out:]
+//             y  = z[:, :out] + h·Bᵀ             addmm: its copy of z[:, :out] makes y contiguous
+//   backward  dh = dy·B,  du = s·dh
+//             dB = dyᵀ·h,  dA = duᵀ·x
+//             dx = [dy, du]·W_ext                one GEMM (when out ≤ in, see below)
+//
+// Saved: x and h, as the unfused path's linear and addmm save them, plus the frozen W_ext and B.
+// W_ext is saved through autograd, so a second forward that rewrites its A rows before this
+// graph's backward fails loudly ("modified by an inplace operation") instead of differentiating
+// against another A.
+namespace {
+
+struct LoraLinearParts {
+  at::Tensor y, h;
+};
+
+// The forward on x [..., in]: y [..., out] and h [N, r] (N = rows of x).
+LoraLinearParts fused_lora_forward(const at::Tensor& x, const at::Tensor& w_ext,
+                                   const at::Tensor& a, const at::Tensor& b,
+                                   const at::Tensor& bias, double scale) {
+  at::NoGradGuard no_grad;
+  const int64_t rank = a.size(0);
+  const int64_t in = w_ext.size(1);
+  const int64_t out = w_ext.size(0) - rank;
+  TORCH_CHECK(w_ext.dim() == 2 && a.dim() == 2 && b.dim() == 2,
+              "fused LoRA linear: W_ext, A and B must be matrices");
+  TORCH_CHECK(out > 0 && a.size(1) == in && b.size(0) == out && b.size(1) == rank,
+              "fused LoRA linear: W_ext ", w_ext.sizes(), " does not hold W [out, in] and A ",
+              a.sizes(), " with B ", b.sizes());
+  TORCH_CHECK(x.size(-1) == in, "fused LoRA linear: input has ", x.size(-1),
+              " features, the weight expects ", in);
+  TORCH_CHECK(w_ext.is_contiguous(), "fused LoRA linear: W_ext must be contiguous");
+  TORCH_CHECK(x.scalar_type() == w_ext.scalar_type() && a.scalar_type() == w_ext.scalar_type() &&
+                  b.scalar_type() == w_ext.scalar_type(),
+              "fused LoRA linear: x, W_ext, A and B must share one dtype");
+  w_ext.narrow(0, out, rank).copy_(a);
+  auto x2 = x.reshape({-1, in});
+  at::Tensor z;
+  if (bias.defined() && bias.numel() > 0) {
+    auto bias_k = bias.to(x.scalar_type());
+    auto bias_ext = at::cat({bias_k, at::zeros({rank}, bias_k.options())});
+    z = at::addmm(bias_ext, x2, w_ext.t());
+  } else {
+    z = at::mm(x2, w_ext.t());
+  }
+  auto h = z.narrow(1, out, rank).mul(scale);
+  auto y = at::addmm(z.narrow(1, 0, out), h, b.t());
+  auto sizes = x.sizes().vec();
+  sizes.back() = out;
+  return {y.view(sizes), h};
+}
+
+struct FusedLoraLinear : public torch::autograd::Function<FusedLoraLinear> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& w_ext, const at::Tensor& a, const at::Tensor& b,
+                            const at::Tensor& bias, double scale) {
+    auto parts = fused_lora_forward(x, w_ext, a, b, bias, scale);
+    ctx->save_for_backward({x, w_ext, b, parts.h});
+    ctx->saved_data["scale"] = scale;
+    return parts.y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &w_ext = saved[1], &b = saved[2], &h = saved[3];
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const int64_t rank = b.size(1);
+    const int64_t out = b.size(0);
+    const int64_t in = w_ext.size(1);
+    auto dy = grad_outputs[0].reshape({-1, out}).to(w_ext.scalar_type());
+    auto x2 = x.reshape({-1, in});
+    auto du = at::mm(dy, b).mul_(scale);
+    at::Tensor dx, da, db;
+    if (ctx->needs_input_grad(2)) da = at::mm(du.t(), x2);
+    if (ctx->needs_input_grad(3)) db = at::mm(dy.t(), h);
+    if (ctx->needs_input_grad(0)) {
+      if (out <= in) {
+        // [dy, du]·W_ext: one GEMM; the price is one copy of dy (N×out) into the wider matrix,
+        // against the unfused path's separate du·A product (N×in) and its sum with dy·W.
+        auto dyu = at::empty({dy.size(0), out + rank}, dy.options());
+        dyu.narrow(1, 0, out).copy_(dy);
+        dyu.narrow(1, out, rank).copy_(du);
+        dx = at::mm(dyu, w_ext);
+      } else {
+        // A wide output (the MLP's up-projection): copying dy would move more than adding the
+        // rank-r product into dx in place, which is one GEMM epilogue pass over N×in.
+        dx = at::mm(dy, w_ext.narrow(0, 0, out));
+        dx.addmm_(du, w_ext.narrow(0, out, rank));
+      }
+      dx = dx.view(x.sizes());
+    }
+    return {dx, at::Tensor(), da, db, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+// y = x·Wᵀ + bias + scale·(x·Aᵀ)·Bᵀ with W and A in one buffer `w_ext` [out + r, in] (A is copied
+// into its last r rows here); `bias` may be null. With grad mode on and x, A or B requiring grad,
+// the result carries FusedLoraLinear's backward (gradients for x, A and B).
+int wl_fused_lora_linear(const at::Tensor* x, const at::Tensor* w_ext, const at::Tensor* a,
+                         const at::Tensor* b, const at::Tensor* bias, double scale,
+                         at::Tensor** out) {
+  return guarded([&] {
+    auto bias_or_empty = bias != nullptr ? *bias : at::empty({0}, x->options());
+    at::Tensor y;
+    if (at::GradMode::is_enabled() &&
+        (x->requires_grad() || a->requires_grad() || b->requires_grad())) {
+      TORCH_CHECK(!w_ext->requires_grad() && !bias_or_empty.requires_grad(),
+                  "fused LoRA linear: the frozen weight and bias must not require grad");
+      y = FusedLoraLinear::apply(*x, *w_ext, *a, *b, bias_or_empty, scale);
+    } else {
+      y = fused_lora_forward(*x, *w_ext, *a, *b, bias_or_empty, scale).y;
+    }
+    *out = new at::Tensor(std::move(y));
+  });
+}
+
+}  // extern "C"

@@ -89,6 +89,15 @@ mod ffi {
             eps: f64,
             out: *mut *mut c_void,
         ) -> i32;
+        pub fn wl_fused_lora_linear(
+            x: *const c_void,
+            w_ext: *const c_void,
+            a: *const c_void,
+            b: *const c_void,
+            bias: *const c_void,
+            scale: f64,
+            out: *mut *mut c_void,
+        ) -> i32;
         pub fn wl_attention_replay(
             record: *const c_void,
             q: *const c_void,
@@ -426,6 +435,38 @@ pub fn fp8_linear(
             codes.as_ptr() as *const _,
             scale.as_ptr() as *const _,
             bias,
+            &mut out,
+        )
+    })?;
+    // SAFETY: the call succeeded, so `out` holds a fresh tensor.
+    Ok(unsafe { owned_tensor(out) })
+}
+
+/// A LoRA'd linear `y = x·Wᵀ + bias + scale·(x·Aᵀ)·Bᵀ` whose frozen weight `W` `[out, in]` is the
+/// first `out` rows of `w_ext` `[out + r, in]`: `a` (A `[r, in]`) is copied into the last `r`
+/// rows, so that one GEMM over `x` gives both `x·Wᵀ` and `x·Aᵀ`; `b` is B `[out, r]`. `x`, `w_ext`,
+/// `a` and `b` share one dtype. With grad mode on and `x`, `a` or `b` requiring grad, the result
+/// backpropagates to all three (the input gradient `[dY, scale·dY·B]·w_ext` in one GEMM where
+/// `out ≤ in`); `w_ext` and `bias` are frozen. The A rows must not be rewritten (by another call
+/// with this buffer) before the backward: autograd then refuses the backward.
+pub fn fused_lora_linear(
+    x: &tch::Tensor,
+    w_ext: &tch::Tensor,
+    a: &tch::Tensor,
+    b: &tch::Tensor,
+    bias: Option<&tch::Tensor>,
+    scale: f64,
+) -> Result<tch::Tensor, HelperError> {
+    let mut out = std::ptr::null_mut();
+    let bias = bias.map_or(std::ptr::null(), |b| b.as_ptr() as *const std::ffi::c_void);
+    check("fused_lora_linear", unsafe {
+        ffi::wl_fused_lora_linear(
+            x.as_ptr() as *const _,
+            w_ext.as_ptr() as *const _,
+            a.as_ptr() as *const _,
+            b.as_ptr() as *const _,
+            bias,
+            scale,
             &mut out,
         )
     })?;

@@ -11,7 +11,7 @@ use tch::{Kind, TchError, Tensor};
 
 use super::rope::Rope;
 use super::TransformerConfig;
-use crate::lora::{LoraApply, LoraTarget};
+use crate::lora::{LoraApply, LoraTarget, Multiplier};
 use crate::quant::{load_weight, Fp8Mode, Weight};
 use wanlora_torch::cuda::{attention_record, attention_replay, RecordedAttention};
 use wanlora_torch::weights::Loader;
@@ -36,6 +36,10 @@ pub type LoadLinear<'a> = dyn Fn(&Loader, &str, LoraTarget, i64, i64) -> Linear 
 pub struct Linear {
     pub weight: Weight,
     pub bias: Tensor,
+    /// `[out + r, in]` in the weight's dtype when rows are reserved for a rank-r LoRA
+    /// down-projection ([`Linear::reserve_lora_rows`]): the dense `weight` is a view of its first
+    /// `out` rows, and the LoRA forward copies A into the last `r` (crate::lora, fused LoRA).
+    pub lora_rows: Option<Tensor>,
 }
 
 impl Linear {
@@ -49,6 +53,7 @@ impl Linear {
         Linear {
             weight: load_weight(w, &format!("{name}.weight"), [out, inp], mode),
             bias: w.get(&format!("{name}.bias"), &[out]),
+            lora_rows: None,
         }
     }
 
@@ -58,22 +63,68 @@ impl Linear {
             .unwrap_or_else(|e| panic!("linear layer: {e}"))
     }
 
-    /// The same layer with every tensor passed through `f`.
+    /// The same layer with every tensor passed through `f` (reserved LoRA rows stay one buffer
+    /// with the weight).
     pub fn map(&self, f: &mut TensorMap) -> Result<Linear, TchError> {
+        let (weight, lora_rows) = match &self.lora_rows {
+            Some(rows) => {
+                let rows = f(rows)?;
+                let out = self.weight.size()[0];
+                (Weight::Dense(rows.f_narrow(0, 0, out)?), Some(rows))
+            }
+            None => (self.weight.map(f)?, None),
+        };
         Ok(Linear {
-            weight: self.weight.map(f)?,
+            weight,
             bias: f(&self.bias)?,
+            lora_rows,
         })
     }
 
-    /// Re-stores the weight as `mode` (dequantising to `kind` for [`Fp8Mode::Off`]).
+    /// Re-stores the weight as `mode` (dequantising to `kind` for [`Fp8Mode::Off`]). Reserved
+    /// LoRA rows stay only while the weight stays dense in their dtype.
     pub fn set_mode(&mut self, mode: Fp8Mode, kind: Kind) -> Result<(), TchError> {
         self.weight = self.weight.to_mode(mode, kind)?;
+        if mode != Fp8Mode::Off || self.lora_rows.as_ref().is_some_and(|r| r.kind() != kind) {
+            self.lora_rows = None;
+        }
         Ok(())
     }
 
+    /// Stores a dense weight `[out, in]` as the first rows of a buffer `[out + rank, in]`, so
+    /// that a rank-`rank` LoRA's down-projection runs in the same GEMM
+    /// ([`crate::lora::fused_lora_enabled`]).
+    /// fp8 and 4-bit weights are left as they are (false): their GEMM would need A rounded to
+    /// fp8 or 4 bits, and they keep the two-pass LoRA. The copy is made on the weight's device
+    /// and replaces it, so the layer holds `rank` rows more than before, not a second weight.
+    pub fn reserve_lora_rows(&mut self, rank: i64) -> Result<bool, TchError> {
+        let Weight::Dense(w) = &self.weight else {
+            return Ok(false);
+        };
+        let [out, inp] = self.weight.size();
+        if out == 0 || !matches!(w.kind(), Kind::BFloat16 | Kind::Half | Kind::Float) {
+            return Ok(false);
+        }
+        if self
+            .lora_rows
+            .as_ref()
+            .is_some_and(|r| r.size()[0] == out + rank)
+        {
+            return Ok(true);
+        }
+        let _no_grad = tch::no_grad_guard();
+        let rows = Tensor::f_zeros([out + rank, inp], (w.kind(), w.device()))?;
+        rows.f_narrow(0, 0, out)?.f_copy_(w)?;
+        self.weight = Weight::Dense(rows.f_narrow(0, 0, out)?);
+        self.lora_rows = Some(rows);
+        Ok(true)
+    }
+
     pub fn tensors(&self) -> Vec<&Tensor> {
-        let mut t = self.weight.tensors();
+        let mut t = match &self.lora_rows {
+            Some(rows) => vec![rows],
+            None => self.weight.tensors(),
+        };
         t.push(&self.bias);
         t
     }
@@ -88,13 +139,32 @@ pub struct BlockLora<'a> {
 
 impl BlockLora<'_> {
     /// `linear(x)` plus the LoRA delta of `target` when one is active. The delta is added in the
-    /// epilogue of its second matmul (`addmm`), so it costs no extra pass over the output.
-    fn linear(&self, target: LoraTarget, layer: &Linear, x: &Tensor) -> Tensor {
-        let y = layer.forward(x);
-        let Some(apply) = self.apply else { return y };
-        let Some(adapter) = apply.adapter(self.block, target) else {
-            return y;
+    /// epilogue of its second matmul (`addmm`), so it costs no extra pass over the output. Where
+    /// the layer reserved rows for this adapter's rank ([`Linear::reserve_lora_rows`]) and the
+    /// strength is one value, the down-projection runs in the frozen weight's GEMM instead
+    /// (`wanlora_torch::cuda::fused_lora_linear`); per-sample strengths keep the two passes.
+    pub fn linear(&self, target: LoraTarget, layer: &Linear, x: &Tensor) -> Tensor {
+        let Some(apply) = self.apply else {
+            return layer.forward(x);
         };
+        let Some(adapter) = apply.adapter(self.block, target) else {
+            return layer.forward(x);
+        };
+        if let (Some(rows), Multiplier::Scalar(m)) = (&layer.lora_rows, &apply.multiplier) {
+            let kind = x.kind();
+            if rows.kind() == kind && rows.size()[0] == layer.weight.size()[0] + adapter.rank() {
+                return wanlora_torch::cuda::fused_lora_linear(
+                    x,
+                    rows,
+                    &adapter.down.to_kind(kind),
+                    &adapter.up.to_kind(kind),
+                    Some(&layer.bias),
+                    m * adapter.scale(),
+                )
+                .unwrap_or_else(|e| panic!("LoRA linear: {e}"));
+            }
+        }
+        let y = layer.forward(x);
         let size = y.size();
         let out = *size.last().expect("rank ≥ 1");
         let down = adapter.down_scaled(x, &apply.multiplier);
@@ -429,6 +499,14 @@ impl WanBlock {
 
     /// Re-stores the ten linears as `mode` (dequantising to `kind` for [`Fp8Mode::Off`]).
     pub fn set_fp8_mode(&mut self, mode: Fp8Mode, kind: Kind) -> Result<(), TchError> {
+        for linear in self.linears_mut() {
+            linear.set_mode(mode, kind)?;
+        }
+        Ok(())
+    }
+
+    /// The ten linears, mutably.
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let Self {
             self_attn,
             cross_attn,
@@ -439,10 +517,17 @@ impl WanBlock {
         let mut linears: Vec<&mut Linear> = self_attn.linears_mut().into();
         linears.extend(cross_attn.linears_mut());
         linears.extend([ffn0, ffn2]);
-        for linear in linears {
-            linear.set_mode(mode, kind)?;
+        linears
+    }
+
+    /// Reserves rows for a rank-`rank` LoRA in each of the ten linears that can take them
+    /// ([`Linear::reserve_lora_rows`]); the number that did.
+    pub fn reserve_lora_rows(&mut self, rank: i64) -> Result<usize, TchError> {
+        let mut reserved = 0;
+        for linear in self.linears_mut() {
+            reserved += usize::from(linear.reserve_lora_rows(rank)?);
         }
-        Ok(())
+        Ok(reserved)
     }
 
     /// x `[B, N, D]` (compute dtype) → x `[B, N, D]`. `e0` is the block-independent time projection

@@ -237,6 +237,7 @@ impl WanTransformer {
                         Some(Ok(Some(q))) => Linear {
                             weight: Weight::Uint4(q),
                             bias: w.get(&format!("{name}.bias"), &[out]),
+                            lora_rows: None,
                         },
                         Some(Err(e)) => {
                             w.fail(e);
@@ -252,6 +253,7 @@ impl WanTransformer {
                                 up: up.shallow_clone(),
                             })),
                             bias: base.bias,
+                            lora_rows: None,
                         },
                         _ => base,
                     }
@@ -332,6 +334,7 @@ impl WanTransformer {
         let f32_linear = |name: &str, inp: i64, out: i64| Linear {
             weight: Weight::Dense(w.get_as(&format!("{name}.weight"), &[out, inp], Kind::Float)),
             bias: w.get_as(&format!("{name}.bias"), &[out], Kind::Float),
+            lora_rows: None,
         };
         let time_embedding = (
             f32_linear("time_embedding.0", cfg.freq_dim, d),
@@ -361,6 +364,7 @@ impl WanTransformer {
         let patch_embedding = Linear {
             weight: Weight::Dense(patch_weight.reshape([d, -1])),
             bias: patch_bias,
+            lora_rows: None,
         };
         Ok(WanTransformer {
             outer: OuterWeights {
@@ -463,6 +467,26 @@ impl WanTransformer {
         }
         self.fp8 = mode;
         Ok(())
+    }
+
+    /// Stores every dense block linear with `rank` spare rows, so that a rank-`rank` LoRA's
+    /// down-projection runs in the frozen weight's GEMM (crate::lora::fused_lora_enabled says
+    /// when); fp8 and 4-bit linears keep the two-pass LoRA. Streamed blocks are converted on the
+    /// device and go back to host memory. Returns how many linears took the rows.
+    pub fn reserve_lora_rows(&mut self, rank: i64) -> Result<usize, ModelError> {
+        self.check_loaded()?;
+        let mut host = HostArena::new(self.device);
+        let mut reserved = 0;
+        for i in 0..self.blocks.len() {
+            if self.is_streamed(i) {
+                let mut block = self.fetch_block(i)?;
+                reserved += block.reserve_lora_rows(rank)?;
+                self.blocks[i] = stream::to_host(&block, &mut host)?;
+            } else {
+                reserved += self.blocks[i].reserve_lora_rows(rank)?;
+            }
+        }
+        Ok(reserved)
     }
 
     /// Whether block `i`'s weights live in host memory and are streamed in.

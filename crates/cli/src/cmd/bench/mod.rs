@@ -4,6 +4,7 @@
 //! the same card.
 
 pub mod load;
+pub mod lora_linear;
 pub mod sample;
 pub mod step;
 pub mod text;
@@ -25,6 +26,9 @@ pub enum BenchCommand {
     Sample(sample::SampleBenchArgs),
     /// Loading one expert from disk onto the GPU: seconds and GB/s.
     Load(load::LoadArgs),
+    /// One LoRA'd block linear, forward and backward: the down-projection as a second pass over
+    /// the input and fused into the frozen weight's GEMM (WANLORA_FUSED_LORA).
+    LoraLinear(lora_linear::LoraLinearArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Text(a) => text::run(a),
         BenchCommand::Sample(a) => sample::run(a),
         BenchCommand::Load(a) => load::run(a),
+        BenchCommand::LoraLinear(a) => lora_linear::run(a),
     }
 }
 

@@ -87,6 +87,10 @@ pub struct StepArgs {
     /// both moves.
     #[arg(long)]
     pub park: bool,
+    /// Run the LoRA down-projection in the frozen weight's GEMM (as WANLORA_FUSED_LORA=1 does):
+    /// dense block weights get `rank` spare rows; fp8 and 4-bit ones keep the two-pass LoRA.
+    #[arg(long)]
+    pub fused_lora: bool,
 }
 
 pub(crate) fn parse_fp8(s: &str) -> Result<Fp8Mode, String> {
@@ -259,11 +263,16 @@ pub fn run(args: StepArgs) -> Result<()> {
         Some(_) => bail!("--ara-rank goes with --fp8 uint4"),
         None => WanTransformer::load_with(&weights, Some(cfg.clone()), kind, device, &options)?,
     };
+    let fused_linears = if args.fused_lora || wanlora_models::lora::fused_lora_enabled() {
+        model.reserve_lora_rows(args.rank)?
+    } else {
+        0
+    };
     sync(device);
     let weights = model.weight_bytes();
     let streamed = (0..layers).filter(|&i| model.is_streamed(i)).count();
     let mode = format!(
-        "fp8={}{}{} offload={streamed}/{layers} ring={}",
+        "fp8={}{}{} offload={streamed}/{layers} ring={}{}",
         args.fp8.name(),
         args.ara_rank
             .map(|r| format!("+ara{r}"))
@@ -273,7 +282,12 @@ pub fn run(args: StepArgs) -> Result<()> {
         } else {
             ""
         },
-        if streamed > 0 { model.ring_slots() } else { 0 }
+        if streamed > 0 { model.ring_slots() } else { 0 },
+        if fused_linears > 0 {
+            format!(" fused_lora={fused_linears}")
+        } else {
+            String::new()
+        }
     );
     eprintln!(
         "random {}-block expert built on {device:?} in {:.1} s ({mode}): weights {:.2} GiB on the device, {:.2} GiB in host memory",
