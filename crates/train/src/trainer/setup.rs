@@ -298,6 +298,14 @@ impl Trainer {
                 expert.name(),
                 t0.elapsed().as_secs_f64()
             ));
+            // Before any parking: the spare rows go where the weights are.
+            if wanlora_models::lora::fused_lora_enabled() {
+                let n = model.reserve_lora_rows(rank)?;
+                folder.log(&format!(
+                    "{} expert: LoRA down-projection fused into {n} block linears (WANLORA_FUSED_LORA)",
+                    expert.name()
+                ));
+            }
             if process.model.low_vram && Some(expert) != first_here {
                 // Loaded one at a time: the idle expert waits in pinned host memory.
                 let report = model.offload()?;
