@@ -326,6 +326,54 @@ pub fn next_smaller(
     Some(step)
 }
 
+/// The smallest plan: every block recomputed, their inputs waiting in host memory.
+pub const SMALLEST: Plan = Plan {
+    keep_blocks: 0,
+    keep_attention: 0,
+    host_inputs: true,
+};
+
+/// What stays on the device for a whole run besides the steps, per resident expert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Residency {
+    /// One block's weights as stored (the blocks are alike).
+    pub block_bytes: u64,
+    /// The expert's weights outside its blocks (patch and condition embeddings, head).
+    pub other_bytes: u64,
+    /// The trainable LoRA and its optimizer state.
+    pub persistent_bytes: u64,
+    /// Experts on the device at once: 1 when the idle one waits in host memory (`low_vram`).
+    pub experts: u64,
+    /// Streamed blocks on the device at once (the ring a streamed pass cycles through).
+    pub ring_slots: u64,
+}
+
+/// Device bytes a run needs with `streamed` of each resident expert's blocks in host memory: the
+/// resident experts, and the step of the largest bucket (`tokens`) with the smallest plan.
+pub fn run_needs(model: &ModelFacts, residency: &Residency, tokens: u64, streamed: u32) -> u64 {
+    let streamed = streamed.min(model.blocks);
+    let on_device =
+        u64::from(model.blocks - streamed) + u64::from(streamed).min(residency.ring_slots.max(1));
+    let per_expert =
+        residency.other_bytes + on_device * residency.block_bytes + residency.persistent_bytes;
+    residency.experts * per_expert + needs(model, tokens, SMALLEST)
+}
+
+/// The fewest blocks to stream from host memory so that the largest bucket's step fits `free`
+/// bytes at all: `Ok(0)` when every block can stay on the device, `Err(bytes)` with what the run
+/// needs even with every block streamed when that does not fit either. Streaming more than this
+/// would only slow the passes; the per-bucket plans then use what is left.
+pub fn blocks_to_stream(
+    model: &ModelFacts,
+    residency: &Residency,
+    tokens: u64,
+    free: u64,
+) -> Result<u32, u64> {
+    (0..=model.blocks)
+        .find(|&k| run_needs(model, residency, tokens, k) <= free)
+        .ok_or_else(|| run_needs(model, residency, tokens, model.blocks))
+}
+
 /// Binary gigabytes, for messages.
 pub fn gib(bytes: u64) -> f64 {
     bytes as f64 / GIB as f64

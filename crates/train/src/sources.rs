@@ -194,6 +194,34 @@ impl ModelSource {
         }
     }
 
+    /// The config of `expert`'s transformer without loading it: the variant's for random
+    /// weights, else the config file beside the weights, else inferred from their shapes.
+    pub fn transformer_config(&self, expert: Expert) -> Result<TransformerConfig, TrainError> {
+        match self {
+            ModelSource::Random { arch, .. } => Ok(if arch.facts().one_transformer {
+                TransformerConfig::wan22_ti2v_5b()
+            } else {
+                TransformerConfig::wan22_a14b(arch.facts().in_channels as i64)
+            }),
+            ModelSource::Files(_) => {
+                let component = match expert {
+                    Expert::High => Component::HighNoiseExpert,
+                    Expert::Low => Component::LowNoiseExpert,
+                };
+                let path = self.path(component)?;
+                match transformer_config(&path, self.config_file(component))? {
+                    Some(c) => Ok(c),
+                    None => {
+                        let weights = transformer_weights(WeightSet::open(&path)?)?;
+                        TransformerConfig::infer(&weights, None).map_err(|reason| {
+                            TrainError::Setup(format!("{}: {reason}", weights.describe()))
+                        })
+                    }
+                }
+            }
+        }
+    }
+
     /// One expert, stored as `options` say; with 4-bit weights and a fetched accuracy recovery
     /// adapter, the linears it names are 4-bit with the adapter beside them.
     pub fn transformer(
@@ -232,16 +260,12 @@ impl ModelSource {
             self.load_uint4_cached(expert, weights, cfg, kind, device, options, ara.as_ref())
         };
         match self {
-            ModelSource::Random { seed, arch, .. } => load(
+            ModelSource::Random { seed, .. } => load(
                 &RandomWeights {
                     std: 0.02,
                     seed: *seed + expert as i64,
                 },
-                Some(if arch.facts().one_transformer {
-                    TransformerConfig::wan22_ti2v_5b()
-                } else {
-                    TransformerConfig::wan22_a14b(arch.facts().in_channels as i64)
-                }),
+                Some(self.transformer_config(expert)?),
             ),
             ModelSource::Files(_) => {
                 let component = match expert {

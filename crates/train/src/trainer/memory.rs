@@ -5,8 +5,140 @@
 //! smaller plan for its bucket and is repeated with the same data (see `Trainer::train_step`).
 
 use super::*;
-use crate::memory_plan::{self, BucketShape, Fixed, ModelFacts, PlannedStep, WeightStorage};
+use crate::memory_plan::{
+    self, BucketShape, Fixed, ModelFacts, PlannedStep, Residency, WeightStorage,
+};
 use std::collections::HashSet;
+use wanlora_models::transformer::TransformerConfig;
+
+/// The byte model's facts of an expert with `config`, computing in `kind`, its block linears
+/// stored as `fp8` says, training `lora_params` LoRA parameters.
+pub(super) fn model_facts_for(
+    config: &TransformerConfig,
+    kind: Kind,
+    fp8: Fp8Mode,
+    lora_params: u64,
+) -> ModelFacts {
+    ModelFacts {
+        dim: config.dim() as u64,
+        ffn_dim: config.ffn_dim as u64,
+        heads: config.num_attention_heads as u64,
+        blocks: config.num_layers as u32,
+        patch: config.patch_size.map(|p| p as u64),
+        dtype_bytes: kind.elt_size_in_bytes() as u64,
+        storage: match fp8 {
+            Fp8Mode::Off => WeightStorage::Dense,
+            Fp8Mode::Matmul => WeightStorage::Fp8Matmul,
+            Fp8Mode::WeightOnly | Fp8Mode::Uint4 => WeightStorage::Dequantised,
+        },
+        lora_params,
+    }
+}
+
+/// LoRA parameters of rank `rank` on all ten linears of every block (the most a job trains).
+pub(super) fn lora_params_at_most(config: &TransformerConfig, rank: u64) -> u64 {
+    let (d, f) = (config.dim() as u64, config.ffn_dim as u64);
+    config.num_layers as u64 * rank * (8 * 2 * d + 2 * (d + f))
+}
+
+/// Bytes per LoRA parameter that live through the run: the fp32 parameter, two optimizer moments
+/// and room for an EMA copy.
+const PERSISTENT_BYTES_PER_LORA_PARAM: u64 = 16;
+/// Stored bytes per weight of a 4-bit block linear: codes, bf16 scales and zero points per group
+/// of 64 (7.46 GB for A14B's 14.05 B block weights), and an allowance for a recovery adapter.
+const UINT4_BYTES_PER_WEIGHT: f64 = 0.531 + 0.03;
+
+/// What stays on the device per resident expert, from its config and storage.
+pub(super) fn residency_for(
+    config: &TransformerConfig,
+    kind: Kind,
+    fp8: Fp8Mode,
+    lora_params: u64,
+    experts: u64,
+) -> Residency {
+    let (d, f) = (config.dim() as u64, config.ffn_dim as u64);
+    let compute = kind.elt_size_in_bytes() as u64;
+    let linear_weights = 8 * d * d + 2 * d * f;
+    let linear_bytes = match fp8 {
+        Fp8Mode::Off => linear_weights * compute,
+        // One byte per weight; the row scales are a few kB.
+        Fp8Mode::Matmul | Fp8Mode::WeightOnly => linear_weights,
+        Fp8Mode::Uint4 => (linear_weights as f64 * UINT4_BYTES_PER_WEIGHT).ceil() as u64,
+    };
+    // Biases, norms and the modulation table, in the compute dtype.
+    let small = (20 * d + f) * compute;
+    let patch: u64 = config.patch_size.iter().map(|&p| p as u64).product();
+    // Patch and text embeddings, the time projection and the head in the compute dtype; the time
+    // embedding in fp32 (as the model loads it).
+    let other_weights = config.in_channels as u64 * d * patch
+        + config.text_dim as u64 * d
+        + d * d
+        + 6 * d * d
+        + d * config.out_channels as u64 * patch;
+    let time_embedding = config.freq_dim as u64 * d + d * d;
+    Residency {
+        block_bytes: linear_bytes + small,
+        other_bytes: other_weights * compute + time_embedding * 4,
+        persistent_bytes: lora_params * PERSISTENT_BYTES_PER_LORA_PARAM,
+        experts,
+        ring_slots: AUTO_RING_SLOTS,
+    }
+}
+
+/// Streamed blocks on the device at once when the trainer chooses to stream: one computing, one
+/// being fetched.
+const AUTO_RING_SLOTS: u64 = 2;
+
+/// Block streaming chosen for the user: for a job that streams nothing itself and leaves
+/// `keep_blocks` to the plan, when its largest bucket (`tokens`) would not fit next to the
+/// resident experts even with the smallest plan, the fewest blocks that make it fit are streamed
+/// from page-locked host memory (`layer_offloading` with that share). `None` when it fits as it
+/// is; with the line to log otherwise.
+pub(super) fn automatic_offload(
+    config: &TransformerConfig,
+    kind: Kind,
+    fp8: Fp8Mode,
+    rank: u64,
+    experts: u64,
+    tokens: u64,
+    free: u64,
+) -> Option<(BlockOffload, String)> {
+    let lora_params = lora_params_at_most(config, rank);
+    let facts = model_facts_for(config, kind, fp8, lora_params);
+    let residency = residency_for(config, kind, fp8, lora_params, experts);
+    let (blocks, line) = match memory_plan::blocks_to_stream(&facts, &residency, tokens, free) {
+        Ok(0) => return None,
+        Ok(k) => (
+            k,
+            format!(
+                "memory: the largest bucket ({tokens} tokens) does not fit next to {experts} resident expert(s) in \
+                 {:.1} GiB; streaming {k} of {} blocks from host memory (layer_offloading chosen automatically; \
+                 set model.layer_offloading to choose yourself)",
+                memory_plan::gib(free),
+                facts.blocks
+            ),
+        ),
+        Err(needed) => (
+            facts.blocks,
+            format!(
+                "memory: the largest bucket ({tokens} tokens) needs ≈ {:.1} GiB even with every block streamed \
+                 from host memory, and {:.1} GiB are free; streaming all {} blocks anyway — expect out-of-memory \
+                 errors at that bucket (smaller buckets or fewer frames, model.quantize with qtype uint4, or \
+                 model.low_vram help)",
+                memory_plan::gib(needed),
+                memory_plan::gib(free),
+                facts.blocks
+            ),
+        ),
+    };
+    Some((
+        BlockOffload {
+            blocks: blocks as usize,
+            ring_slots: AUTO_RING_SLOTS as usize,
+        },
+        line,
+    ))
+}
 
 /// A memory budget and simulated out-of-memory errors in place of the device's, for tests of the
 /// plan and its fallback on the CPU.
@@ -90,21 +222,12 @@ impl Trainer {
         let er = self
             .trained(expert)
             .ok_or_else(|| TrainError::Setup(format!("{} expert is not trained", expert.name())))?;
-        let c = &er.model.config;
-        Ok(ModelFacts {
-            dim: c.dim() as u64,
-            ffn_dim: c.ffn_dim as u64,
-            heads: c.num_attention_heads as u64,
-            blocks: c.num_layers as u32,
-            patch: c.patch_size.map(|p| p as u64),
-            dtype_bytes: self.kind.elt_size_in_bytes() as u64,
-            storage: match self.load.fp8 {
-                Fp8Mode::Off => WeightStorage::Dense,
-                Fp8Mode::Matmul => WeightStorage::Fp8Matmul,
-                Fp8Mode::WeightOnly | Fp8Mode::Uint4 => WeightStorage::Dequantised,
-            },
-            lora_params: er.flat.numel() as u64,
-        })
+        Ok(model_facts_for(
+            &er.model.config,
+            self.kind,
+            self.load.fp8,
+            er.flat.numel() as u64,
+        ))
     }
 
     /// Bytes a step may use: the override's, the device's free memory, or no limit on the CPU.
@@ -182,7 +305,6 @@ impl Trainer {
                         )
                     };
                     self.folder.log(&line);
-                    eprintln!("{line}");
                 }
                 self.memory.plans.insert(bucket, step);
                 step
@@ -261,5 +383,84 @@ impl Trainer {
         self.folder.log(&line);
         eprintln!("warning: {line}");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = memory_plan::GIB;
+    /// 41 frames at 1024²: 11 latent frames × 64 × 64 tokens.
+    const TOKENS_1024: u64 = 11 * 64 * 64;
+
+    fn offload(fp8: Fp8Mode, experts: u64, free: u64) -> Option<(BlockOffload, String)> {
+        let a14b = TransformerConfig::wan22_i2v_a14b();
+        automatic_offload(&a14b, Kind::BFloat16, fp8, 16, experts, TOKENS_1024, free)
+    }
+
+    #[test]
+    fn an_a14b_expert_weighs_what_the_loaded_one_does() {
+        let a14b = TransformerConfig::wan22_i2v_a14b();
+        let params = lora_params_at_most(&a14b, 16);
+        // Rank 16 on the ten linears of 40 blocks (README: 76.7 M).
+        assert_eq!(params, 76_677_120);
+        let r = residency_for(&a14b, Kind::BFloat16, Fp8Mode::Off, params, 1);
+        // 28.6 GB on disk in bf16 (docs/BENCHMARKS.md, loading an expert).
+        let total = 40 * r.block_bytes + r.other_bytes;
+        assert!((28.4e9..28.8e9).contains(&(total as f64)), "{total}");
+        // fp8: 14.05 GB of block linears; 4-bit: 7.46 GB plus the adapter allowance.
+        let fp8 = residency_for(&a14b, Kind::BFloat16, Fp8Mode::Matmul, params, 1);
+        assert!((14.0e9..14.3e9).contains(&(40.0 * fp8.block_bytes as f64)));
+        let uint4 = residency_for(&a14b, Kind::BFloat16, Fp8Mode::Uint4, params, 1);
+        assert!((7.4e9..8.1e9).contains(&(40.0 * uint4.block_bytes as f64)));
+    }
+
+    #[test]
+    fn streaming_is_chosen_only_where_the_largest_bucket_would_not_fit() {
+        // An H200 and a 48 GiB card hold an fp8 expert and the 1024² step: nothing streamed.
+        assert!(offload(Fp8Mode::Matmul, 1, 139 * GIB).is_none());
+        assert!(offload(Fp8Mode::Matmul, 1, 47 * GIB).is_none());
+        // 4-bit weights fit a 24 GB card at 1024² × 41 frames (23.2 GiB measured under a 24 GiB
+        // cap, docs/BENCHMARKS.md): with the plan's margin a few blocks stream (three is the least
+        // that saves anything beside a ring of two); with 2 GiB more, none.
+        let (uint4, _) = offload(Fp8Mode::Uint4, 1, 24 * GIB).unwrap();
+        assert!(uint4.blocks <= 4, "{uint4:?}");
+        assert!(offload(Fp8Mode::Uint4, 1, 26 * GIB).is_none());
+        // fp8 weights do not (13.6 GiB of weights beside a ≈ 14 GiB step): some blocks stream,
+        // and the fewer the more memory there is.
+        let (at_24, line) = offload(Fp8Mode::Matmul, 1, 24 * GIB).unwrap();
+        assert!(at_24.blocks > 0 && at_24.blocks < 40, "{at_24:?}");
+        assert!(
+            line.contains("streaming") && line.contains("of 40 blocks"),
+            "{line}"
+        );
+        let (at_26, _) = offload(Fp8Mode::Matmul, 1, 26 * GIB).unwrap();
+        assert!(at_26.blocks < at_24.blocks);
+        // Both experts resident need more streamed than one.
+        let (both, _) = offload(Fp8Mode::Matmul, 2, 40 * GIB).unwrap();
+        assert!(offload(Fp8Mode::Matmul, 1, 40 * GIB).is_none() && both.blocks > 0);
+    }
+
+    #[test]
+    fn the_chosen_streaming_is_the_least_that_fits() {
+        let a14b = TransformerConfig::wan22_i2v_a14b();
+        let params = lora_params_at_most(&a14b, 16);
+        let facts = model_facts_for(&a14b, Kind::BFloat16, Fp8Mode::Matmul, params);
+        let residency = residency_for(&a14b, Kind::BFloat16, Fp8Mode::Matmul, params, 1);
+        for free_gib in [20, 22, 24, 28] {
+            let free = free_gib * GIB;
+            let (o, _) = offload(Fp8Mode::Matmul, 1, free).unwrap();
+            let k = o.blocks as u32;
+            assert!(memory_plan::run_needs(&facts, &residency, TOKENS_1024, k) <= free);
+            assert!(memory_plan::run_needs(&facts, &residency, TOKENS_1024, k - 1) > free);
+        }
+        // Too little even with every block streamed: all stream, and the line says what to do.
+        let (all, line) = offload(Fp8Mode::Matmul, 1, 12 * GIB).unwrap();
+        assert_eq!(all.blocks, 40);
+        assert!(
+            line.contains("expect out-of-memory") && line.contains("uint4"),
+            "{line}"
+        );
     }
 }

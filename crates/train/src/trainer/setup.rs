@@ -3,6 +3,24 @@
 
 use super::*;
 
+/// Tokens of the largest micro-batch the job trains: its dataset's batch × latent frames × token
+/// rows × token columns (`bucket_step` pixels per token side).
+fn largest_tokens(catalog: &Catalog, bucket_step: u32) -> u64 {
+    catalog
+        .usable_items()
+        .map(|item| {
+            let batch = catalog.datasets[item.dataset].batch_size.max(1) as u64;
+            let frames = wanlora_spec::frames::latent_frames(item.bucket.frames as u32) as u64;
+            let step = bucket_step.max(1);
+            batch
+                * frames
+                * u64::from(item.bucket.height / step)
+                * u64::from(item.bucket.width / step)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 pub(super) fn parse_device(name: &str) -> Result<Device, TrainError> {
     let name = name.trim();
     if name == "cpu" {
@@ -283,9 +301,36 @@ impl Trainer {
         let schedule = job::expert_schedule(&job.job);
         let rank = process.network.linear as i64;
         let alpha = process.network.alpha();
-        let load = transformer_load_options(&process.model)?;
-        let mut experts = Vec::new();
+        let mut load = transformer_load_options(&process.model)?;
         let first_here = schedule.trained.iter().copied().find(|&e| part.trains(e));
+        if let (Device::Cuda(index), None, None, Some(first)) =
+            (device, &load.offload, train.keep_blocks.fixed(), first_here)
+        {
+            // Streaming chosen for the user when the largest bucket would not fit otherwise.
+            let resident = if process.model.low_vram {
+                1
+            } else {
+                schedule.trained.iter().filter(|&&e| part.trains(e)).count() as u64
+            };
+            wanlora_torch::cuda::empty_cache().map_err(|e| TrainError::Setup(e.to_string()))?;
+            let free = wanlora_torch::cuda::available_bytes(index)
+                .map_err(|e| TrainError::Setup(e.to_string()))?;
+            if let Some((offload, line)) = super::memory::automatic_offload(
+                &sources.transformer_config(first)?,
+                kind,
+                load.fp8,
+                rank as u64,
+                resident,
+                largest_tokens(&catalog, process.model.arch.facts().bucket_step),
+                free,
+            ) {
+                folder.log(&line);
+                eprintln!("{line}");
+                load.offload = Some(offload);
+            }
+        }
+        let load = load;
+        let mut experts = Vec::new();
         for &expert in schedule.trained.iter().filter(|&&e| part.trains(e)) {
             folder.write_status(&status(
                 JobPhase::Starting,
