@@ -40,7 +40,47 @@ pub(super) fn parse_device(name: &str) -> Result<Device, TrainError> {
             "device {name}: CUDA is not available here (see `wanlora doctor`); set `device: cpu` only for the tiny demo model"
         )));
     }
+    let visible = tch::Cuda::device_count().max(0) as usize;
+    if index >= visible {
+        return Err(TrainError::Setup(format!(
+            "device cuda:{index}: this process sees {visible} GPU(s) (cuda:0 to cuda:{}; CUDA_VISIBLE_DEVICES={}); \
+             name one of them",
+            visible.saturating_sub(1),
+            std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "unset".into())
+        )));
+    }
     Ok(Device::Cuda(index))
+}
+
+/// The GPU of a data-parallel rank with `local_rank` when the process sees `visible` GPUs: the
+/// GPU of that index, or the one GPU a launcher left visible to each process (`srun
+/// --gpus-per-task=1` sets CUDA_VISIBLE_DEVICES so).
+fn local_gpu(local_rank: usize, visible: usize) -> Result<usize, TrainError> {
+    match visible {
+        1 => Ok(0),
+        n if local_rank < n => Ok(local_rank),
+        n => Err(TrainError::Setup(format!(
+            "LOCAL_RANK={local_rank}, but this process sees {n} GPU(s) (CUDA_VISIBLE_DEVICES={}); start at most \
+             one rank per visible GPU on each machine, or give each process one GPU",
+            std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "unset".into())
+        ))),
+    }
+}
+
+/// The device this part trains on: the job's, an expert rank's, or a data-parallel rank's GPU
+/// (from LOCAL_RANK, [`local_gpu`]).
+fn part_device(part: &JobPart, job_device: &str) -> Result<Device, TrainError> {
+    match part {
+        JobPart::Data { local_rank, .. } if job_device.trim() != "cpu" => {
+            // Checked here rather than by parse_device: the index may be one of a wider machine's.
+            if !wanlora_torch::cuda_available() {
+                return parse_device(job_device);
+            }
+            let visible = tch::Cuda::device_count().max(0) as usize;
+            Ok(Device::Cuda(local_gpu(*local_rank as usize, visible)?))
+        }
+        _ => parse_device(&part.device(job_device)),
+    }
 }
 
 /// How the experts are stored: fp8 weights (and fp8 matmuls) and streamed blocks, from the job.
@@ -87,11 +127,9 @@ impl Trainer {
     ) -> Result<Trainer, TrainError> {
         let process = job.job.process().clone();
         let train = &process.train;
+        let device = part_device(&part, &process.device)?;
         let data = match part.data_place() {
-            Some(place) => Some(crate::data_parallel::DataRank::join(
-                place,
-                parse_device(&part.device(&process.device))?,
-            )?),
+            Some(place) => Some(crate::data_parallel::DataRank::join(place, device)?),
             None => None,
         };
         folder.write_pid()?;
@@ -113,7 +151,6 @@ impl Trainer {
             job.path.display()
         ));
 
-        let device = parse_device(&part.device(&process.device))?;
         let kind = match train.dtype {
             TrainDtype::Bf16 => Kind::BFloat16,
             TrainDtype::Fp32 => Kind::Float,
@@ -422,5 +459,22 @@ impl Trainer {
             trainer.resume(&run, &dir)?;
         }
         Ok(trainer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_parallel_rank_takes_its_local_gpu_or_the_one_it_was_given() {
+        assert_eq!(local_gpu(3, 4).unwrap(), 3);
+        // srun --gpus-per-task=1: every process sees its own GPU as cuda:0.
+        assert_eq!(local_gpu(3, 1).unwrap(), 0);
+        let message = local_gpu(5, 4).unwrap_err().to_string();
+        assert!(
+            message.contains("LOCAL_RANK=5") && message.contains("sees 4 GPU(s)"),
+            "{message}"
+        );
     }
 }
