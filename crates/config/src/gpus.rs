@@ -40,11 +40,15 @@ pub fn gpu_list_problem(gpus: &[u32], trained: usize) -> Option<(String, String)
     }
 }
 
+/// The experts `job` trains (1 or 2), as the GPU lists are checked against.
+pub fn trained_experts(job: &Job) -> usize {
+    let kwargs = &job.process().model.model_kwargs;
+    usize::from(kwargs.train_high_noise) + usize::from(kwargs.train_low_noise)
+}
+
 pub(crate) fn check_gpus(job: &Job, ctx: &mut Ctx) {
     let process = job.process();
-    let kwargs = &process.model.model_kwargs;
-    let trained = usize::from(kwargs.train_high_noise) + usize::from(kwargs.train_low_noise);
-    if let Some((message, hint)) = gpu_list_problem(&process.train.gpus, trained) {
+    if let Some((message, hint)) = gpu_list_problem(&process.train.gpus, trained_experts(job)) {
         ctx.error_at(
             "config.process[0].train.gpus",
             format!("train.gpus {message}"),

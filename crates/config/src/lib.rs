@@ -39,7 +39,7 @@ pub use arch::{ArchFacts, ModelArch};
 pub use dataset::DatasetConfig;
 pub use error::ConfigError;
 pub use finding::{Finding, Severity};
-pub use gpus::{gpu_list_problem, parse_gpu_list};
+pub use gpus::{gpu_list_problem, parse_gpu_list, trained_experts};
 pub use job::{Job, JobConfig, Process, ProcessType};
 pub use limits::{device_count_finding, visible_gpu_count};
 pub use load::{

@@ -616,6 +616,36 @@ async fn a_missing_trainer_program_fails_the_job_with_the_reason() {
 }
 
 #[tokio::test]
+async fn a_job_training_both_experts_takes_an_even_number_of_gpus() {
+    let h = harness().await;
+    h.dataset("clips").await;
+    let folder = h.data.join("datasets/clips").display().to_string();
+    let r = h
+        .post(
+            "/api/jobs",
+            json!({ "yaml": job_yaml("three_gpus", &folder), "gpu": "0,1,2" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json());
+    let finding = &r.json()["findings"][0];
+    assert_eq!(finding["path"], "gpu");
+    let message = finding["message"].as_str().unwrap();
+    assert!(
+        message.contains("gpu \"0,1,2\"") && message.contains("3 GPUs for two experts"),
+        "{message}"
+    );
+    assert!(finding["hint"].as_str().unwrap().contains("even number"));
+    // Four GPUs: two per expert.
+    let r = h
+        .post(
+            "/api/jobs",
+            json!({ "yaml": job_yaml("four_gpus", &folder), "gpu": "0,1,2,3" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+}
+
+#[tokio::test]
 async fn job_bodies_are_validated() {
     let h = harness().await;
     h.dataset("clips").await;

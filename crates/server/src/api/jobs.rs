@@ -89,6 +89,42 @@ fn prepare_gpu(body: &JobBody) -> ApiResult<String> {
     })
 }
 
+/// The GPU field against the job: the trainer is given `--gpus 0..n-1` (process::gpus_arg), so
+/// the field's device count meets the trainer's rule (a job training both experts splits its GPUs
+/// into two equal halves).
+fn check_gpu_count(gpu: &str, yaml: &str, dirs: &crate::paths::DataDirs) -> ApiResult<()> {
+    if devices::normalize_gpu(gpu).is_err() {
+        return Ok(());
+    }
+    let source = wanlora_config::SourceInfo {
+        name: "job".into(),
+        format: wanlora_config::Format::Yaml,
+        base_dir: dirs.root.clone(),
+    };
+    let Some(job) = wanlora_config::parse_job_with_env(yaml, &source, &|_| None).job else {
+        return Ok(());
+    };
+    let count = gpu.split(',').filter(|g| !g.trim().is_empty()).count() as u32;
+    let renumbered: Vec<u32> = (0..count).collect();
+    let Some((message, hint)) =
+        wanlora_config::gpu_list_problem(&renumbered, wanlora_config::trained_experts(&job))
+    else {
+        return Ok(());
+    };
+    // The trainer's message names the renumbered list; the field's own spelling reads better.
+    let reason = message
+        .split_once(": ")
+        .map_or(message.as_str(), |(_, r)| r);
+    let message = format!("gpu {gpu:?}: {reason}");
+    Err(ApiError {
+        findings: vec![jobspec::Finding {
+            hint,
+            ..jobspec::Finding::error("gpu", message.clone())
+        }],
+        ..ApiError::bad_request(message)
+    })
+}
+
 /// Parses, checks and confines a submitted job: (name, YAML to store, steps).
 fn prepare(state: &AppState, body: &JobBody) -> ApiResult<(String, String, i64)> {
     let mut tree = jobspec::parse_yaml(&body.yaml).map_err(|f| ApiError::invalid_job(vec![f]))?;
@@ -108,6 +144,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let gpu = prepare_gpu(&body)?;
     let (name, yaml, steps) = prepare(&state, &body)?;
+    check_gpu_count(&gpu, &yaml, &state.dirs)?;
     let dir = paths::confined_join(&state.dirs.output, "job name", &name)?;
     if dir.exists() {
         return Err(ApiError::conflict(format!(
@@ -145,6 +182,7 @@ pub async fn update(
     }
     let gpu = prepare_gpu(&body)?;
     let (name, yaml, steps) = prepare(&state, &body)?;
+    check_gpu_count(&gpu, &yaml, &state.dirs)?;
     if name != job.name && state.dirs.output.join(&job.name).exists() {
         return Err(ApiError {
             findings: vec![jobspec::Finding::error(
