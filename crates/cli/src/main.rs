@@ -63,6 +63,11 @@ fn restrict_attention_kernels() -> anyhow::Result<()> {
 }
 
 fn main() {
+    // NVLink multicast (NVLS) stays off in NCCL unless the user asks for it: set while this
+    // process has one thread, before libtorch or NCCL can read the environment.
+    if std::env::var_os("NCCL_NVLS_ENABLE").is_none() {
+        std::env::set_var("NCCL_NVLS_ENABLE", "0");
+    }
     // Before any tensor work: register libtorch's CUDA back-end when it is on the library path.
     wanlora_torch::init();
     let cli = Cli::parse();

@@ -275,13 +275,14 @@ fn four_devices_train_each_expert_on_a_data_parallel_group_of_two() {
             .replace("        batch_size: 1\n", "        batch_size: 2\n")
             .replace("        dtype: bf16\n", "        dtype: float32\n")
             .replace("        lr: 0.003\n", "        lr: 0.0003\n")
-            // The final preview only (sample_every is the demo's step count).
+            // A preview after step 2 and the final one.
             .replace(
                 "        disable_sampling: true\n",
                 "        skip_first_sample: true\n",
-            );
+            )
+            .replace(&format!("sample_every: {STEPS4}\n"), "sample_every: 2\n");
         assert!(text.contains("batch_size: 2") && text.contains("lr: 0.0003"));
-        assert!(text.contains(&format!("sample_every: {STEPS4}\n")));
+        assert!(text.contains("sample_every: 2\n"));
         std::fs::write(&job, text).unwrap();
         job
     };
@@ -313,8 +314,8 @@ fn four_devices_train_each_expert_on_a_data_parallel_group_of_two() {
     assert_eq!(status(&par_out)["state"], "completed");
     let log = std::fs::read_to_string(par_out.join("log.txt")).unwrap();
     assert!(log.contains("(rank 1 of 2 over gloo)"), "{log}");
-    // The final preview, handed from the high-noise group's rank 0 to the low-noise group's while
-    // their peers wait in the next collective; made once, as in the alternating run.
+    // The previews, handed from the high-noise group's rank 0 to the low-noise group's while
+    // their peers wait in the next collective; made once each, as in the alternating run.
     let names = |folder: &Path| -> Vec<String> {
         let mut n: Vec<String> = std::fs::read_dir(folder.join("samples"))
             .unwrap()
@@ -324,7 +325,16 @@ fn four_devices_train_each_expert_on_a_data_parallel_group_of_two() {
         n
     };
     assert_eq!(names(&par_out), names(&alt_out));
-    assert_eq!(names(&par_out), ["000000004_0.jpg", "000000004_0.mp4"]);
+    assert_eq!(
+        names(&par_out),
+        [
+            "000000002_0.jpg",
+            "000000002_0.mp4",
+            "000000004_0.jpg",
+            "000000004_0.mp4"
+        ]
+    );
+    assert!(!log.contains("skipped"), "{log}");
     assert!(log.contains("high-noise phase handed over"), "{log}");
     assert!(!par_out.join("ranks/previews").exists(), "hand-offs left");
 }

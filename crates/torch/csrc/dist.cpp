@@ -19,7 +19,6 @@
 #include <dlfcn.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <stdexcept>
@@ -48,7 +47,8 @@ struct Group {
   int world;
 };
 
-// Rank 0 serves the store on host:port; every rank connects and waits for all `world` ranks.
+// Rank 0 serves the store on host:port; every rank connects and waits for all `world` ranks, up
+// to `timeout_ms` (also the store's timeout for its own operations).
 c10::intrusive_ptr<c10d::Store> connect_store(const char* host, int port, int rank, int world,
                                               int64_t timeout_ms) {
   c10d::TCPStoreOptions options;
@@ -72,8 +72,7 @@ using NcclOptionsCtor = void (*)(void* self, bool high_priority_stream);
 using NcclGroupCtor = void (*)(void* self, c10::intrusive_ptr<c10d::Store>* store, int rank,
                                int size, c10::intrusive_ptr<c10d::Backend::Options>* options);
 // libtorch 2.11.0 allocates 0xf8 and 0x458 bytes for these (operator new in its own
-// make_intrusive calls); the objects get ample room. The deleting destructors free them with
-// operator delete, which is free() like the operator new used here.
+// make_intrusive calls); the objects get ample room, and are never deleted (see Group).
 constexpr std::size_t kNcclOptionsBytes = 4096;
 constexpr std::size_t kNcclGroupBytes = 16384;
 
@@ -88,7 +87,10 @@ void* nccl_symbol(const char* name) {
 }
 
 // Constructs `bytes` of zeroed storage as an object through `ctor`, owned by an intrusive_ptr
-// of its base class `Base` (at offset 0: the classes here derive singly).
+// of its base class `Base` (at offset 0: the classes here derive singly). One extra reference is
+// never dropped: deleting the object would free our larger block with libtorch's size for the
+// class, which allocators that use the size (tcmalloc, jemalloc) must not be given. So the
+// objects stay allocated after shutdown (one group per process).
 template <typename Base, typename Construct>
 c10::intrusive_ptr<Base> construct_at_new(std::size_t bytes, Construct&& ctor) {
   void* raw = ::operator new(bytes);
@@ -99,7 +101,9 @@ c10::intrusive_ptr<Base> construct_at_new(std::size_t bytes, Construct&& ctor) {
     ::operator delete(raw);
     throw;
   }
-  return c10::intrusive_ptr<Base>::unsafe_steal_from_new(static_cast<Base*>(raw));
+  auto owned = c10::intrusive_ptr<Base>::unsafe_steal_from_new(static_cast<Base*>(raw));
+  c10::intrusive_ptr<Base>(owned).release();  // the reference that keeps it alive
+  return owned;
 }
 }  // namespace
 
@@ -107,11 +111,13 @@ extern "C" {
 
 const char* wl_dist_last_error() { return dist_error.c_str(); }
 
-int wl_dist_gloo_new(const char* host, int port, int rank, int world, int64_t timeout_ms,
-                     void** out) {
+// `join_ms` bounds the rendezvous, `collective_ms` each collective.
+int wl_dist_gloo_new(const char* host, int port, int rank, int world, int64_t join_ms,
+                     int64_t collective_ms, void** out) {
   return dist_guarded([&] {
-    auto store = connect_store(host, port, rank, world, timeout_ms);
-    auto pg_options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
+    auto store = connect_store(host, port, rank, world, join_ms);
+    auto pg_options =
+        c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(collective_ms));
     pg_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     c10::intrusive_ptr<c10d::Backend> group =
         c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, pg_options);
@@ -122,8 +128,8 @@ int wl_dist_gloo_new(const char* host, int port, int rank, int world, int64_t ti
 // The NCCL group of this rank, bound to CUDA device `device`; its communicator is formed here
 // (eagerly) so that a wrong setup fails at the join, not at the first step. Returns -2 when
 // ProcessGroupNCCL is not loaded at all (no libtorch_cuda.so), -1 on any other failure.
-int wl_dist_nccl_new(const char* host, int port, int rank, int world, int64_t timeout_ms,
-                     int device, void** out) {
+int wl_dist_nccl_new(const char* host, int port, int rank, int world, int64_t join_ms,
+                     int64_t collective_ms, int device, void** out) {
   if (dist_guarded([] {
         nccl_symbol(kNcclOptionsCtor);
         nccl_symbol(kNcclGroupCtor);
@@ -133,12 +139,10 @@ int wl_dist_nccl_new(const char* host, int port, int rank, int world, int64_t ti
   return dist_guarded([&] {
     auto make_options = reinterpret_cast<NcclOptionsCtor>(nccl_symbol(kNcclOptionsCtor));
     auto make_group = reinterpret_cast<NcclGroupCtor>(nccl_symbol(kNcclGroupCtor));
-    // NVLink multicast (NVLS) stays off unless the user asked for it.
-    setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
-    auto store = connect_store(host, port, rank, world, timeout_ms);
+    auto store = connect_store(host, port, rank, world, join_ms);
     auto options = construct_at_new<c10d::Backend::Options>(
         kNcclOptionsBytes, [&](void* self) { make_options(self, false); });
-    options->timeout = std::chrono::milliseconds(timeout_ms);
+    options->timeout = std::chrono::milliseconds(collective_ms);
     auto store_arg = store;
     auto options_arg = options;
     auto group = construct_at_new<c10d::Backend>(kNcclGroupBytes, [&](void* self) {
@@ -183,7 +187,7 @@ void wl_dist_free(void* group) {
   auto* g = static_cast<Group*>(group);
   // Stops NCCL's watchdog threads before the group goes (a no-op for gloo).
   dist_guarded([&] { g->backend->shutdown(); });
-  delete g;
+  delete g;  // an NCCL backend stays allocated (construct_at_new)
 }
 
 }  // extern "C"

@@ -17,7 +17,8 @@ mod ffi {
             port: c_int,
             rank: c_int,
             world: c_int,
-            timeout_ms: i64,
+            join_ms: i64,
+            collective_ms: i64,
             out: *mut *mut c_void,
         ) -> c_int;
         pub fn wl_dist_nccl_new(
@@ -25,7 +26,8 @@ mod ffi {
             port: c_int,
             rank: c_int,
             world: c_int,
-            timeout_ms: i64,
+            join_ms: i64,
+            collective_ms: i64,
             device: c_int,
             out: *mut *mut c_void,
         ) -> c_int;
@@ -120,7 +122,7 @@ unsafe impl Send for ProcessGroup {}
 
 impl ProcessGroup {
     /// Joins the group: rank 0 serves the TCPStore on `host:port`, every rank (0 included) connects
-    /// and waits for all `world` ranks, up to `timeout` (also the collectives' timeout).
+    /// and waits for all `world` ranks, up to `timeout`, which also bounds each collective.
     pub fn join(
         transport: Transport,
         host: &str,
@@ -129,6 +131,21 @@ impl ProcessGroup {
         world: u32,
         timeout: Duration,
     ) -> Result<ProcessGroup, DistError> {
+        Self::join_with(transport, host, port, rank, world, timeout, timeout)
+    }
+
+    /// [`ProcessGroup::join`] with the rendezvous bounded by `join` and each collective by
+    /// `collective`.
+    pub fn join_with(
+        transport: Transport,
+        host: &str,
+        port: u16,
+        rank: u32,
+        world: u32,
+        join: Duration,
+        collective: Duration,
+    ) -> Result<ProcessGroup, DistError> {
+        let timeout = join;
         if rank >= world {
             return Err(DistError::BadRank { rank, world });
         }
@@ -138,7 +155,7 @@ impl ProcessGroup {
         let mut handle = std::ptr::null_mut();
         // SAFETY: valid C string and out pointer; the helper catches every C++ exception.
         let (port_c, rank_c, world_c) = (i32::from(port), rank as i32, world as i32);
-        let timeout_ms = timeout.as_millis() as i64;
+        let (join_ms, collective_ms) = (join.as_millis() as i64, collective.as_millis() as i64);
         let rc = unsafe {
             match transport {
                 Transport::Gloo => ffi::wl_dist_gloo_new(
@@ -146,7 +163,8 @@ impl ProcessGroup {
                     port_c,
                     rank_c,
                     world_c,
-                    timeout_ms,
+                    join_ms,
+                    collective_ms,
                     &mut handle,
                 ),
                 Transport::Nccl { device } => ffi::wl_dist_nccl_new(
@@ -154,7 +172,8 @@ impl ProcessGroup {
                     port_c,
                     rank_c,
                     world_c,
-                    timeout_ms,
+                    join_ms,
+                    collective_ms,
                     device as i32,
                     &mut handle,
                 ),

@@ -32,10 +32,15 @@ pub fn check_batches(catalog: &Catalog, world: u32) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// How long ranks wait for each other: to join, and at a collective — long enough for rank 0's
-/// previews and saves, which the others wait out at their next all-reduce (a rank that dies is
-/// noticed at once: its connections close).
-const GROUP_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long ranks wait for each other to join.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a collective may wait: the other ranks wait out rank 0's previews, saves and
+/// validation at their next all-reduce (in an expert-parallel group also the other expert's
+/// hand-off), which on a small card can take hours. A rank that dies does not leave the others
+/// waiting that long: gloo sees its connections close, and the supervisor that started the ranks
+/// ends the rest of a group when one of them dies (NCCL would wait).
+const COLLECTIVE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 
 /// The environment variable that picks the transport (`auto`, `gloo`, `nccl`).
 pub const BACKEND_VAR: &str = "WANLORA_DIST_BACKEND";
@@ -110,14 +115,25 @@ impl DistBackend {
     }
 }
 
-/// A free TCP port on this machine for a group's store (rank 0 serves it there).
+/// `n` different free TCP ports on this machine for groups' stores (each group's rank 0 serves
+/// its store there): all are held open until every one is chosen, so no two are the same.
+pub fn free_local_ports(n: usize) -> Result<Vec<u16>, TrainError> {
+    let no_port = |e: std::io::Error| {
+        TrainError::Setup(format!("no free local port for a data-parallel group: {e}"))
+    };
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(no_port)?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(no_port))
+        .collect()
+}
+
+/// A free TCP port on this machine for a group's store.
 pub fn free_local_port() -> Result<u16, TrainError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| {
-            TrainError::Setup(format!("no free local port for a data-parallel group: {e}"))
-        })
+    Ok(free_local_ports(1)?[0])
 }
 
 /// A process's place in a data-parallel group: `rank` of `world`, the group's store served by
@@ -140,13 +156,14 @@ impl DataRank {
     /// Joins the group of `place` for a rank that trains on `device`.
     pub fn join(place: &DataPlace, device: Device) -> Result<DataRank, TrainError> {
         let transport = place.backend.transport(device)?;
-        let group = ProcessGroup::join(
+        let group = ProcessGroup::join_with(
             transport,
             &place.master_addr,
             place.master_port,
             place.rank,
             place.world,
-            GROUP_TIMEOUT,
+            JOIN_TIMEOUT,
+            COLLECTIVE_TIMEOUT,
         )
         .map_err(|e| TrainError::Setup(format!("data-parallel ({}): {e}", transport.name())))?;
         Ok(DataRank { group })

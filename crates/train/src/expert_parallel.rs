@@ -209,11 +209,15 @@ pub fn plan_ranks(
         )));
     }
     let per_expert = devices.len() / 2;
+    let ports = if per_expert > 1 {
+        crate::data_parallel::free_local_ports(trained.len())?
+    } else {
+        Vec::new()
+    };
     let mut ranks = Vec::with_capacity(devices.len());
-    for (&expert, group) in trained.iter().zip(devices.chunks(per_expert)) {
+    for (g, (&expert, group)) in trained.iter().zip(devices.chunks(per_expert)).enumerate() {
         let data = if per_expert > 1 {
-            let backend = backend.for_devices(group)?;
-            Some((crate::data_parallel::free_local_port()?, backend))
+            Some((ports[g], backend.for_devices(group)?))
         } else {
             None
         };
@@ -379,6 +383,7 @@ fn supervise(
             tell_ranks(&root, running, Control::Stop);
             stop_sent = true;
         }
+        let mut failed_groups = Vec::new();
         for (rank, slot) in running.iter_mut() {
             let Some(child) = slot.as_mut() else { continue };
             let Ok(Some(status)) = child.try_wait() else {
@@ -386,9 +391,34 @@ fn supervise(
             };
             *slot = None;
             let how = describe_exit(status);
-            folder.log(&format!("the {} rank {how}", rank.expert.name()));
-            if !status.success() && failure.is_none() {
-                failure = Some((rank.expert, how));
+            let place = rank.data.as_ref().map_or(String::new(), |p| {
+                format!(" (rank {} of its group)", p.rank)
+            });
+            folder.log(&format!("the {} rank{place} {how}", rank.expert.name()));
+            if !status.success() {
+                if failure.is_none() {
+                    failure = Some((rank.expert, how));
+                }
+                if rank.data.is_some() {
+                    failed_groups.push(rank.expert);
+                }
+            }
+        }
+        // The rest of a group whose rank died cannot finish its collectives (NCCL would wait for
+        // the dead rank until its timeout): it ends now, and resumes from its last save.
+        for (rank, slot) in running.iter_mut() {
+            if let Some(child) = slot
+                .as_mut()
+                .filter(|_| failed_groups.contains(&rank.expert))
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                *slot = None;
+                folder.log(&format!(
+                    "ended the {} rank on {}: a rank of its group died",
+                    rank.expert.name(),
+                    rank.device
+                ));
             }
         }
         if failure.is_some() && !stop_sent {
@@ -639,6 +669,34 @@ mod tests {
             ],
         );
         assert_eq!(previews.state, JobPhase::Sampling);
+    }
+
+    #[test]
+    fn four_devices_make_two_groups_with_their_own_stores() {
+        let devices: Vec<String> = (0..4).map(|g| format!("cuda:{g}")).collect();
+        let ranks = plan_ranks(&Expert::BOTH, &devices, 7, DistBackend::Auto).unwrap();
+        let experts: Vec<Expert> = ranks.iter().map(|r| r.expert).collect();
+        assert_eq!(
+            experts,
+            [Expert::High, Expert::High, Expert::Low, Expert::Low]
+        );
+        let places: Vec<&DataPlace> = ranks.iter().map(|r| r.data.as_ref().unwrap()).collect();
+        assert_eq!(
+            places.iter().map(|p| (p.rank, p.world)).collect::<Vec<_>>(),
+            [(0, 2), (1, 2), (0, 2), (1, 2)]
+        );
+        assert_eq!(places[0].master_port, places[1].master_port);
+        assert_ne!(places[0].master_port, places[2].master_port);
+        // Two devices: one rank per expert, no group; an odd count is refused.
+        let two = plan_ranks(&Expert::BOTH, &devices[..2], 7, DistBackend::Auto).unwrap();
+        assert!(two.iter().all(|r| r.data.is_none()));
+        assert!(plan_ranks(&Expert::BOTH, &devices[..3], 7, DistBackend::Auto).is_err());
+        // A group on one GPU twice goes over gloo.
+        let shared = ["cuda:0", "cuda:0", "cuda:1", "cuda:1"].map(String::from);
+        let ranks = plan_ranks(&Expert::BOTH, &shared, 7, DistBackend::Auto).unwrap();
+        assert!(ranks
+            .iter()
+            .all(|r| r.data.as_ref().unwrap().backend == DistBackend::Gloo));
     }
 
     #[test]

@@ -127,6 +127,20 @@ impl JobFolder {
         }
     }
 
+    /// Marks the job failed with `error` from outside its trainer (a supervisor whose rank died
+    /// while the trainer waits on it), keeping the step and totals of its last status.
+    pub fn mark_failed(&self, error: &str) {
+        let last: Status = std::fs::read_to_string(self.status_path())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let mut status = Status::at(JobPhase::Failed, last.step, last.total_steps, "Failed");
+        status.error = Some(error.to_string());
+        self.write_final_status(&status);
+        self.log(&format!("failed: {error}"));
+        self.remove_pid();
+    }
+
     pub fn append_metrics(&self, m: &impl Serialize) -> Result<(), TrainError> {
         if self.quiet {
             return Ok(());

@@ -276,8 +276,9 @@ fn run_data_parallel_here(
         stop_after: None,
         hub: HubConfig::from_env(),
     };
+    let watch = RankWatch::start(children, wanlora_train::job::output_folder(&job.job));
     let result = train_part(job, opts, part);
-    for mut child in children {
+    for mut child in watch.stop() {
         if result.is_err() {
             // The other ranks write nothing; rank 0's state is what the job resumes from.
             let _ = child.kill();
@@ -292,4 +293,65 @@ fn run_data_parallel_here(
         summary.output.display()
     );
     Ok(())
+}
+
+/// Watches the ranks `run_data_parallel_here` started while this process (rank 0) trains: when one
+/// dies, rank 0 cannot finish its next collective (gloo notices the closed connection by itself,
+/// NCCL would wait until its timeout), so the other ranks are killed, the job is marked failed and
+/// this process exits; running the job again resumes from rank 0's last save.
+struct RankWatch {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<std::process::Child>>,
+}
+
+impl RankWatch {
+    fn start(mut children: Vec<std::process::Child>, job_root: PathBuf) -> RankWatch {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = done.clone();
+        let thread = std::thread::spawn(move || {
+            while !seen.load(Ordering::SeqCst) {
+                let died = children
+                    .iter_mut()
+                    .enumerate()
+                    .find_map(|(i, c)| match c.try_wait() {
+                        Ok(Some(status)) if !status.success() => Some((i + 1, status)),
+                        _ => None,
+                    });
+                if let Some((rank, status)) = died {
+                    // A rank also dies when rank 0 failed first and closed the group: rank 0's own
+                    // error then ends the run (it is given time to), and says more.
+                    let grace = std::time::Instant::now();
+                    while grace.elapsed() < std::time::Duration::from_secs(15) {
+                        if seen.load(Ordering::SeqCst) {
+                            return children;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    for c in &mut children {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    let error = format!(
+                        "data-parallel rank {rank} ended ({status}) during training; the job stops, run it again \
+                         to resume from the last save"
+                    );
+                    eprintln!("error: {error}");
+                    if let Ok(folder) = wanlora_train::output::JobFolder::create(&job_root) {
+                        folder.mark_failed(&error);
+                    }
+                    std::process::exit(1);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            children
+        });
+        RankWatch { done, thread }
+    }
+
+    /// Ends the watch (training returned) and hands the children back.
+    fn stop(self) -> Vec<std::process::Child> {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap_or_default()
+    }
 }

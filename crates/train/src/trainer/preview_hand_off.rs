@@ -84,9 +84,11 @@ impl Trainer {
     }
 
     /// In the low-noise rank: finishes every hand-off of a step up to `step` (previews the
-    /// high-noise rank made on a `sample_now` request), oldest first. Elsewhere nothing.
+    /// high-noise rank made on a `sample_now` request), oldest first. Elsewhere nothing — also in
+    /// the other ranks of the low-noise expert's data-parallel group, which make no previews: the
+    /// hand-offs are their rank 0's.
     pub(super) fn finish_hand_offs(&mut self, step: u64) -> Result<(), TrainError> {
-        if self.part.rank() != Some(Expert::Low) {
+        if self.part.rank() != Some(Expert::Low) || self.folder.quiet || self.samples.is_empty() {
             return Ok(());
         }
         let dir = self.folder.path(PREVIEW_HAND_OFFS);

@@ -3,13 +3,15 @@
 
 use super::*;
 
-/// Tokens of the largest micro-batch the job trains: its dataset's batch × latent frames × token
-/// rows × token columns (`bucket_step` pixels per token side).
-fn largest_tokens(catalog: &Catalog, bucket_step: u32) -> u64 {
+/// Tokens of the largest micro-batch this process trains: its dataset's batch (its share of it
+/// among `ranks` data-parallel ranks) × latent frames × token rows × token columns (`bucket_step`
+/// pixels per token side).
+fn largest_tokens(catalog: &Catalog, bucket_step: u32, ranks: u32) -> u64 {
     catalog
         .usable_items()
         .map(|item| {
-            let batch = catalog.datasets[item.dataset].batch_size.max(1) as u64;
+            let batch = (catalog.datasets[item.dataset].batch_size.max(1) as u64)
+                .div_ceil(u64::from(ranks.max(1)));
             let frames = wanlora_spec::frames::latent_frames(item.bucket.frames as u32) as u64;
             let step = bucket_step.max(1);
             batch
@@ -358,7 +360,11 @@ impl Trainer {
                 load.fp8,
                 rank as u64,
                 resident,
-                largest_tokens(&catalog, process.model.arch.facts().bucket_step),
+                largest_tokens(
+                    &catalog,
+                    process.model.arch.facts().bucket_step,
+                    part.data_place().map_or(1, |p| p.world),
+                ),
                 free,
             ) {
                 folder.log(&line);
