@@ -55,16 +55,29 @@ pub(super) fn parse_device(name: &str) -> Result<Device, TrainError> {
 }
 
 /// The GPU of a data-parallel rank with `local_rank` when the process sees `visible` GPUs: the
-/// GPU of that index, or the one GPU a launcher left visible to each process (`srun
-/// --gpus-per-task=1` sets CUDA_VISIBLE_DEVICES so).
-fn local_gpu(local_rank: usize, visible: usize) -> Result<usize, TrainError> {
+/// GPU of that index, or the one GPU a launcher gave this process (`srun --gpus-per-task=1` sets
+/// CUDA_VISIBLE_DEVICES so: `assigned`). Ranks may share one GPU only over gloo (`may_share`); NCCL
+/// refuses two ranks on one GPU, so that is named here rather than by NCCL.
+fn local_gpu(
+    local_rank: usize,
+    visible: usize,
+    assigned: bool,
+    may_share: bool,
+) -> Result<usize, TrainError> {
+    let visible_devices =
+        || std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "unset".into());
     match visible {
-        1 => Ok(0),
         n if local_rank < n => Ok(local_rank),
+        1 if assigned || may_share => Ok(0),
+        1 => Err(TrainError::Setup(format!(
+            "LOCAL_RANK={local_rank} on a machine with one GPU: the ranks would share it, which NCCL refuses; \
+             start one rank per GPU, give each process its own GPU (CUDA_VISIBLE_DEVICES), or set \
+             WANLORA_DIST_BACKEND=gloo"
+        ))),
         n => Err(TrainError::Setup(format!(
             "LOCAL_RANK={local_rank}, but this process sees {n} GPU(s) (CUDA_VISIBLE_DEVICES={}); start at most \
              one rank per visible GPU on each machine, or give each process one GPU",
-            std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "unset".into())
+            visible_devices()
         ))),
     }
 }
@@ -73,13 +86,20 @@ fn local_gpu(local_rank: usize, visible: usize) -> Result<usize, TrainError> {
 /// (from LOCAL_RANK, [`local_gpu`]).
 fn part_device(part: &JobPart, job_device: &str) -> Result<Device, TrainError> {
     match part {
-        JobPart::Data { local_rank, .. } if job_device.trim() != "cpu" => {
+        JobPart::Data { local_rank, place } if job_device.trim() != "cpu" => {
             // Checked here rather than by parse_device: the index may be one of a wider machine's.
             if !wanlora_torch::cuda_available() {
                 return parse_device(job_device);
             }
             let visible = tch::Cuda::device_count().max(0) as usize;
-            Ok(Device::Cuda(local_gpu(*local_rank as usize, visible)?))
+            let assigned = std::env::var_os("CUDA_VISIBLE_DEVICES").is_some();
+            let may_share = place.backend == crate::data_parallel::DistBackend::Gloo;
+            Ok(Device::Cuda(local_gpu(
+                *local_rank as usize,
+                visible,
+                assigned,
+                may_share,
+            )?))
         }
         _ => parse_device(&part.device(job_device)),
     }
@@ -474,10 +494,14 @@ mod tests {
 
     #[test]
     fn a_data_parallel_rank_takes_its_local_gpu_or_the_one_it_was_given() {
-        assert_eq!(local_gpu(3, 4).unwrap(), 3);
+        assert_eq!(local_gpu(3, 4, false, false).unwrap(), 3);
         // srun --gpus-per-task=1: every process sees its own GPU as cuda:0.
-        assert_eq!(local_gpu(3, 1).unwrap(), 0);
-        let message = local_gpu(5, 4).unwrap_err().to_string();
+        assert_eq!(local_gpu(3, 1, true, false).unwrap(), 0);
+        // Two ranks on a one-GPU machine: over gloo they share it, NCCL would refuse.
+        assert_eq!(local_gpu(1, 1, false, true).unwrap(), 0);
+        let shared = local_gpu(1, 1, false, false).unwrap_err().to_string();
+        assert!(shared.contains("WANLORA_DIST_BACKEND=gloo"), "{shared}");
+        let message = local_gpu(5, 4, false, false).unwrap_err().to_string();
         assert!(
             message.contains("LOCAL_RANK=5") && message.contains("sees 4 GPU(s)"),
             "{message}"
