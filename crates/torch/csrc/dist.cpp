@@ -21,7 +21,6 @@
 #include <chrono>
 #include <cstring>
 #include <new>
-#include <stdexcept>
 #include <string>
 
 namespace {
@@ -76,15 +75,9 @@ using NcclGroupCtor = void (*)(void* self, c10::intrusive_ptr<c10d::Store>* stor
 constexpr std::size_t kNcclOptionsBytes = 4096;
 constexpr std::size_t kNcclGroupBytes = 16384;
 
-void* nccl_symbol(const char* name) {
-  void* symbol = dlsym(RTLD_DEFAULT, name);
-  if (symbol == nullptr) {
-    throw std::runtime_error(
-        "ProcessGroupNCCL is not loaded: NCCL needs libtorch_cuda.so (a CUDA machine with "
-        "PyTorch's libraries on LD_LIBRARY_PATH); on CPUs the data-parallel ranks use gloo");
-  }
-  return symbol;
-}
+constexpr const char* kNcclMissing =
+    "ProcessGroupNCCL is not loaded: NCCL needs libtorch_cuda.so (a CUDA machine with PyTorch's "
+    "libraries on LD_LIBRARY_PATH); on CPUs the data-parallel ranks use gloo";
 
 // Constructs `bytes` of zeroed storage as an object through `ctor`, owned by an intrusive_ptr
 // of its base class `Base` (at offset 0: the classes here derive singly). One extra reference is
@@ -130,15 +123,13 @@ int wl_dist_gloo_new(const char* host, int port, int rank, int world, int64_t jo
 // ProcessGroupNCCL is not loaded at all (no libtorch_cuda.so), -1 on any other failure.
 int wl_dist_nccl_new(const char* host, int port, int rank, int world, int64_t join_ms,
                      int64_t collective_ms, int device, void** out) {
-  if (dist_guarded([] {
-        nccl_symbol(kNcclOptionsCtor);
-        nccl_symbol(kNcclGroupCtor);
-      }) != 0) {
+  auto make_options = reinterpret_cast<NcclOptionsCtor>(dlsym(RTLD_DEFAULT, kNcclOptionsCtor));
+  auto make_group = reinterpret_cast<NcclGroupCtor>(dlsym(RTLD_DEFAULT, kNcclGroupCtor));
+  if (make_options == nullptr || make_group == nullptr) {
+    dist_error = kNcclMissing;
     return -2;
   }
   return dist_guarded([&] {
-    auto make_options = reinterpret_cast<NcclOptionsCtor>(nccl_symbol(kNcclOptionsCtor));
-    auto make_group = reinterpret_cast<NcclGroupCtor>(nccl_symbol(kNcclGroupCtor));
     auto store = connect_store(host, port, rank, world, join_ms);
     auto options = construct_at_new<c10d::Backend::Options>(
         kNcclOptionsBytes, [&](void* self) { make_options(self, false); });
