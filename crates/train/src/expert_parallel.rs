@@ -46,7 +46,7 @@ pub enum JobPart {
         data: Option<DataPlace>,
     },
     /// One rank of a data-parallel run (crate::data_parallel), launched with MASTER_ADDR,
-    /// MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK; on CUDA it trains on `cuda:<local_rank>`.
+    /// MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK; on CUDA it trains on `cuda:<local_rank>` (or the one GPU the launcher assigned it).
     Data { place: DataPlace, local_rank: u32 },
 }
 
@@ -68,13 +68,12 @@ impl JobPart {
         }
     }
 
-    /// The device a rank was given, instead of the job's `device` (`job_device`).
+    /// The device an expert rank was given, instead of the job's `device` (`job_device`). A
+    /// data-parallel rank's GPU comes from LOCAL_RANK and the visible GPUs, which the trainer's
+    /// set-up chooses (`local_gpu`).
     pub fn device(&self, job_device: &str) -> String {
         match self {
             JobPart::Expert { device, .. } => device.clone(),
-            JobPart::Data { local_rank, .. } if job_device.trim() != "cpu" => {
-                format!("cuda:{local_rank}")
-            }
             _ => job_device.to_string(),
         }
     }

@@ -87,7 +87,6 @@ fn local_gpu(
 fn part_device(part: &JobPart, job_device: &str) -> Result<Device, TrainError> {
     match part {
         JobPart::Data { local_rank, place } if job_device.trim() != "cpu" => {
-            // Checked here rather than by parse_device: the index may be one of a wider machine's.
             if !wanlora_torch::cuda_available() {
                 return parse_device(job_device);
             }
