@@ -82,9 +82,7 @@ fn t2v_demo_trains_16_channel_experts_at_the_t2v_boundary_and_previews_from_the_
         let (set, format) = LoraSet::load(&file, &cfg, Device::Cpu, false).unwrap();
         assert_eq!(format, LoraKeyFormat::ComfyUi);
         assert_eq!(set.num_blocks(), cfg.num_layers as usize);
-        let bytes = std::fs::read(&file).unwrap();
-        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        let header = support::safetensors_header(&file);
         let meta = &header["__metadata__"];
         assert_eq!(meta["wanlora_arch"], "wan22_14b");
         assert_eq!(meta["ss_base_model_version"], "wan_2.2_14b");

@@ -118,9 +118,7 @@ fn ti2v_demo_trains_one_48_channel_transformer_and_previews_from_the_start_frame
     let (set, format) = LoraSet::load(&file, &cfg, Device::Cpu, false).unwrap();
     assert_eq!(format, LoraKeyFormat::ComfyUi);
     assert_eq!(set.num_blocks(), cfg.num_layers as usize);
-    let bytes = std::fs::read(&file).unwrap();
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let header = support::safetensors_header(&file);
     let meta = &header["__metadata__"];
     assert_eq!(meta["wanlora_arch"], "wan22_5b");
     assert_eq!(meta["ss_base_model_version"], "wan_2.2_5b");

@@ -55,3 +55,10 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The JSON header of the safetensors file at `path` (tensor entries and `__metadata__`).
+pub fn safetensors_header(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    serde_json::from_slice(&bytes[8..8 + header_len]).unwrap()
+}
